@@ -5,6 +5,14 @@ pragma solidity ^0.8.28;
 /// @notice The Foundry cheatcodes this project uses, declared by hand because forge-std is not available
 /// from npm. Signatures follow the Foundry Book's cheatcode reference; forge answers calls to `VM_ADDRESS`.
 interface Vm {
+    enum CallerMode {
+        None,
+        Broadcast,
+        RecurrentBroadcast,
+        Prank,
+        RecurrentPrank
+    }
+
     struct Log {
         bytes32[] topics;
         bytes data;
@@ -45,7 +53,10 @@ interface Vm {
     function envAddress(string calldata name) external view returns (address value);
     function envOr(string calldata name, uint256 defaultValue) external view returns (uint256 value);
     function envOr(string calldata name, address defaultValue) external view returns (address value);
+    function setEnv(string calldata name, string calldata value) external;
+    function toString(address value) external pure returns (string memory stringifiedValue);
     function startBroadcast() external;
+    function readCallers() external returns (CallerMode callerMode, address msgSender, address txOrigin);
     function stopBroadcast() external;
 
     // Assertions (revert with a readable message on failure)
