@@ -1,0 +1,237 @@
+//! `gleaner bench`: throughput numbers, printed, never asserted by timed tests.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use gleaner_models::{BackendChoice, EMBED_MIN_COSINE, compare_embeddings};
+
+use crate::input::read_all;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Sentences/s of all-MiniLM-L6-v2 on each backend, and on a peer implementation.
+    ///
+    /// Embeds a fixed corpus (default bench/corpus-1000.txt: 1,000 sentences of 10-40 words) on
+    /// each backend and prints a table. With --peer, runs the candle peer (bench/candle-peer,
+    /// built by scripts/bench) on the same corpus and weights in the same run and prints the
+    /// ratio. Also prints how far each backend's vectors are from the first one's (minimum row
+    /// cosine), which calibrates the embed comparator.
+    ///
+    /// Examples:
+    ///   gleaner bench embed
+    ///   gleaner bench embed --backends flex,ndarray,wgpu --wgpu-limit 64
+    ///   scripts/bench
+    #[command(verbatim_doc_comment)]
+    Embed(EmbedBench),
+}
+
+/// Options of `gleaner bench embed`.
+#[derive(Debug, Args)]
+pub struct EmbedBench {
+    /// Corpus file, one sentence per line.
+    #[arg(long, default_value = "bench/corpus-1000.txt")]
+    pub corpus: PathBuf,
+    /// Batch sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    pub batches: Vec<u32>,
+    /// Backends to measure, comma-separated (wgpu is skipped with a note when no adapter exists).
+    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray,wgpu")]
+    pub backends: Vec<BackendChoice>,
+    /// On a software wgpu adapter (lavapipe), embed only this many sentences (it is ~20x slower).
+    #[arg(long, default_value_t = 64)]
+    pub wgpu_limit: usize,
+    /// Peer benchmark binary (bench/candle-peer): run on the same corpus and weights.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
+    /// Model directory [default: $GLEANER_HOME/models/all-minilm-l6-v2].
+    #[arg(long, env = "GLEANER_MINILM_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Print the rows as JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    implementation: String,
+    batch: u32,
+    sentences: usize,
+    secs: f64,
+    sentences_per_s: f64,
+    /// Smallest row cosine against the first measured backend on the same sentences.
+    min_cosine_vs_first: Option<f32>,
+}
+
+pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Embed(args) => embed(args),
+    }
+}
+
+fn embed(args: EmbedBench) -> anyhow::Result<()> {
+    let corpus = read_all(
+        std::fs::File::open(&args.corpus)
+            .with_context(|| format!("cannot open corpus {}", args.corpus.display()))?,
+    )?;
+    let texts: Vec<&str> = corpus.iter().map(String::as_str).collect();
+    let mut rows = Vec::new();
+    let mut first: Option<Vec<f32>> = None;
+    for &backend in &args.backends {
+        let embedder = match super::embed::load_embedder(backend, args.model_dir.as_deref()) {
+            Ok(e) => e,
+            Err(err) if backend == BackendChoice::Wgpu => {
+                eprintln!("skipping wgpu: {err:#}");
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        let dev = embedder.device().clone();
+        let software = dev.adapter.as_ref().is_some_and(|a| !a.is_gpu);
+        let n = if software {
+            args.wgpu_limit.min(texts.len())
+        } else {
+            texts.len()
+        };
+        let name = match &dev.adapter {
+            Some(a) => format!("gleaner/{} ({})", dev.backend, a.name),
+            None => format!("gleaner/{}", dev.backend),
+        };
+        // Warm-up: shader compilation and autotuning happen on the first calls.
+        let warm = Instant::now();
+        embedder.embed(&texts[..n.min(8)], 8, |_| {})?;
+        eprintln!("{name}: warm-up {:.1}s", warm.elapsed().as_secs_f64());
+        for &batch in &args.batches {
+            let start = Instant::now();
+            let v = embedder.embed(&texts[..n], batch as usize, |_| {})?;
+            let secs = start.elapsed().as_secs_f64();
+            let min_cosine_vs_first = match &first {
+                None => {
+                    first = Some(v.clone());
+                    None
+                }
+                Some(f) => Some(
+                    compare_embeddings(&f[..v.len()], &v, embedder.dim(), EMBED_MIN_COSINE)?
+                        .min_cosine,
+                ),
+            };
+            let row = Row {
+                implementation: name.clone(),
+                batch,
+                sentences: n,
+                secs,
+                sentences_per_s: n as f64 / secs,
+                min_cosine_vs_first,
+            };
+            eprintln!(
+                "{name} batch {batch}: {:.1} sentences/s",
+                row.sentences_per_s
+            );
+            rows.push(row);
+        }
+    }
+    if let Some(peer) = &args.peer {
+        for &batch in &args.batches {
+            for sorted in [false, true] {
+                rows.push(run_peer(peer, &args, batch, sorted, texts.len())?);
+            }
+        }
+    }
+    print_rows(&rows, args.json)
+}
+
+/// Runs the peer once. `sorted` makes it batch length-sorted texts, as gleaner does, so the
+/// table shows both the peer as typically written and a like-for-like variant.
+fn run_peer(
+    peer: &PathBuf,
+    args: &EmbedBench,
+    batch: u32,
+    sorted: bool,
+    n: usize,
+) -> anyhow::Result<Row> {
+    let files = args.model_dir.as_deref().map_or_else(
+        gleaner_models::MiniLmFiles::from_cache,
+        gleaner_models::MiniLmFiles::in_dir,
+    );
+    let mut cmd = Command::new(peer);
+    if sorted {
+        cmd.arg("--sorted");
+    }
+    let out = cmd
+        .arg("--corpus")
+        .arg(&args.corpus)
+        .arg("--weights")
+        .arg(&files.weights)
+        .arg("--tokenizer")
+        .arg(&files.tokenizer)
+        .arg("--batch")
+        .arg(batch.to_string())
+        .output()
+        .with_context(|| format!("cannot run peer {}", peer.display()))?;
+    if !out.status.success() {
+        bail!(
+            "peer {} failed: {}",
+            peer.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("peer printed {line:?}, expected one JSON object"))?;
+    let secs = v["secs"].as_f64().context("peer output lacks secs")?;
+    Ok(Row {
+        implementation: v["implementation"].as_str().unwrap_or("peer").to_owned(),
+        batch,
+        sentences: n,
+        secs,
+        sentences_per_s: n as f64 / secs,
+        min_cosine_vs_first: None,
+    })
+}
+
+fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
+    if json {
+        for r in rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<44} {:>5} {:>9} {:>8} {:>12} {:>14}",
+        "implementation", "batch", "sentences", "secs", "sentences/s", "min cos vs 1st"
+    );
+    for r in rows {
+        let cos = r
+            .min_cosine_vs_first
+            .map_or("-".to_owned(), |c| format!("{c:.7}"));
+        println!(
+            "{:<44} {:>5} {:>9} {:>8.2} {:>12.1} {:>14}",
+            r.implementation, r.batch, r.sentences, r.secs, r.sentences_per_s, cos
+        );
+    }
+    for b in rows
+        .iter()
+        .map(|r| r.batch)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let peer = rows
+            .iter()
+            .find(|r| r.batch == b && !r.implementation.starts_with("gleaner"));
+        let best = rows
+            .iter()
+            .filter(|r| r.batch == b && r.implementation.starts_with("gleaner"))
+            .max_by(|x, y| x.sentences_per_s.total_cmp(&y.sentences_per_s));
+        if let (Some(p), Some(g)) = (peer, best) {
+            println!(
+                "batch {b}: {} / {} = {:.2}x",
+                g.implementation,
+                p.implementation,
+                g.sentences_per_s / p.sentences_per_s
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! One module per subcommand.
+
+pub(crate) mod bench;
+pub(crate) mod embed;
+
+/// `gleaner backends`: what wgpu sees and what `auto` would pick.
+pub(crate) fn backends() -> anyhow::Result<()> {
+    let adapters = gleaner_models::probe_adapters();
+    if adapters.is_empty() {
+        println!("no wgpu adapter");
+    }
+    for a in &adapters {
+        println!(
+            "wgpu adapter: {a}{}",
+            if a.is_gpu { "" } else { " [software]" }
+        );
+    }
+    let chosen = gleaner_models::select_device(gleaner_models::BackendChoice::Auto)?;
+    println!("auto: {}", chosen.describe());
+    Ok(())
+}

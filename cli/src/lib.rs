@@ -1,0 +1,108 @@
+//! The `gleaner` command line: argument parsing and dispatch only; the work lives in the library
+//! crates (`gleaner-models`, `gleaner-protocol`, ...).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod input;
+mod output;
+
+pub use input::{InputError, read_lines};
+pub use output::write_safetensors;
+
+/// Gleaner: a verifiable compute market for foundation models.
+///
+/// Requesters escrow tokens for jobs, staked miners run the models, a verifier settles on-chain,
+/// anyone can audit. This binary holds every role.
+#[derive(Debug, Parser)]
+#[command(name = "gleaner", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Embed sentences with all-MiniLM-L6-v2 (one text per input line).
+    Embed(cmd::embed::EmbedArgs),
+    /// Measure throughput.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+    /// List wgpu adapters and the backend `--backend auto` would choose.
+    Backends,
+}
+
+/// Parses the command line, runs it, prints any error with its causes, and returns the exit code.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Command::Embed(args) => cmd::embed::run(args),
+        Command::Bench(cmd) => cmd::bench::run(cmd),
+        Command::Backends => cmd::backends(),
+    }
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn embed_defaults() {
+        let cli = Cli::try_parse_from(["gleaner", "embed"]).unwrap();
+        let Command::Embed(args) = cli.cmd else {
+            panic!("not embed")
+        };
+        assert_eq!(args.batch, 32);
+        assert_eq!(args.backend, gleaner_models::BackendChoice::Auto);
+        assert!(args.input.is_none());
+    }
+
+    #[test]
+    fn safetensors_needs_out() {
+        let err = Cli::try_parse_from(["gleaner", "embed", "--format", "safetensors"]).unwrap_err();
+        assert!(err.to_string().contains("--out"), "{err}");
+    }
+
+    #[test]
+    fn bad_backend_is_rejected() {
+        let err = Cli::try_parse_from(["gleaner", "embed", "--backend", "cuda"]).unwrap_err();
+        assert!(
+            err.to_string().contains("expected auto, wgpu, cpu"),
+            "{err}"
+        );
+    }
+}

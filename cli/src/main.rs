@@ -1,0 +1,5 @@
+//! The `gleaner` binary.
+
+fn main() -> std::process::ExitCode {
+    gleaner_cli::main()
+}

@@ -1,0 +1,250 @@
+//! Choosing where a model runs: a wgpu GPU when there is one, a CPU backend otherwise.
+//!
+//! Workers prefer wgpu (Vulkan/Metal/DX12). Mesa's lavapipe is a wgpu adapter too, but a CPU one
+//! and ~20x slower than a CPU backend here, so `auto` takes wgpu only for a real GPU adapter and
+//! says which it chose. `--backend wgpu` still runs on lavapipe (that is how tests reach the
+//! wgpu path on machines without a GPU).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+
+use burn::prelude::*;
+use burn::tensor::wgpu::wgpu;
+
+use crate::{Error, Result};
+
+/// What the user asked for (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// wgpu on a real GPU adapter, else the CPU backend.
+    #[default]
+    Auto,
+    /// wgpu on whatever adapter it finds (a GPU, or lavapipe).
+    Wgpu,
+    /// The fastest CPU backend ([`CpuKind::default`]).
+    Cpu,
+    /// The Flex CPU backend explicitly.
+    Flex,
+    /// The NdArray CPU backend explicitly (deprecated by Burn 0.22).
+    NdArray,
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "wgpu" | "gpu" => Ok(Self::Wgpu),
+            "cpu" => Ok(Self::Cpu),
+            "flex" => Ok(Self::Flex),
+            "ndarray" => Ok(Self::NdArray),
+            other => Err(format!(
+                "unknown backend {other:?}; expected auto, wgpu, cpu, flex or ndarray"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Wgpu => "wgpu",
+            Self::Cpu => "cpu",
+            Self::Flex => "flex",
+            Self::NdArray => "ndarray",
+        })
+    }
+}
+
+/// The CPU backends Burn 0.22 offers without native libraries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuKind {
+    /// `burn-flex`, Burn's pure-Rust CPU backend.
+    Flex,
+    /// `burn-ndarray`.
+    NdArray,
+}
+
+impl CpuKind {
+    /// The CPU backend `cpu` and `auto` pick: the faster one measured by `gleaner bench embed`.
+    pub const DEFAULT: CpuKind = CpuKind::NdArray;
+}
+
+/// A wgpu adapter as the driver describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSummary {
+    /// Adapter name (`llvmpipe (LLVM 15.0.6, 256 bits)`, `NVIDIA H200`, ...).
+    pub name: String,
+    /// Graphics API (`Vulkan`, `Metal`, ...).
+    pub api: String,
+    /// Device type as wgpu reports it (`DiscreteGpu`, `Cpu`, ...).
+    pub device_type: String,
+    /// Whether this is a real GPU rather than a software rasteriser.
+    pub is_gpu: bool,
+}
+
+impl fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {})", self.name, self.api, self.device_type)
+    }
+}
+
+/// A device chosen for a model, with a human description of the choice.
+#[derive(Debug, Clone)]
+pub struct SelectedDevice {
+    /// The Burn device.
+    pub device: Device,
+    /// Short backend name: `wgpu`, `flex` or `ndarray`.
+    pub backend: &'static str,
+    /// The wgpu adapter, when the backend is wgpu.
+    pub adapter: Option<AdapterSummary>,
+    /// Why this backend was chosen.
+    pub reason: String,
+}
+
+impl SelectedDevice {
+    /// A CPU device of the given kind.
+    pub fn cpu(kind: CpuKind, reason: impl Into<String>) -> Self {
+        #[allow(deprecated)] // NdArray is deprecated in 0.22 but still measured against Flex.
+        let (device, backend) = match kind {
+            CpuKind::Flex => (Device::flex(), "flex"),
+            CpuKind::NdArray => (Device::ndarray(), "ndarray"),
+        };
+        Self {
+            device,
+            backend,
+            adapter: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// One line for logs: `backend=wgpu adapter=... (reason)`.
+    pub fn describe(&self) -> String {
+        match &self.adapter {
+            Some(a) => format!("backend={} adapter={a} ({})", self.backend, self.reason),
+            None => format!("backend={} ({})", self.backend, self.reason),
+        }
+    }
+}
+
+/// Lists the wgpu adapters this machine offers (without creating a device).
+///
+/// Only the primary APIs (Vulkan, Metal, DX12): compute shaders need them, and probing OpenGL
+/// only prints EGL errors on headless machines.
+pub fn probe_adapters() -> Vec<AdapterSummary> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::PRIMARY;
+    let instance = wgpu::Instance::new(desc);
+    let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+    adapters.iter().map(|a| summarize(&a.get_info())).collect()
+}
+
+fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
+    let is_gpu = matches!(
+        info.device_type,
+        wgpu::DeviceType::DiscreteGpu
+            | wgpu::DeviceType::IntegratedGpu
+            | wgpu::DeviceType::VirtualGpu
+    );
+    AdapterSummary {
+        name: info.name.clone(),
+        api: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        is_gpu,
+    }
+}
+
+/// Picks a device for `choice`. wgpu is initialised once per process; later calls reuse it.
+pub fn select_device(choice: BackendChoice) -> Result<SelectedDevice> {
+    match choice {
+        BackendChoice::Cpu => Ok(SelectedDevice::cpu(CpuKind::DEFAULT, "asked for cpu")),
+        BackendChoice::Flex => Ok(SelectedDevice::cpu(CpuKind::Flex, "asked for flex")),
+        BackendChoice::NdArray => Ok(SelectedDevice::cpu(CpuKind::NdArray, "asked for ndarray")),
+        BackendChoice::Wgpu => init_wgpu("asked for wgpu"),
+        BackendChoice::Auto => {
+            let adapters = probe_adapters();
+            match adapters.iter().find(|a| a.is_gpu) {
+                Some(gpu) => init_wgpu(&format!("auto: GPU adapter {}", gpu.name)),
+                None => {
+                    let why = match adapters.first() {
+                        Some(a) => format!(
+                            "auto: only a CPU wgpu adapter ({}), slower than a CPU backend; \
+                             pass --backend wgpu to use it anyway",
+                            a.name
+                        ),
+                        None => "auto: no wgpu adapter found".to_owned(),
+                    };
+                    Ok(SelectedDevice::cpu(CpuKind::DEFAULT, why))
+                }
+            }
+        }
+    }
+}
+
+fn init_wgpu(reason: &str) -> Result<SelectedDevice> {
+    static WGPU: OnceLock<std::result::Result<(Device, AdapterSummary), String>> = OnceLock::new();
+    let init = WGPU.get_or_init(|| {
+        let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| {
+            format!(
+                "{e}. No usable wgpu adapter: on a machine without a GPU install Mesa's lavapipe \
+                 (`apt-get install mesa-vulkan-drivers`) or use --backend cpu"
+            )
+        })?;
+        Ok((device, summarize(&setup.adapter.get_info())))
+    });
+    match init {
+        Ok((device, adapter)) => Ok(SelectedDevice {
+            device: device.clone(),
+            backend: "wgpu",
+            adapter: Some(adapter.clone()),
+            reason: reason.to_owned(),
+        }),
+        Err(detail) => Err(Error::Backend {
+            backend: "wgpu",
+            detail: detail.clone(),
+        }),
+    }
+}
+
+/// Runs a future to completion on this thread. wgpu's native futures are ready at once or
+/// after a driver call; no runtime is needed.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_display_round_trip() {
+        for c in [
+            BackendChoice::Auto,
+            BackendChoice::Wgpu,
+            BackendChoice::Cpu,
+            BackendChoice::Flex,
+            BackendChoice::NdArray,
+        ] {
+            assert_eq!(c.to_string().parse::<BackendChoice>().unwrap(), c);
+        }
+        let err = "cuda".parse::<BackendChoice>().unwrap_err();
+        assert!(err.contains("expected auto, wgpu, cpu"), "{err}");
+    }
+}

@@ -1,0 +1,35 @@
+//! Burn models that Gleaner workers run, and what the verifier needs to judge their outputs.
+//!
+//! - [`BertConfig`] / [`Bert`]: the all-MiniLM-L6-v2 sentence encoder (6-layer BERT, 384 dims,
+//!   masked mean pooling, L2 normalisation), loaded from the Hugging Face safetensors checkpoint.
+//! - [`Embedder`]: tokenizer + encoder + length-sorted batching, the `embed` task kind.
+//! - [`select_device`]: wgpu on a real GPU, else a CPU backend, and why.
+//! - [`compare_embeddings`]: the `embed` comparator (row cosine ≥ [`EMBED_MIN_COSINE`]).
+//! - [`MiniLmFiles`]: where `scripts/setup` put the weights, and their sha256.
+//!
+//! ```no_run
+//! use gleaner_models::{BackendChoice, Embedder, MiniLmFiles, select_device};
+//! let device = select_device(BackendChoice::Auto)?;
+//! let embedder = Embedder::load(&MiniLmFiles::from_cache(), device)?;
+//! let v = embedder.embed(&["This is an example sentence"], 32, |_| {})?;
+//! assert_eq!(v.len(), 384);
+//! # Ok::<(), gleaner_models::Error>(())
+//! ```
+
+mod backend;
+mod cache;
+mod compare;
+mod embed;
+mod error;
+mod minilm;
+mod tokenize;
+
+pub use backend::{
+    AdapterSummary, BackendChoice, CpuKind, SelectedDevice, probe_adapters, select_device,
+};
+pub use cache::{MINILM_DIR, MiniLmFiles, gleaner_home, model_cache, sha256_file};
+pub use compare::{Agreement, EMBED_MIN_COSINE, compare_embeddings, cosine};
+pub use embed::{EMBED_DIM, Embedder};
+pub use error::{Error, Result};
+pub use minilm::{Bert, BertConfig};
+pub use tokenize::{MAX_TOKENS, TextTokenizer};
