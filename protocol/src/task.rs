@@ -1,0 +1,279 @@
+//! Job manifests and task specs, their canonical encodings and hashes.
+//!
+//! - A **task spec** is `(jobId, index, modelHash, inputHash, paramsHash)`. Its canonical encoding
+//!   is Solidity's `abi.encode` of that tuple (so a contract could recompute it), and the task hash
+//!   is `keccak256` of it. The task Merkle root ([`crate::merkle`]) commits to all task hashes.
+//! - A **job manifest** is JSON. Its canonical encoding is the compact serialisation of
+//!   [`JobManifest`] with fields in declared order, no white space, hashes as 0x-prefixed
+//!   lowercase hex; `specHash = keccak256(canonical bytes)` is what `createJob` escrows against.
+//!   [`JobManifest::from_canonical`] refuses bytes that are not canonical, so two parties can never
+//!   disagree on a hash of the "same" manifest.
+
+use alloy::primitives::{B256, U256, keccak256};
+use alloy::sol_types::SolValue;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Manifest format version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// What a task computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// Sentence embeddings (all-MiniLM-L6-v2): f32 `[n, 384]`.
+    Embed,
+    /// Text generation (SmolLM2-135M-Instruct): token ids.
+    Generate,
+}
+
+/// The model a job runs, pinned by the sha256 of its weights file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// Model id, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
+    pub id: String,
+    /// sha256 of the weights file.
+    pub weights_sha256: B256,
+}
+
+/// One task: an input blob and its cost in deterministic work units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInput {
+    /// sha256 of the input blob in the coordinator's content-addressed store.
+    pub input_hash: B256,
+    /// Work units (e.g. tokens × layers), the `cost_t` of the reward formula.
+    pub cost: u64,
+}
+
+/// A job as the requester escrows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobManifest {
+    /// [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// Task kind.
+    pub kind: TaskKind,
+    /// Model and weights hash.
+    pub model: ModelRef,
+    /// Kind-specific parameters, hashed into every task spec (`paramsHash`).
+    pub params: TaskParams,
+    /// Tasks in order.
+    pub tasks: Vec<TaskInput>,
+}
+
+/// Kind-specific parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskParams {
+    /// Texts per forward pass (embed); does not change results beyond float rounding.
+    pub batch: u32,
+    /// Longest input in tokens; longer inputs are truncated.
+    pub max_tokens: u32,
+}
+
+impl JobManifest {
+    /// Checks the rules every manifest obeys.
+    pub fn validate(&self) -> Result<()> {
+        if self.version != MANIFEST_VERSION {
+            return Err(Error::Invalid(format!(
+                "manifest version {} (expected 1)",
+                self.version
+            )));
+        }
+        if self.tasks.is_empty() {
+            return Err(Error::Invalid("a job needs at least one task".into()));
+        }
+        if self.tasks.len() > u32::MAX as usize {
+            return Err(Error::Invalid("too many tasks".into()));
+        }
+        if self.model.id.is_empty() {
+            return Err(Error::Invalid("model id is empty".into()));
+        }
+        if let Some(i) = self.tasks.iter().position(|t| t.cost == 0) {
+            return Err(Error::Invalid(format!("task {i} has zero cost")));
+        }
+        if self.params.batch == 0 || self.params.max_tokens == 0 {
+            return Err(Error::Invalid(
+                "batch and max_tokens must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The canonical bytes (compact JSON in declared field order).
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("manifest serialises")
+    }
+
+    /// `specHash`: keccak256 of the canonical bytes.
+    pub fn spec_hash(&self) -> B256 {
+        keccak256(self.canonical())
+    }
+
+    /// Parses and validates canonical bytes; anything else (extra spaces, reordered or unknown
+    /// fields, uppercase hex) is refused.
+    pub fn from_canonical(bytes: &[u8]) -> Result<Self> {
+        let m: Self = serde_json::from_slice(bytes).map_err(|e| {
+            Error::Invalid(format!("manifest is not valid JSON of the schema: {e}"))
+        })?;
+        if m.canonical() != bytes {
+            return Err(Error::Invalid("manifest is not in canonical form".into()));
+        }
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// keccak256 of the canonical params JSON: the `paramsHash` of every task.
+    pub fn params_hash(&self) -> B256 {
+        keccak256(serde_json::to_vec(&self.params).expect("params serialise"))
+    }
+
+    /// The spec of task `index` of on-chain job `job_id`.
+    pub fn task_spec(&self, job_id: U256, index: u32) -> Option<TaskSpec> {
+        let t = self.tasks.get(index as usize)?;
+        Some(TaskSpec {
+            job_id,
+            index,
+            model_hash: self.model.weights_sha256,
+            input_hash: t.input_hash,
+            params_hash: self.params_hash(),
+        })
+    }
+
+    /// Every task hash, in order.
+    pub fn task_hashes(&self, job_id: U256) -> Vec<B256> {
+        (0..self.tasks.len() as u32)
+            .filter_map(|i| self.task_spec(job_id, i))
+            .map(|s| s.hash())
+            .collect()
+    }
+}
+
+/// What one task computes, bound to its on-chain job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// On-chain job id.
+    pub job_id: U256,
+    /// Task index within the job.
+    pub index: u32,
+    /// sha256 of the model weights.
+    pub model_hash: B256,
+    /// sha256 of the input blob.
+    pub input_hash: B256,
+    /// keccak256 of the canonical params.
+    pub params_hash: B256,
+}
+
+impl TaskSpec {
+    /// Canonical encoding: `abi.encode(jobId, uint32 index, modelHash, inputHash, paramsHash)`.
+    pub fn encode(&self) -> Vec<u8> {
+        (
+            self.job_id,
+            self.index,
+            self.model_hash,
+            self.input_hash,
+            self.params_hash,
+        )
+            .abi_encode()
+    }
+
+    /// The task hash: keccak256 of [`TaskSpec::encode`].
+    pub fn hash(&self) -> B256 {
+        keccak256(self.encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> JobManifest {
+        JobManifest {
+            version: 1,
+            kind: TaskKind::Embed,
+            model: ModelRef {
+                id: "all-MiniLM-L6-v2".into(),
+                weights_sha256: B256::repeat_byte(0xab),
+            },
+            params: TaskParams {
+                batch: 32,
+                max_tokens: 256,
+            },
+            tasks: (0..3u8)
+                .map(|i| TaskInput {
+                    input_hash: B256::repeat_byte(i),
+                    cost: 10 + u64::from(i),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn canonical_round_trip() {
+        let m = manifest();
+        let bytes = m.canonical();
+        assert_eq!(JobManifest::from_canonical(&bytes).unwrap(), m);
+        assert_eq!(m.spec_hash(), keccak256(&bytes));
+    }
+
+    #[test]
+    fn non_canonical_bytes_are_refused() {
+        let bytes = m_str();
+        let spaced = bytes.replace(",", ", ");
+        assert!(JobManifest::from_canonical(spaced.as_bytes()).is_err());
+        assert!(bytes.contains("abab"));
+        let upper = bytes.replace("abab", "ABAB");
+        assert!(JobManifest::from_canonical(upper.as_bytes()).is_err());
+        let extra = bytes.replacen('{', "{\"extra\":1,", 1);
+        assert!(JobManifest::from_canonical(extra.as_bytes()).is_err());
+    }
+
+    fn m_str() -> String {
+        String::from_utf8(manifest().canonical()).unwrap()
+    }
+
+    #[test]
+    fn invalid_manifests_are_refused() {
+        let mut m = manifest();
+        m.tasks.clear();
+        assert!(JobManifest::from_canonical(&m.canonical()).is_err());
+        let mut m = manifest();
+        m.tasks[1].cost = 0;
+        assert!(m.validate().is_err());
+        let mut m = manifest();
+        m.version = 2;
+        assert!(m.validate().is_err());
+    }
+
+    #[test]
+    fn task_hash_binds_every_field() {
+        let m = manifest();
+        let base = m.task_spec(U256::from(1), 1).unwrap();
+        let variants = [
+            TaskSpec {
+                job_id: U256::from(2),
+                ..base
+            },
+            TaskSpec { index: 2, ..base },
+            TaskSpec {
+                model_hash: B256::ZERO,
+                ..base
+            },
+            TaskSpec {
+                input_hash: B256::ZERO,
+                ..base
+            },
+            TaskSpec {
+                params_hash: B256::ZERO,
+                ..base
+            },
+        ];
+        for v in variants {
+            assert_ne!(v.hash(), base.hash(), "{v:?}");
+        }
+        assert_eq!(base.encode().len(), 5 * 32);
+        assert_eq!(m.task_hashes(U256::from(1)).len(), 3);
+        assert!(m.task_spec(U256::from(1), 3).is_none());
+    }
+}
