@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+pub mod common;
 mod input;
 mod output;
 
@@ -34,6 +35,12 @@ pub enum Command {
     Bench(cmd::bench::BenchCommand),
     /// List wgpu adapters and the backend `--backend auto` would choose.
     Backends,
+    /// The coordinator service: HTTP API, store, scheduler, chain watcher.
+    #[command(subcommand)]
+    Coordinator(cmd::coordinator::CoordinatorCommand),
+    /// The verifier service: compares replicas, settles and slashes on-chain.
+    #[command(subcommand)]
+    Verifier(cmd::verifier::VerifierCommand),
 }
 
 /// Parses the command line, runs it, prints any error with its causes, and returns the exit code.
@@ -55,6 +62,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => cmd::embed::run(args),
         Command::Bench(cmd) => cmd::bench::run(cmd),
         Command::Backends => cmd::backends(),
+        Command::Coordinator(cmd) => cmd::coordinator::run(cmd),
+        Command::Verifier(cmd) => cmd::verifier::run(cmd),
     }
 }
 

@@ -2,10 +2,8 @@
 
 use std::io::Write;
 
-/// Writes a row-major `[rows, cols]` f32 matrix as a safetensors file holding one tensor `name`.
-///
-/// Format: 8-byte little-endian header length, a JSON header (padded with spaces to a multiple
-/// of 8), then the raw little-endian data.
+/// Writes a row-major `[rows, cols]` f32 matrix as a safetensors file holding one tensor `name`
+/// (the format of `embed` output blobs, [`gleaner_protocol::blob::encode_matrix`]).
 pub fn write_safetensors(
     mut w: impl Write,
     name: &str,
@@ -13,35 +11,11 @@ pub fn write_safetensors(
     rows: usize,
     cols: usize,
     metadata: &[(&str, &str)],
-) -> std::io::Result<()> {
-    assert_eq!(
-        data.len(),
-        rows * cols,
-        "matrix shape does not match its data"
-    );
-    let bytes = data.len() * 4;
-    let meta: serde_json::Map<String, serde_json::Value> = metadata
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).into()))
-        .collect();
-    let mut header = serde_json::json!({
-        name: { "dtype": "F32", "shape": [rows, cols], "data_offsets": [0, bytes] },
-    });
-    if !meta.is_empty() {
-        header["__metadata__"] = serde_json::Value::Object(meta);
-    }
-    let mut header = serde_json::to_vec(&header)?;
-    while !header.len().is_multiple_of(8) {
-        header.push(b' ');
-    }
-    w.write_all(&(header.len() as u64).to_le_bytes())?;
-    w.write_all(&header)?;
-    let mut buf = Vec::with_capacity(bytes);
-    for v in data {
-        buf.extend_from_slice(&v.to_le_bytes());
-    }
-    w.write_all(&buf)?;
-    w.flush()
+) -> anyhow::Result<()> {
+    let bytes = gleaner_protocol::blob::encode_matrix(name, data, rows, cols, metadata)?;
+    w.write_all(&bytes)?;
+    w.flush()?;
+    Ok(())
 }
 
 /// Writes one JSON array per row.

@@ -3,12 +3,24 @@
 //! - [`formulas`]: the seed's allocation, execution-time, aggregation, contribution and payout
 //!   formulas as checked pure functions (seed 4.1, worked example 4.3 as tests).
 //! - [`merkle`]: the task Merkle tree, compatible with OpenZeppelin's `MerkleProof`.
+//! - [`api`]: the coordinator's HTTP API bodies and routes.
+//! - [`bindings`]: alloy `sol!` bindings of the contracts, from forge's artifacts.
+//! - [`blob`]: task input/output blob formats and their sha256 content address.
+//! - [`devnet`]: deploy the contracts, find anvil (dev chains and tests).
+//! - [`eip712`]: the signed messages (worker sign-in, task results, job registration).
+//! - [`report`]: the settlement report and the recomputation an auditor runs.
 //! - [`task`]: job manifests, task specs, their canonical encodings and hashes.
 //!
-//! Plain data only: no async runtime, HTTP, database or model code.
+//! Plain data and chain vocabulary only: no async runtime, HTTP server, database or model code.
 
+pub mod api;
+pub mod bindings;
+pub mod blob;
+pub mod devnet;
+pub mod eip712;
 pub mod formulas;
 pub mod merkle;
+pub mod report;
 pub mod task;
 
 mod error;

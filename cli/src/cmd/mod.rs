@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub(crate) mod bench;
+pub(crate) mod coordinator;
 pub(crate) mod embed;
+pub(crate) mod verifier;
 
 /// `gleaner backends`: what wgpu sees and what `auto` would pick.
 pub(crate) fn backends() -> anyhow::Result<()> {

@@ -1,0 +1,100 @@
+//! Options shared by several subcommands: the chain and the key.
+
+use std::path::PathBuf;
+
+use alloy::primitives::Address;
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context, bail};
+use clap::Args;
+
+/// Which chain and deployment.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Chain")]
+pub struct ChainArgs {
+    /// JSON-RPC endpoint of the chain.
+    #[arg(
+        long = "rpc-url",
+        env = "GLEANER_RPC_URL",
+        default_value = "http://127.0.0.1:8545"
+    )]
+    pub rpc_url: String,
+    /// JobMarket contract address (the registry and token are read from it).
+    #[arg(long, env = "GLEANER_MARKET")]
+    pub market: Address,
+}
+
+/// Which key signs: an encrypted JSON keystore (as `cast wallet import` and geth write them).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Key")]
+pub struct KeyArgs {
+    /// Keystore file.
+    #[arg(long, env = "GLEANER_KEYSTORE")]
+    pub keystore: PathBuf,
+    /// File whose first line is the keystore password (for scripts).
+    #[arg(long, env = "GLEANER_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The password itself. Visible to other local users through the process table or
+    /// environment: prefer --password-file, or the prompt.
+    #[arg(
+        long = "unsafe-password",
+        env = "GLEANER_PASSWORD",
+        hide_env_values = true
+    )]
+    pub unsafe_password: Option<String>,
+}
+
+impl KeyArgs {
+    /// The password: the file, the variable, or a prompt on the terminal.
+    pub fn password(&self) -> anyhow::Result<String> {
+        password_from(
+            self.password_file.as_deref(),
+            self.unsafe_password.as_deref(),
+            "Keystore password: ",
+        )
+    }
+
+    /// Decrypts the keystore (deliberately slow: scrypt).
+    pub fn signer(&self) -> anyhow::Result<PrivateKeySigner> {
+        if !self.keystore.is_file() {
+            bail!(
+                "keystore {} not found; create one with `gleaner wallet new --keystore {}`",
+                self.keystore.display(),
+                self.keystore.display()
+            );
+        }
+        let pw = self.password()?;
+        PrivateKeySigner::decrypt_keystore(&self.keystore, pw).with_context(|| {
+            format!(
+                "cannot decrypt {} (wrong password?)",
+                self.keystore.display()
+            )
+        })
+    }
+}
+
+/// Password from a file's first line, a value, or a terminal prompt.
+pub fn password_from(
+    file: Option<&std::path::Path>,
+    value: Option<&str>,
+    prompt: &str,
+) -> anyhow::Result<String> {
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read password file {}", f.display()))?;
+        return Ok(s.lines().next().unwrap_or("").to_owned());
+    }
+    if let Some(v) = value {
+        return Ok(v.to_owned());
+    }
+    rpassword::prompt_password(prompt).context(
+        "no password: give --password-file FILE (or GLEANER_PASSWORD_FILE), or run in a terminal",
+    )
+}
+
+/// A multi-threaded tokio runtime for async subcommands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}

@@ -1,0 +1,165 @@
+//! Formats of task input and output blobs, and their content hash (sha256).
+//!
+//! - `embed` input: UTF-8 text, one sentence per line (`\n`), no empty lines.
+//! - `embed` output: a safetensors file with one F32 tensor `embeddings` of shape `[n, dim]`.
+
+use alloy::primitives::B256;
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// The content address of a blob: sha256 of its bytes.
+pub fn blob_hash(bytes: &[u8]) -> B256 {
+    B256::from_slice(&Sha256::digest(bytes))
+}
+
+/// Encodes an embed task input.
+pub fn encode_texts(texts: &[&str]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        if t.trim().is_empty() || t.contains('\n') {
+            return Err(Error::Invalid(format!("text {i} is empty or spans lines")));
+        }
+        out.extend_from_slice(t.as_bytes());
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Decodes an embed task input.
+pub fn decode_texts(bytes: &[u8]) -> Result<Vec<String>> {
+    let s = std::str::from_utf8(bytes).map_err(|e| Error::Invalid(format!("input: {e}")))?;
+    let body = s.strip_suffix('\n').unwrap_or(s);
+    if body.is_empty() {
+        return Err(Error::Invalid("input holds no text".into()));
+    }
+    body.split('\n')
+        .enumerate()
+        .map(|(i, l)| {
+            if l.trim().is_empty() {
+                Err(Error::Invalid(format!("input line {} is empty", i + 1)))
+            } else {
+                Ok(l.to_owned())
+            }
+        })
+        .collect()
+}
+
+/// Writes a row-major `[rows, cols]` F32 matrix as safetensors with one tensor `name`.
+pub fn encode_matrix(
+    name: &str,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    metadata: &[(&str, &str)],
+) -> Result<Vec<u8>> {
+    if data.len() != rows.checked_mul(cols).ok_or(Error::Overflow)? {
+        return Err(Error::Invalid(format!(
+            "{} values are not [{rows}, {cols}]",
+            data.len()
+        )));
+    }
+    let bytes = data.len() * 4;
+    let mut header = serde_json::json!({
+        name: { "dtype": "F32", "shape": [rows, cols], "data_offsets": [0, bytes] },
+    });
+    if !metadata.is_empty() {
+        let meta: serde_json::Map<String, serde_json::Value> = metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+            .collect();
+        header["__metadata__"] = serde_json::Value::Object(meta);
+    }
+    let mut header = serde_json::to_vec(&header).expect("header serialises");
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + bytes);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// Reads tensor `name` of a safetensors file written by [`encode_matrix`]: `(data, rows, cols)`.
+/// Anything else (other dtype, rank, truncated data) is an error.
+pub fn decode_matrix(name: &str, bytes: &[u8]) -> Result<(Vec<f32>, usize, usize)> {
+    let bad = |m: &str| Error::Invalid(format!("safetensors: {m}"));
+    let n = u64::from_le_bytes(
+        bytes
+            .get(..8)
+            .ok_or_else(|| bad("too short"))?
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let n = usize::try_from(n).map_err(|_| bad("header length"))?;
+    let end = 8usize.checked_add(n).ok_or_else(|| bad("header length"))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(bytes.get(8..end).ok_or_else(|| bad("truncated header"))?)
+            .map_err(|e| bad(&e.to_string()))?;
+    let t = &header[name];
+    if t["dtype"] != "F32" {
+        return Err(bad(&format!("tensor {name} missing or not F32")));
+    }
+    let shape: Vec<usize> =
+        serde_json::from_value(t["shape"].clone()).map_err(|e| bad(&e.to_string()))?;
+    let offs: Vec<usize> =
+        serde_json::from_value(t["data_offsets"].clone()).map_err(|e| bad(&e.to_string()))?;
+    let [rows, cols] = shape[..] else {
+        return Err(bad("tensor is not 2-D"));
+    };
+    let [start, stop] = offs[..] else {
+        return Err(bad("bad data_offsets"));
+    };
+    let want = rows
+        .checked_mul(cols)
+        .and_then(|x| x.checked_mul(4))
+        .ok_or_else(|| bad("shape overflow"))?;
+    if stop.checked_sub(start) != Some(want) {
+        return Err(bad("data size does not match the shape"));
+    }
+    let data = bytes
+        .get(end + start..end + stop)
+        .ok_or_else(|| bad("truncated data"))?
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    Ok((data, rows, cols))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix_round_trip_and_rejects() {
+        let m = [1.0f32, -2.0, 0.5, 4.0, 5.0, 6.0];
+        let b = encode_matrix("embeddings", &m, 3, 2, &[("k", "v")]).unwrap();
+        assert_eq!(decode_matrix("embeddings", &b).unwrap(), (m.to_vec(), 3, 2));
+        assert!(decode_matrix("other", &b).is_err());
+        assert!(decode_matrix("embeddings", &b[..b.len() - 1]).is_err());
+        assert!(decode_matrix("embeddings", &b[..5]).is_err());
+        assert!(encode_matrix("e", &m, 4, 2, &[]).is_err());
+    }
+
+    #[test]
+    fn texts_round_trip_and_rejects() {
+        let b = encode_texts(&["a b", "c"]).unwrap();
+        assert_eq!(b, b"a b\nc\n");
+        assert_eq!(decode_texts(&b).unwrap(), vec!["a b", "c"]);
+        assert!(encode_texts(&["a\nb"]).is_err());
+        assert!(decode_texts(b"a\n\nb\n").is_err());
+        assert!(decode_texts(b"\xff\n").is_err());
+        assert!(decode_texts(b"").is_err());
+    }
+
+    #[test]
+    fn hash_is_sha256() {
+        assert_eq!(
+            blob_hash(b"abc").to_string(),
+            "0xba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! Deploying the contracts and finding a local anvil: used by `gleaner devnet`, `scripts/demo`
+//! and the tests of every crate that talks to the chain.
+
+use std::path::{Path, PathBuf};
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+
+use crate::bindings::{GleanerToken, JobMarket, WorkerRegistry};
+use crate::{Error, Result};
+
+/// Addresses of one deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Deployment {
+    /// Chain id.
+    pub chain_id: u64,
+    /// Payment token (a [`GleanerToken`] on dev chains).
+    pub token: Address,
+    /// WorkerRegistry.
+    pub registry: Address,
+    /// JobMarket.
+    pub market: Address,
+}
+
+/// Parameters of a fresh deployment.
+#[derive(Debug, Clone)]
+pub struct DeployParams {
+    /// Admin of both contracts (also the treasury on dev chains).
+    pub admin: Address,
+    /// Holder of COORDINATOR_ROLE (posts task roots).
+    pub coordinator: Address,
+    /// Holder of VERIFIER_ROLE and SLASHER_ROLE (settles, slashes).
+    pub verifier: Address,
+    /// Smallest stake that makes a worker eligible.
+    pub min_stake: U256,
+    /// Seconds between an unstake request and the withdrawal.
+    pub unbonding_delay: u64,
+}
+
+fn chain_err(what: &str) -> impl Fn(alloy::contract::Error) -> Error + '_ {
+    move |e| Error::Invalid(format!("{what}: {e}"))
+}
+
+async fn confirm<N: alloy::network::Network>(
+    what: &str,
+    pending: std::result::Result<
+        alloy::providers::PendingTransactionBuilder<N>,
+        alloy::contract::Error,
+    >,
+) -> Result<()> {
+    let receipt = pending
+        .map_err(chain_err(what))?
+        .get_receipt()
+        .await
+        .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+    use alloy::network::ReceiptResponse;
+    if !receipt.status() {
+        return Err(Error::Invalid(format!("{what}: transaction reverted")));
+    }
+    Ok(())
+}
+
+/// Deploys token, registry and market from the sender of `provider`, links them and grants
+/// the roles. The sender must be `params.admin`.
+pub async fn deploy<P: Provider + Clone>(
+    provider: &P,
+    params: &DeployParams,
+) -> Result<Deployment> {
+    let chain_id = provider
+        .get_chain_id()
+        .await
+        .map_err(|e| Error::Invalid(format!("chain id: {e}")))?;
+    let token = GleanerToken::deploy(provider.clone())
+        .await
+        .map_err(chain_err("deploy token"))?;
+    let registry = WorkerRegistry::deploy(
+        provider.clone(),
+        *token.address(),
+        params.admin,
+        params.min_stake,
+        params.unbonding_delay,
+        params.admin,
+    )
+    .await
+    .map_err(chain_err("deploy registry"))?;
+    let market = JobMarket::deploy(
+        provider.clone(),
+        *token.address(),
+        *registry.address(),
+        params.admin,
+        params.admin,
+    )
+    .await
+    .map_err(chain_err("deploy market"))?;
+
+    confirm(
+        "setMarket",
+        registry.setMarket(*market.address()).send().await,
+    )
+    .await?;
+    let coordinator_role = market
+        .COORDINATOR_ROLE()
+        .call()
+        .await
+        .map_err(chain_err("COORDINATOR_ROLE"))?;
+    let verifier_role = market
+        .VERIFIER_ROLE()
+        .call()
+        .await
+        .map_err(chain_err("VERIFIER_ROLE"))?;
+    let slasher_role = registry
+        .SLASHER_ROLE()
+        .call()
+        .await
+        .map_err(chain_err("SLASHER_ROLE"))?;
+    confirm(
+        "grant coordinator",
+        market
+            .grantRole(coordinator_role, params.coordinator)
+            .send()
+            .await,
+    )
+    .await?;
+    confirm(
+        "grant verifier",
+        market
+            .grantRole(verifier_role, params.verifier)
+            .send()
+            .await,
+    )
+    .await?;
+    confirm(
+        "grant slasher",
+        registry
+            .grantRole(slasher_role, params.verifier)
+            .send()
+            .await,
+    )
+    .await?;
+    Ok(Deployment {
+        chain_id,
+        token: *token.address(),
+        registry: *registry.address(),
+        market: *market.address(),
+    })
+}
+
+/// The anvil binary: `$GLEANER_ANVIL`, else `node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil`
+/// under the first ancestor of `start` that has one, else `anvil` on the PATH.
+pub fn find_anvil(start: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("GLEANER_ANVIL").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let rel = Path::new("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    for dir in start.ancestors() {
+        let p = dir.join(rel);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("anvil");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(Error::Invalid(
+        "anvil not found: run `scripts/build-contracts` (npm ci installs @foundry-rs/anvil) \
+         or set GLEANER_ANVIL"
+            .into(),
+    ))
+}

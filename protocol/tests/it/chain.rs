@@ -1,0 +1,136 @@
+use alloy::node_bindings::Anvil;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::ProviderBuilder;
+use alloy::signers::local::PrivateKeySigner;
+use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry, job_status};
+use gleaner_protocol::devnet::{DeployParams, deploy, find_anvil};
+use gleaner_protocol::formulas;
+
+fn e18(n: u64) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(18))
+}
+
+#[tokio::test]
+async fn deploy_link_and_settle_match_the_formulas() {
+    let anvil_bin = find_anvil(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let anvil = Anvil::at(anvil_bin).try_spawn().expect("anvil starts");
+    let admin: PrivateKeySigner = anvil.keys()[0].clone().into();
+    let admin_addr = admin.address();
+    let provider = ProviderBuilder::new()
+        .wallet(admin)
+        .connect_http(anvil.endpoint_url());
+    let params = DeployParams {
+        admin: admin_addr,
+        coordinator: admin_addr,
+        verifier: admin_addr,
+        min_stake: e18(100),
+        unbonding_delay: 60,
+    };
+    let d = deploy(&provider, &params).await.unwrap();
+    assert_eq!(d.chain_id, 31337);
+    let market = JobMarket::new(d.market, &provider);
+    let registry = WorkerRegistry::new(d.registry, &provider);
+    let token = GleanerToken::new(d.token, &provider);
+    assert_eq!(market.registry().call().await.unwrap(), d.registry);
+    assert_eq!(registry.market().call().await.unwrap(), d.market);
+
+    // Three workers stake (the admin funds them from the faucet).
+    let workers: Vec<PrivateKeySigner> = anvil.keys()[1..4]
+        .iter()
+        .map(|k| k.clone().into())
+        .collect();
+    for w in &workers {
+        let wp = ProviderBuilder::new()
+            .wallet(w.clone())
+            .connect_http(anvil.endpoint_url());
+        let t = GleanerToken::new(d.token, &wp);
+        t.faucet(w.address(), e18(1_000))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        t.approve(d.registry, e18(100))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        let r = WorkerRegistry::new(d.registry, &wp);
+        r.stake(e18(100))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(registry.isEligible(w.address()).call().await.unwrap());
+    }
+
+    // A job of 4 tasks, 3 accepted; units 1000/1500/2500.
+    let budget = e18(10);
+    token
+        .faucet(admin_addr, budget)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    token
+        .approve(d.market, budget)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    market
+        .createJob(B256::repeat_byte(1), 4, 2, budget, u64::MAX / 2)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let job = U256::from(market.jobCount().call().await.unwrap());
+    market
+        .postTasks(job, B256::repeat_byte(2), 4)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let mut ws: Vec<Address> = workers.iter().map(|w| w.address()).collect();
+    ws.sort();
+    let units = vec![U256::from(1000), U256::from(1500), U256::from(2500)];
+    market
+        .settle(job, 3, ws.clone(), units.clone(), B256::repeat_byte(3))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert_eq!(
+        market.getJob(job).call().await.unwrap().status,
+        job_status::SETTLED
+    );
+
+    let pool = formulas::pool(budget.to::<u128>(), 3, 4).unwrap();
+    let (pay, _dust) = formulas::payouts(
+        pool,
+        &units.iter().map(|u| u.to::<u128>()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    for (w, p) in ws.iter().zip(pay) {
+        assert_eq!(
+            market.withdrawable(*w).call().await.unwrap(),
+            U256::from(p),
+            "worker {w}"
+        );
+    }
+}

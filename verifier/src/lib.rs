@@ -1,0 +1,1 @@
+//! Gleaner verifier: compare replicas, decide, settle, slash. Not implemented yet.
