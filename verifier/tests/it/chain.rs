@@ -1,0 +1,267 @@
+use alloy::node_bindings::Anvil;
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::ProviderBuilder;
+use alloy::signers::local::PrivateKeySigner;
+use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry, job_status};
+use gleaner_protocol::devnet::{DeployParams, deploy, find_anvil};
+use gleaner_protocol::formulas;
+use gleaner_protocol::report::ReplicaEntry;
+use gleaner_verifier::{
+    Error, JobContext, SettlementPlan, TaskRecord, build_report, evidence_hash, settle_and_slash,
+};
+
+fn e18(n: u64) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(18))
+}
+
+/// A decided task: `quorum` workers agree, `liars` signed something else.
+fn record(index: u32, hash: B256, quorum: &[Address], liars: &[Address]) -> TaskRecord {
+    let mut replicas: Vec<ReplicaEntry> = quorum
+        .iter()
+        .map(|w| ReplicaEntry {
+            worker: *w,
+            result_hash: B256::repeat_byte(0xa0),
+            signature: Bytes::from(vec![1; 65]),
+            in_quorum: true,
+        })
+        .collect();
+    replicas.extend(liars.iter().map(|w| ReplicaEntry {
+        worker: *w,
+        result_hash: B256::repeat_byte(0xbb),
+        signature: Bytes::from(vec![2; 65]),
+        in_quorum: false,
+    }));
+    let contradictions = (quorum.len()..quorum.len() + liars.len()).collect();
+    TaskRecord {
+        index,
+        task_hash: hash,
+        accepted_result: (!quorum.is_empty()).then(|| B256::repeat_byte(0xa0)),
+        replicas,
+        contradictions,
+    }
+}
+
+#[tokio::test]
+async fn settles_in_proportion_slashes_the_liar_and_never_twice() {
+    let anvil_bin = find_anvil(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let anvil = Anvil::at(anvil_bin).try_spawn().expect("anvil starts");
+    let admin: PrivateKeySigner = anvil.keys()[0].clone().into();
+    let requester = admin.address();
+    let provider = ProviderBuilder::new()
+        .wallet(admin)
+        .connect_http(anvil.endpoint_url());
+    let d = deploy(
+        &provider,
+        &DeployParams {
+            admin: requester,
+            coordinator: requester,
+            verifier: requester,
+            min_stake: e18(100),
+            unbonding_delay: 60,
+        },
+    )
+    .await
+    .unwrap();
+    let market = JobMarket::new(d.market, &provider);
+    let registry = WorkerRegistry::new(d.registry, &provider);
+    let token = GleanerToken::new(d.token, &provider);
+
+    // Three workers stake the minimum.
+    let mut workers: Vec<Address> = Vec::new();
+    for k in &anvil.keys()[1..4] {
+        let w: PrivateKeySigner = k.clone().into();
+        let wp = ProviderBuilder::new()
+            .wallet(w.clone())
+            .connect_http(anvil.endpoint_url());
+        let t = GleanerToken::new(d.token, &wp);
+        t.faucet(w.address(), e18(100))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        t.approve(d.registry, e18(100))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        WorkerRegistry::new(d.registry, &wp)
+            .stake(e18(100))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        workers.push(w.address());
+    }
+    workers.sort();
+    let [a, b, liar] = [workers[0], workers[1], workers[2]];
+
+    // A job of 4 tasks, redundancy 2, budget 12 tokens.
+    let budget = e18(12);
+    let spec = B256::repeat_byte(0x51);
+    let root = B256::repeat_byte(0x52);
+    token
+        .faucet(requester, budget)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    token
+        .approve(d.market, budget)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    market
+        .createJob(spec, 4, 2, budget, u64::MAX / 2)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let job_id = U256::from(market.jobCount().call().await.unwrap());
+    market
+        .postTasks(job_id, root, 4)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+
+    // Tasks 0-2 accepted, 3 failed; the liar contradicts task 0 but is honest on task 2.
+    let hashes: Vec<B256> = (0..4u8).map(|i| B256::repeat_byte(0x60 + i)).collect();
+    let ctx = JobContext {
+        chain_id: d.chain_id,
+        market: d.market,
+        job_id,
+        spec_hash: spec,
+        tasks_root: root,
+        costs: vec![10, 20, 30, 40],
+        task_hashes: hashes.clone(),
+    };
+    let records = vec![
+        record(0, hashes[0], &[a, b], &[liar]),
+        record(1, hashes[1], &[a, b], &[]),
+        record(2, hashes[2], &[b, liar], &[]),
+        TaskRecord {
+            index: 3,
+            task_hash: hashes[3],
+            accepted_result: None,
+            replicas: vec![],
+            contradictions: vec![],
+        },
+    ];
+    let min_stake = registry.minStake().call().await.unwrap();
+    let conf = |w: Address| Some(if w == liar { 7_000 } else { 9_000 });
+    let report = build_report(&ctx, &records, conf, min_stake / U256::from(10)).unwrap();
+    assert_eq!(report.slashes.len(), 1);
+    let plan = SettlementPlan::of(&report).unwrap();
+    assert_eq!(plan.workers, vec![a, b, liar]);
+    assert_eq!(
+        plan.units,
+        vec![
+            U256::from(30 * 9_000),
+            U256::from(60 * 9_000),
+            U256::from(30 * 7_000)
+        ]
+    );
+
+    // A report for another job spec is refused before anything is sent.
+    let mut wrong = report.clone();
+    wrong.spec_hash = B256::repeat_byte(9);
+    let err = settle_and_slash(&provider, d.market, &wrong, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+
+    let out = settle_and_slash(&provider, d.market, &report, 0)
+        .await
+        .unwrap();
+    assert!(out.settled_now);
+    assert_eq!(
+        market.getJob(job_id).call().await.unwrap().status,
+        job_status::SETTLED
+    );
+
+    // Payouts in proportion to units; the requester gets the rest (unaccepted task, dust).
+    let pool = formulas::pool(budget.to::<u128>(), 3, 4).unwrap();
+    let units: Vec<u128> = plan.units.iter().map(|u| u.to::<u128>()).collect();
+    let (pay, _) = formulas::payouts(pool, &units).unwrap();
+    let mut paid = 0u128;
+    for (w, p) in plan.workers.iter().zip(&pay) {
+        assert_eq!(
+            market.withdrawable(*w).call().await.unwrap(),
+            U256::from(*p),
+            "{w}"
+        );
+        paid += p;
+    }
+    assert_eq!(
+        market.withdrawable(requester).call().await.unwrap(),
+        U256::from(budget.to::<u128>() - paid)
+    );
+
+    // The liar lost a tenth of the minimum stake to the requester, with the evidence hash.
+    let amount = min_stake / U256::from(10);
+    assert_eq!(out.slashes.len(), 1);
+    assert_eq!(out.slashes[0].taken, amount);
+    assert_eq!(
+        registry.stakeOf(liar).call().await.unwrap(),
+        e18(100) - amount
+    );
+    let events = registry
+        .Slashed_filter()
+        .from_block(0)
+        .query()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let ev = &events[0].0;
+    assert_eq!((ev.worker, ev.jobId, ev.amount), (liar, job_id, amount));
+    assert_eq!(ev.beneficiary, requester);
+    assert_eq!(
+        ev.evidenceHash,
+        evidence_hash(report.hash(), &report.slashes[0])
+    );
+    assert_eq!(token.balanceOf(requester).call().await.unwrap(), amount);
+
+    // Running again (a restart) neither settles nor slashes twice.
+    let again = settle_and_slash(&provider, d.market, &report, 0)
+        .await
+        .unwrap();
+    assert!(!again.settled_now);
+    assert_eq!(again.settle_tx, out.settle_tx);
+    assert_eq!(again.slashes[0].skipped, Some("already slashed"));
+    assert_eq!(
+        registry.stakeOf(liar).call().await.unwrap(),
+        e18(100) - amount
+    );
+    assert_eq!(
+        registry
+            .Slashed_filter()
+            .from_block(0)
+            .query()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Settling the same job under another report is a conflict.
+    let mut other = report.clone();
+    other.slashes.clear();
+    let err = settle_and_slash(&provider, d.market, &other, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+}
