@@ -1,16 +1,178 @@
 //! `gleaner verifier`.
 
-use clap::Subcommand;
+use std::time::Duration;
 
-/// Subcommands of `gleaner verifier`.
+use alloy::primitives::U256;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::common::{ChainArgs, KeyArgs, runtime};
+
+/// The verifier: compares the replicas of every task, accepts the agreeing ones, settles jobs
+/// on-chain and slashes workers whose signed results contradict an accepted quorum.
+///
+/// Its key needs VERIFIER_ROLE on the market and SLASHER_ROLE on the registry, and must be the
+/// verifier address the coordinator is configured with. Reputations and decisions live in its
+/// own store (`--db`); a restart resumes where it stopped, never settling or slashing twice.
+///
+/// Examples:
+///   gleaner verifier run --keystore verifier.json --market 0x5FbD...0aa3
+///   gleaner verifier run --coordinator-url http://coord:8080 --rpc-url http://anvil:8545 \
+///     --market 0x5FbD...0aa3 --keystore verifier.json --password-file pw.txt \
+///     --db sqlite:///var/lib/gleaner/verifier.sqlite?mode=rwc --slash-amount 10
 #[derive(Debug, Subcommand)]
+#[command(verbatim_doc_comment)]
 pub enum VerifierCommand {
-    /// Run the verifier service (not implemented yet).
-    Run,
+    /// Run the verifier service until Ctrl-C.
+    Run(RunArgs),
+}
+
+/// Options of `gleaner verifier run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    chain: ChainArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Coordinator base URL.
+    #[arg(
+        long,
+        env = "GLEANER_COORDINATOR_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub coordinator_url: String,
+    /// The verifier's store: `sqlite://PATH?mode=rwc` or `postgres://...`.
+    #[arg(
+        long = "db",
+        env = "GLEANER_VERIFIER_DB",
+        default_value = "sqlite://verifier.sqlite?mode=rwc"
+    )]
+    pub db: String,
+    /// Milliseconds between polls of the coordinator when all is well.
+    #[arg(long, env = "GLEANER_VERIFIER_POLL_MS", default_value_t = 1_000)]
+    pub poll_ms: u64,
+    /// Longest pause, in milliseconds, after repeated coordinator or RPC failures.
+    #[arg(
+        long,
+        env = "GLEANER_VERIFIER_MAX_BACKOFF_MS",
+        default_value_t = 30_000
+    )]
+    pub max_backoff_ms: u64,
+    /// Tokens slashed per contradicting worker and job (whole tokens, up to 18 decimals: `2.5`).
+    /// Default: a tenth of the registry's minimum stake.
+    #[arg(long, env = "GLEANER_SLASH_AMOUNT", value_parser = parse_tokens)]
+    pub slash_amount: Option<U256>,
+    /// First block searched for settlement and slash events (the market's deployment block).
+    #[arg(long, env = "GLEANER_LOGS_FROM_BLOCK", default_value_t = 0)]
+    pub logs_from_block: u64,
+}
+
+fn parse_tokens(s: &str) -> Result<U256, String> {
+    alloy::primitives::utils::parse_units(s, 18)
+        .map(Into::into)
+        .map_err(|e| format!("expected tokens like 10 or 2.5: {e}"))
+}
+
+impl RunArgs {
+    fn config(&self) -> gleaner_verifier::Config {
+        let mut c = gleaner_verifier::Config::new(
+            &self.coordinator_url,
+            &self.chain.rpc_url,
+            self.chain.market,
+        );
+        c.db_url = self.db.clone();
+        c.poll_interval = Duration::from_millis(self.poll_ms);
+        c.max_backoff = Duration::from_millis(self.max_backoff_ms);
+        c.slash_amount = self.slash_amount;
+        c.logs_from_block = self.logs_from_block;
+        c
+    }
 }
 
 pub(crate) fn run(cmd: VerifierCommand) -> anyhow::Result<()> {
     match cmd {
-        VerifierCommand::Run => anyhow::bail!("gleaner verifier run is not implemented yet"),
+        VerifierCommand::Run(a) => {
+            let signer = a.key.signer()?;
+            let config = a.config();
+            runtime()?
+                .block_on(gleaner_verifier::run(config, signer, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                }))
+                .context("verifier stopped with an error")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: VerifierCommand,
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let m = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        let base = ["x", "run", "--market", m, "--keystore", "k.json"];
+        let Cli {
+            cmd: VerifierCommand::Run(a),
+        } = Cli::try_parse_from(base).unwrap();
+        let c = a.config();
+        let d = gleaner_verifier::Config::new(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8545",
+            m.parse().unwrap(),
+        );
+        assert_eq!(
+            (
+                c.coordinator_url,
+                c.rpc_url,
+                c.db_url,
+                c.poll_interval,
+                c.max_backoff,
+                c.slash_amount,
+                c.logs_from_block
+            ),
+            (
+                d.coordinator_url,
+                d.rpc_url,
+                d.db_url,
+                d.poll_interval,
+                d.max_backoff,
+                d.slash_amount,
+                d.logs_from_block
+            )
+        );
+        let args: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain([
+                "--slash-amount",
+                "2.5",
+                "--poll-ms",
+                "250",
+                "--db",
+                "sqlite::memory:",
+            ])
+            .collect();
+        let Cli {
+            cmd: VerifierCommand::Run(a),
+        } = Cli::try_parse_from(args).unwrap();
+        assert_eq!(
+            a.slash_amount,
+            Some(U256::from(25u64) * U256::from(10u64).pow(U256::from(17)))
+        );
+        assert_eq!(a.config().poll_interval, Duration::from_millis(250));
+        assert_eq!(a.db, "sqlite::memory:");
+        let bad: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain(["--slash-amount", "ten"])
+            .collect();
+        assert!(Cli::try_parse_from(bad).is_err());
     }
 }
