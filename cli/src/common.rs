@@ -98,3 +98,65 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()
         .context("tokio runtime")
 }
+
+/// A provider that signs with `signer`, erased to one concrete type.
+pub fn provider(
+    chain: &ChainArgs,
+    signer: PrivateKeySigner,
+) -> anyhow::Result<alloy::providers::DynProvider> {
+    use alloy::providers::{Provider, ProviderBuilder};
+    let url = chain
+        .rpc_url
+        .parse()
+        .with_context(|| format!("bad --rpc-url {}", chain.rpc_url))?;
+    Ok(ProviderBuilder::new()
+        .wallet(signer)
+        .connect_http(url)
+        .erased())
+}
+
+/// Parses a token amount in whole tokens with up to 18 decimals (`12.5`).
+pub fn parse_amount(s: &str) -> anyhow::Result<alloy::primitives::U256> {
+    let v = alloy::primitives::utils::parse_units(s, 18)
+        .with_context(|| format!("bad amount {s:?}: expected tokens like 12.5"))?;
+    Ok(v.into())
+}
+
+/// Formats base units as whole tokens.
+pub fn format_amount(v: alloy::primitives::U256) -> String {
+    alloy::primitives::utils::format_units(v, 18).unwrap_or_else(|_| v.to_string())
+}
+
+/// Waits for a transaction and fails clearly when it reverted.
+pub async fn confirm(
+    what: &str,
+    pending: Result<
+        alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
+        alloy::contract::Error,
+    >,
+) -> anyhow::Result<alloy::rpc::types::TransactionReceipt> {
+    let receipt = pending
+        .map_err(|e| anyhow::anyhow!("{what}: {}", decode_revert(&e)))?
+        .get_receipt()
+        .await
+        .with_context(|| format!("{what}: no receipt"))?;
+    if !receipt.status() {
+        anyhow::bail!("{what}: transaction {} reverted", receipt.transaction_hash);
+    }
+    Ok(receipt)
+}
+
+/// The contract error's name where the ABI knows it, else the raw error.
+pub fn decode_revert(e: &alloy::contract::Error) -> String {
+    use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry};
+    if let Some(err) = e.as_decoded_interface_error::<JobMarket::JobMarketErrors>() {
+        return format!("JobMarket reverted: {err:?}");
+    }
+    if let Some(err) = e.as_decoded_interface_error::<WorkerRegistry::WorkerRegistryErrors>() {
+        return format!("WorkerRegistry reverted: {err:?}");
+    }
+    if let Some(err) = e.as_decoded_interface_error::<GleanerToken::GleanerTokenErrors>() {
+        return format!("token reverted: {err:?}");
+    }
+    e.to_string()
+}

@@ -41,6 +41,21 @@ pub enum Command {
     /// The verifier service: compares replicas, settles and slashes on-chain.
     #[command(subcommand)]
     Verifier(cmd::verifier::VerifierCommand),
+    /// Stake, run tasks, earn (workers).
+    #[command(subcommand)]
+    Miner(cmd::miner::MinerCommand),
+    /// Keys, balances, faucet, withdrawals.
+    #[command(subcommand)]
+    Wallet(cmd::wallet::WalletCommand),
+    /// Submit jobs, follow them, collect results (requesters).
+    #[command(subcommand)]
+    Job(cmd::job::JobCommand),
+    /// Recompute settlements from chain events and the published report (anyone).
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
+    /// Local chain helpers: deploy contracts, fund accounts.
+    #[command(subcommand)]
+    Devnet(cmd::devnet::DevnetCommand),
 }
 
 /// Parses the command line, runs it, prints any error with its causes, and returns the exit code.
@@ -64,13 +79,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backends => cmd::backends(),
         Command::Coordinator(cmd) => cmd::coordinator::run(cmd),
         Command::Verifier(cmd) => cmd::verifier::run(cmd),
+        Command::Miner(cmd) => cmd::miner::run(cmd),
+        Command::Wallet(cmd) => cmd::wallet::run(cmd),
+        Command::Job(cmd) => cmd::job::run(cmd),
+        Command::Audit(cmd) => cmd::audit::run(cmd),
+        Command::Devnet(cmd) => cmd::devnet::run(cmd),
     }
 }
+
+/// Our crates log at info; dependencies (wgpu, cubecl's autotuner, sqlx) only warnings.
+/// `RUST_LOG` overrides it.
+const DEFAULT_LOG: &str = "warn,gleaner_cli=info,gleaner_models=info,gleaner_coordinator=info,\
+gleaner_worker=info,gleaner_verifier=info,models=info,coordinator=info,worker=info,verifier=info";
 
 fn init_tracing() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

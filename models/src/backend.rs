@@ -69,8 +69,10 @@ pub enum CpuKind {
 }
 
 impl CpuKind {
-    /// The CPU backend `cpu` and `auto` pick: the faster one measured by `gleaner bench embed`.
-    pub const DEFAULT: CpuKind = CpuKind::NdArray;
+    /// The CPU backend `cpu` and `auto` pick: the faster one measured by `gleaner bench embed`
+    /// (all-MiniLM-L6-v2, 1,000 sentences, 2 cores: flex 94.7 sentences/s at batch 32,
+    /// ndarray 53.7).
+    pub const DEFAULT: CpuKind = CpuKind::Flex;
 }
 
 /// A wgpu adapter as the driver describes it.

@@ -9,6 +9,11 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
+/// sha256 of all-MiniLM-L6-v2's `model.safetensors` as `scripts/setup` pins it: the model hash
+/// requesters put in `embed` manifests.
+pub const MINILM_WEIGHTS_SHA256: &str =
+    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+
 /// Directory name of all-MiniLM-L6-v2 inside the model cache.
 pub const MINILM_DIR: &str = "all-minilm-l6-v2";
 

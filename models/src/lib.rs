@@ -27,7 +27,9 @@ mod tokenize;
 pub use backend::{
     AdapterSummary, BackendChoice, CpuKind, SelectedDevice, probe_adapters, select_device,
 };
-pub use cache::{MINILM_DIR, MiniLmFiles, gleaner_home, model_cache, sha256_file};
+pub use cache::{
+    MINILM_DIR, MINILM_WEIGHTS_SHA256, MiniLmFiles, gleaner_home, model_cache, sha256_file,
+};
 pub use compare::{Agreement, EMBED_MIN_COSINE, compare_embeddings, cosine};
 pub use embed::{EMBED_DIM, Embedder};
 pub use error::{Error, Result};

@@ -201,12 +201,12 @@ fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
     }
     println!(
         "{:<44} {:>5} {:>9} {:>8} {:>12} {:>14}",
-        "implementation", "batch", "sentences", "secs", "sentences/s", "min cos vs 1st"
+        "implementation", "batch", "sentences", "secs", "sentences/s", "1-min cos vs 1st"
     );
     for r in rows {
         let cos = r
             .min_cosine_vs_first
-            .map_or("-".to_owned(), |c| format!("{c:.7}"));
+            .map_or("-".to_owned(), |c| format!("{:.2e}", 1.0 - f64::from(c)));
         println!(
             "{:<44} {:>5} {:>9} {:>8.2} {:>12.1} {:>14}",
             r.implementation, r.batch, r.sentences, r.secs, r.sentences_per_s, cos
@@ -217,20 +217,22 @@ fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
         .map(|r| r.batch)
         .collect::<std::collections::BTreeSet<_>>()
     {
-        let peer = rows
-            .iter()
-            .find(|r| r.batch == b && !r.implementation.starts_with("gleaner"));
         let best = rows
             .iter()
             .filter(|r| r.batch == b && r.implementation.starts_with("gleaner"))
             .max_by(|x, y| x.sentences_per_s.total_cmp(&y.sentences_per_s));
-        if let (Some(p), Some(g)) = (peer, best) {
-            println!(
-                "batch {b}: {} / {} = {:.2}x",
-                g.implementation,
-                p.implementation,
-                g.sentences_per_s / p.sentences_per_s
-            );
+        let peers = rows
+            .iter()
+            .filter(|r| r.batch == b && !r.implementation.starts_with("gleaner"));
+        for p in peers {
+            if let Some(g) = best {
+                println!(
+                    "batch {b}: {} / {} = {:.2}x",
+                    g.implementation,
+                    p.implementation,
+                    g.sentences_per_s / p.sentences_per_s
+                );
+            }
         }
     }
     Ok(())

@@ -1,9 +1,14 @@
 //! One module per subcommand.
 
+pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod coordinator;
+pub(crate) mod devnet;
 pub(crate) mod embed;
+pub(crate) mod job;
+pub(crate) mod miner;
 pub(crate) mod verifier;
+pub(crate) mod wallet;
 
 /// `gleaner backends`: what wgpu sees and what `auto` would pick.
 pub(crate) fn backends() -> anyhow::Result<()> {
