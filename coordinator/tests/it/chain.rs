@@ -1,0 +1,211 @@
+//! The chain watcher against anvil: root posted exactly once, cancellation, reorgs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::node_bindings::Anvil;
+use alloy::primitives::{B256, U256};
+use alloy::providers::ext::AnvilApi;
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::rpc::types::anvil::ReorgOptions;
+use alloy::signers::local::PrivateKeySigner;
+use gleaner_coordinator::{ApiSettings, AppState, RpcChain, Store, Watcher, WatcherConfig};
+use gleaner_protocol::bindings::{GleanerToken, JobMarket, job_status};
+use gleaner_protocol::devnet::{DeployParams, deploy, find_anvil};
+use gleaner_protocol::merkle::MerkleTree;
+use gleaner_protocol::task::TaskInput;
+
+use crate::common::{manifest, register_body_for};
+
+#[tokio::test]
+async fn watcher_posts_roots_once_and_survives_a_reorg() {
+    let anvil = Anvil::at(find_anvil(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap())
+        .try_spawn()
+        .unwrap();
+    let admin: PrivateKeySigner = anvil.keys()[0].clone().into();
+    let coordinator: PrivateKeySigner = anvil.keys()[1].clone().into();
+    let provider = ProviderBuilder::new()
+        .wallet(admin.clone())
+        .connect_http(anvil.endpoint_url());
+    let d = deploy(
+        &provider,
+        &DeployParams {
+            admin: admin.address(),
+            coordinator: coordinator.address(),
+            verifier: admin.address(),
+            min_stake: U256::from(1),
+            unbonding_delay: 60,
+        },
+    )
+    .await
+    .unwrap();
+    let market = JobMarket::new(d.market, &provider);
+    let token = GleanerToken::new(d.token, &provider);
+    let budget = U256::from(1_000_000u64);
+    token
+        .faucet(admin.address(), budget * U256::from(4))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    token
+        .approve(d.market, budget * U256::from(4))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    let (chain, info) = RpcChain::connect(&anvil.endpoint(), d.market, 1 << 20)
+        .await
+        .unwrap();
+    let state = AppState::new(store, Arc::new(chain), info, ApiSettings::default());
+    let h = crate::common::Harness {
+        state: state.clone(),
+        chain: Arc::default(),
+        verifier: admin.clone(),
+    };
+
+    // Two jobs on-chain, registered with the coordinator.
+    let mut ids = Vec::new();
+    let mut manifests = Vec::new();
+    for j in 0..2u64 {
+        let input = h.put_blob(format!("text {j}\n").as_bytes()).await;
+        let m = manifest(vec![
+            TaskInput {
+                input_hash: input,
+                cost: 5,
+            },
+            TaskInput {
+                input_hash: input,
+                cost: 6,
+            },
+        ]);
+        market
+            .createJob(m.spec_hash(), 2, 2, budget, u64::MAX / 4)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        let id = market.jobCount().call().await.unwrap();
+        let (s, body) = h
+            .json(
+                "POST",
+                "/v1/jobs",
+                None,
+                &register_body_for(&admin, id.to(), &m, d.chain_id, d.market),
+            )
+            .await;
+        assert_eq!(
+            s,
+            axum::http::StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        ids.push(id);
+        manifests.push(m);
+    }
+    // The requester cancels the second before the root is posted: cancel it on-chain first.
+    market
+        .cancel(ids[1])
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+
+    let watcher = Watcher::new(
+        state.clone(),
+        WatcherConfig {
+            rpc_url: anvil.endpoint(),
+            market: d.market,
+            confirmations: 0,
+            poll_interval: Duration::from_millis(50),
+            from_block: 0,
+        },
+        coordinator.clone(),
+    )
+    .unwrap();
+    // Poll a few times: one postTasks, then the job becomes posted; never a second post.
+    for _ in 0..4 {
+        watcher.poll().await.unwrap();
+    }
+    let j0 = market.getJob(ids[0]).call().await.unwrap();
+    assert_eq!(j0.status, job_status::POSTED);
+    assert_eq!(
+        j0.tasksRoot,
+        MerkleTree::from_task_hashes(&manifests[0].task_hashes(ids[0])).root()
+    );
+    assert_eq!(
+        state.store().job(ids[0]).await.unwrap().unwrap().state,
+        "posted"
+    );
+    assert_eq!(
+        state.store().job(ids[1]).await.unwrap().unwrap().state,
+        "cancelled"
+    );
+    let coord_nonce = provider
+        .get_transaction_count(coordinator.address())
+        .await
+        .unwrap();
+    assert_eq!(coord_nonce, 1, "postTasks sent exactly once");
+    let text = String::from_utf8(h.get("/metrics", None).await.1).unwrap();
+    assert!(
+        text.contains("gleaner_coordinator_roots_posted_total 1"),
+        "{text}"
+    );
+
+    // A reorg replaces the 2 empty blocks on top with other ones: the stored hashes no longer match,
+    // the watcher rolls back and re-ingests.
+    let events_before = state.store().chain_event_count().await.unwrap();
+    provider.anvil_mine(Some(2), None).await.unwrap();
+    watcher.poll().await.unwrap();
+    provider
+        .anvil_reorg(ReorgOptions {
+            depth: 2,
+            tx_block_pairs: vec![],
+        })
+        .await
+        .unwrap();
+    watcher.poll().await.unwrap();
+    let text = String::from_utf8(h.get("/metrics", None).await.1).unwrap();
+    assert!(
+        text.contains("gleaner_coordinator_chain_reorgs_total 1"),
+        "{text}"
+    );
+    let blocks = state.store().chain_blocks(1).await.unwrap();
+    let head = provider.get_block_number().await.unwrap();
+    let head_hash = provider
+        .get_block_by_number(head.into())
+        .await
+        .unwrap()
+        .unwrap()
+        .header
+        .hash;
+    assert_eq!(blocks[0], (head, head_hash));
+    // Re-ingested to match the chain: anvil's reorg may also drop the postTasks block, and
+    // then the job goes back to `registered` (derived afresh from the chain).
+    let stored = state.store().chain_event_count().await.unwrap();
+    let j0_state = state.store().job(ids[0]).await.unwrap().unwrap().state;
+    let on_chain = market.getJob(ids[0]).call().await.unwrap().status;
+    if stored == events_before {
+        assert_eq!(
+            (on_chain, j0_state.as_str()),
+            (job_status::POSTED, "posted")
+        );
+    } else {
+        assert_eq!(stored + 1, events_before);
+        assert_eq!(
+            (on_chain, j0_state.as_str()),
+            (job_status::OPEN, "registered")
+        );
+    }
+    let _ = B256::ZERO;
+}

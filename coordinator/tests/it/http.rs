@@ -1,0 +1,646 @@
+//! The HTTP API, in-process, against SQLite in memory and a fake chain.
+
+use alloy::primitives::{B256, Bytes, U256};
+use alloy::signers::local::PrivateKeySigner;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use gleaner_protocol::api::{
+    ApiError, Decision, Info, JobResults, JobStatus, Lease, LeaseRequest, Settled, SubmitResult,
+    VerifierWork,
+};
+use gleaner_protocol::blob::blob_hash;
+
+use crate::common::*;
+
+#[track_caller]
+fn error(body: &[u8]) -> ApiError {
+    serde_json::from_slice(body).expect("an ApiError body")
+}
+
+async fn lease(h: &Harness, token: &str, wait_ms: u32) -> Option<Lease> {
+    let (s, body) = h
+        .json("POST", "/v1/leases", Some(token), &LeaseRequest { wait_ms })
+        .await;
+    match s {
+        StatusCode::OK => Some(serde_json::from_slice(&body).unwrap()),
+        StatusCode::NO_CONTENT => None,
+        other => panic!("{other}: {}", String::from_utf8_lossy(&body)),
+    }
+}
+
+async fn submit(
+    h: &Harness,
+    w: &PrivateKeySigner,
+    token: &str,
+    l: &Lease,
+    out: &[u8],
+) -> StatusCode {
+    let r = h.put_blob(out).await;
+    let body = SubmitResult {
+        lease_id: l.lease_id.clone(),
+        task_hash: l.task_hash,
+        result_hash: r,
+        signature: sign_result(w, l.task_hash, r),
+    };
+    h.json("POST", "/v1/results", Some(token), &body).await.0
+}
+
+#[tokio::test]
+async fn health_info_metrics_and_unknown_route() {
+    let h = Harness::new().await;
+    let (s, body) = h.get("/healthz", None).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::OK, b"ok".as_slice()));
+    let (s, body) = h.get("/v1/info", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let i: Info = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (i.chain_id, i.market, i.max_blob_bytes),
+        (CHAIN_ID, MARKET, 4096)
+    );
+    let (s, body) = h.get("/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("gleaner_coordinator_leases_total 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gleaner_coordinator_replicas_queued 0"),
+        "{text}"
+    );
+    let (s, body) = h.get("/v1/nope", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(error(&body).code, "not_found");
+}
+
+#[tokio::test]
+async fn blobs_are_content_addressed_and_bounded() {
+    let h = Harness::new().await;
+    let hash = h.put_blob(b"hello").await;
+    let (s, body) = h.get(&format!("/v1/blobs/{hash}"), None).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::OK, b"hello".as_slice()));
+    // Wrong hash, oversized, malformed hash, unknown blob.
+    let wrong = blob_hash(b"other");
+    let put = |uri: String, bytes: Vec<u8>| {
+        Request::builder()
+            .method("PUT")
+            .uri(uri)
+            .body(Body::from(bytes))
+            .unwrap()
+    };
+    let (s, body) = h
+        .call(put(format!("/v1/blobs/{wrong}"), b"hello".to_vec()))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let big = vec![7u8; 8192];
+    let (s, body) = h
+        .call(put(format!("/v1/blobs/{}", blob_hash(&big)), big.clone()))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error(&body).code, "too_large");
+    let (s, _) = h.call(put("/v1/blobs/xyz".into(), b"x".to_vec())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = h.get(&format!("/v1/blobs/{}", blob_hash(&big)), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(!h.state.store().has_blob(wrong).await.unwrap());
+}
+
+#[tokio::test]
+async fn job_registration_checks_signature_chain_and_blobs() {
+    let h = Harness::new().await;
+    let requester = PrivateKeySigner::random();
+    let m = h.manifest_with_blobs(1, 3).await;
+    let deadline = now() + 3600;
+    let good = register_body(&requester, 1, &m);
+
+    // Not on-chain yet.
+    let (s, _) = h.json("POST", "/v1/jobs", None, &good).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    h.chain_job(1, &m, requester.address(), 2, deadline);
+
+    // Bad signature (signed by another key), wrong requester, expired, non-canonical manifest.
+    let mut bad = register_body(&PrivateKeySigner::random(), 1, &m);
+    bad.requester = requester.address();
+    assert_eq!(
+        h.json("POST", "/v1/jobs", None, &bad).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let other = PrivateKeySigner::random();
+    assert_eq!(
+        h.json("POST", "/v1/jobs", None, &register_body(&other, 1, &m))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let mut expired = good.clone();
+    expired.expiry = now() - 1;
+    assert_eq!(
+        h.json("POST", "/v1/jobs", None, &expired).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut spaced = good.clone();
+    spaced.manifest = spaced.manifest.replace(',', ", ");
+    assert_eq!(
+        h.json("POST", "/v1/jobs", None, &spaced).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    // A manifest whose hash is not the escrowed one.
+    let mut m2 = m.clone();
+    m2.tasks[0].cost = 11;
+    assert_eq!(
+        h.json("POST", "/v1/jobs", None, &register_body(&requester, 1, &m2))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    // A missing input blob.
+    let mut m3 = m.clone();
+    m3.tasks[0].input_hash = B256::repeat_byte(9);
+    h.chain_job(3, &m3, requester.address(), 2, deadline);
+    let (s, body) = h
+        .json("POST", "/v1/jobs", None, &register_body(&requester, 3, &m3))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error(&body).message.contains("not uploaded"));
+    assert!(h.state.store().job(U256::from(1)).await.unwrap().is_none());
+    assert!(h.state.store().job(U256::from(3)).await.unwrap().is_none());
+
+    // Good, then idempotent, then a different manifest for the same id conflicts.
+    let (s, body) = h.json("POST", "/v1/jobs", None, &good).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let st: JobStatus = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (st.state.as_str(), st.tasks, st.redundancy),
+        ("registered", 3, 2)
+    );
+    assert_eq!(
+        h.json("POST", "/v1/jobs", None, &good).await.0,
+        StatusCode::OK
+    );
+    h.chain
+        .jobs
+        .lock()
+        .unwrap()
+        .get_mut(&U256::from(1))
+        .unwrap()
+        .spec_hash = m2.spec_hash();
+    assert_eq!(
+        h.json("POST", "/v1/jobs", None, &register_body(&requester, 1, &m2))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    let (s, body) = h.get("/v1/jobs/1", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let st: JobStatus = serde_json::from_slice(&body).unwrap();
+    assert_eq!(st.state, "registered");
+    assert_eq!(h.get("/v1/jobs/2", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(h.get("/v1/jobs/abc", None).await.0, StatusCode::BAD_REQUEST);
+    let text = String::from_utf8(h.get("/metrics", None).await.1).unwrap();
+    assert!(
+        text.contains("gleaner_coordinator_jobs_registered_total 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn sign_in_checks_signature_nonce_and_stake() {
+    let h = Harness::new().await;
+    let w = PrivateKeySigner::random();
+    // Not staked.
+    let (s, _) = h
+        .json("POST", "/v1/sign-in", None, &sign_in_body(&w, 10.0, 5))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    h.sign_in(&w, 10.0, 5).await;
+    // Replayed and older nonces.
+    for n in [5, 4] {
+        let (s, _) = h
+            .json("POST", "/v1/sign-in", None, &sign_in_body(&w, 10.0, n))
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "nonce {n}");
+    }
+    // Tampered capabilities break the signature.
+    let mut body = sign_in_body(&w, 10.0, 6);
+    body.capabilities.gflops = 1e6;
+    assert_eq!(
+        h.json("POST", "/v1/sign-in", None, &body).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.state.store().last_nonce(w.address()).await.unwrap(),
+        Some(5)
+    );
+    // Verifier gets its role; a worker token is refused on verifier routes and vice versa.
+    let vt = h.sign_in(&h.verifier.clone(), 0.0, 1).await;
+    let wt = h.sign_in(&w, 10.0, 7).await;
+    assert_eq!(
+        h.get("/v1/verifier/work", Some(&wt)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.json(
+            "POST",
+            "/v1/leases",
+            Some(&vt),
+            &LeaseRequest { wait_ms: 0 }
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.get("/v1/verifier/work", Some("nope")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.get("/v1/verifier/work", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.get("/v1/verifier/work", Some(&vt)).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn lease_submit_verify_settle_end_to_end() {
+    let h = Harness::new().await;
+    let workers: Vec<PrivateKeySigner> = (0..3).map(|_| PrivateKeySigner::random()).collect();
+    let mut tokens = Vec::new();
+    for w in &workers {
+        tokens.push(h.sign_in(w, 10.0, 1).await);
+    }
+    let vt = h.sign_in(&h.verifier.clone(), 0.0, 1).await;
+    h.posted_job(1, 2, 2, now() + 3600).await;
+
+    // Every worker leases until nothing is left: 2 tasks x 2 replicas, distinct workers.
+    // (Shares shrink as replicas go out: sweep until nobody gets one.)
+    let mut leases = Vec::new();
+    loop {
+        let before = leases.len();
+        for (w, t) in workers.iter().zip(&tokens) {
+            while let Some(l) = lease(&h, t, 0).await {
+                leases.push((w.clone(), t.clone(), l));
+            }
+        }
+        if leases.len() == before {
+            break;
+        }
+    }
+    assert_eq!(leases.len(), 4);
+    let mut pairs: Vec<(u32, _)> = leases
+        .iter()
+        .map(|(w, _, l)| (l.index, w.address()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    assert_eq!(pairs.len(), 4, "a worker got two replicas of one task");
+
+    // Bad submissions change nothing.
+    let (w0, t0, l0) = &leases[0];
+    let (w1, t1, _) = leases
+        .iter()
+        .find(|(w, _, _)| w.address() != w0.address())
+        .unwrap();
+    let r = h.put_blob(b"out").await;
+    let mut bad = SubmitResult {
+        lease_id: l0.lease_id.clone(),
+        task_hash: l0.task_hash,
+        result_hash: r,
+        signature: sign_result(w1, l0.task_hash, r),
+    };
+    assert_eq!(
+        h.json("POST", "/v1/results", Some(t0), &bad).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    bad.signature = sign_result(w0, l0.task_hash, r);
+    assert_eq!(
+        h.json("POST", "/v1/results", Some(t1), &bad).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let mut wrong = bad.clone();
+    wrong.task_hash = B256::repeat_byte(1);
+    assert_eq!(
+        h.json("POST", "/v1/results", Some(t0), &wrong).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let mut missing = bad.clone();
+    missing.result_hash = B256::repeat_byte(2);
+    missing.signature = sign_result(w0, l0.task_hash, missing.result_hash);
+    assert_eq!(
+        h.json("POST", "/v1/results", Some(t0), &missing).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let mut unknown = bad.clone();
+    unknown.lease_id = "00".into();
+    assert_eq!(
+        h.json("POST", "/v1/results", Some(t0), &unknown).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, _) = h
+        .call(
+            Request::builder()
+                .method("POST")
+                .uri("/v1/results")
+                .header("authorization", format!("Bearer {t0}"))
+                .header("content-type", "application/json")
+                .body(Body::from("{not json"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        h.state
+            .store()
+            .replica(&l0.lease_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "leased"
+    );
+
+    // Everyone submits; a second submission of the same lease conflicts.
+    for (w, t, l) in &leases {
+        assert_eq!(
+            submit(&h, w, t, l, format!("out {}", l.index).as_bytes()).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_eq!(submit(&h, w0, t0, l0, b"again").await, StatusCode::CONFLICT);
+
+    // The verifier sees both tasks pending with two replicas each.
+    let (s, body) = h.get("/v1/verifier/work", Some(&vt)).await;
+    assert_eq!(s, StatusCode::OK);
+    let work: VerifierWork = serde_json::from_slice(&body).unwrap();
+    assert_eq!(work.jobs.len(), 1);
+    assert_eq!(work.jobs[0].pending.len(), 2);
+    assert!(work.jobs[0].pending.iter().all(|t| t.replicas.len() == 2));
+    assert!(!work.jobs[0].all_decided);
+
+    // Task 0 accepted; a quorum with a non-submitter is refused; task 1 needs one more replica.
+    let t0_workers: Vec<_> = work.jobs[0].pending[0]
+        .replicas
+        .iter()
+        .map(|r| r.worker)
+        .collect();
+    let out0 = blob_hash(b"out 0");
+    let mut d = Decision {
+        job_id: U256::from(1),
+        index: 0,
+        verdict: "accept".into(),
+        result: Some(out0),
+        quorum: vec![t0_workers[0], PrivateKeySigner::random().address()],
+        extra_replicas: 0,
+    };
+    assert_eq!(
+        h.json("POST", "/v1/verifier/decisions", Some(&vt), &d)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    d.quorum = t0_workers.clone();
+    assert_eq!(
+        h.json("POST", "/v1/verifier/decisions", Some(&vt), &d)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.json("POST", "/v1/verifier/decisions", Some(&vt), &d)
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    let more = Decision {
+        index: 1,
+        verdict: "more".into(),
+        result: None,
+        quorum: vec![],
+        extra_replicas: 1,
+        ..d.clone()
+    };
+    assert_eq!(
+        h.json("POST", "/v1/verifier/decisions", Some(&vt), &more)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let bogus = Decision {
+        verdict: "maybe".into(),
+        ..more.clone()
+    };
+    assert_eq!(
+        h.json("POST", "/v1/verifier/decisions", Some(&vt), &bogus)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // The third replica of task 1 goes to the worker that does not hold one.
+    let holders: Vec<_> = leases
+        .iter()
+        .filter(|(_, _, l)| l.index == 1)
+        .map(|(w, _, _)| w.address())
+        .collect();
+    let (w3, t3) = workers
+        .iter()
+        .zip(&tokens)
+        .find(|(w, _)| !holders.contains(&w.address()))
+        .unwrap();
+    for (w, t) in workers.iter().zip(&tokens) {
+        if w.address() != w3.address() {
+            assert!(lease(&h, t, 0).await.is_none());
+        }
+    }
+    let l = lease(&h, t3, 0).await.expect("the third replica");
+    assert_eq!(l.index, 1);
+    assert_eq!(
+        submit(&h, w3, t3, &l, b"out 1").await,
+        StatusCode::NO_CONTENT
+    );
+    let fail = Decision {
+        verdict: "fail".into(),
+        extra_replicas: 0,
+        ..more.clone()
+    };
+    assert_eq!(
+        h.json("POST", "/v1/verifier/decisions", Some(&vt), &fail)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+
+    let work: VerifierWork =
+        serde_json::from_slice(&h.get("/v1/verifier/work", Some(&vt)).await.1).unwrap();
+    let j = &work.jobs[0];
+    assert!(j.all_decided && j.pending.is_empty());
+    assert_eq!(j.decided[0].accepted_result, Some(out0));
+    assert_eq!(j.decided[1].accepted_result, None);
+    assert_eq!(j.decided[1].replicas.len(), 3);
+
+    let st: JobStatus = serde_json::from_slice(&h.get("/v1/jobs/1", None).await.1).unwrap();
+    assert_eq!(
+        (
+            st.state.as_str(),
+            st.replicas_done,
+            st.tasks_accepted,
+            st.tasks_failed
+        ),
+        ("verifying", 5, 1, 1)
+    );
+
+    // Settlement needs the report blob; then the job is settled, once.
+    let report = blob_hash(b"report");
+    let settled = Settled {
+        job_id: U256::from(1),
+        report_hash: report,
+        tx_hash: B256::repeat_byte(5),
+    };
+    assert_eq!(
+        h.json("POST", "/v1/verifier/settled", Some(&vt), &settled)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    h.put_blob(b"report").await;
+    assert_eq!(
+        h.json("POST", "/v1/verifier/settled", Some(&vt), &settled)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.json("POST", "/v1/verifier/settled", Some(&vt), &settled)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let other = Settled {
+        report_hash: out0,
+        ..settled
+    };
+    assert_eq!(
+        h.json("POST", "/v1/verifier/settled", Some(&vt), &other)
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    let res: JobResults =
+        serde_json::from_slice(&h.get("/v1/jobs/1/results", None).await.1).unwrap();
+    assert_eq!(
+        res.tasks.iter().map(|t| t.result).collect::<Vec<_>>(),
+        vec![Some(out0), None]
+    );
+    assert_eq!(res.report_hash, Some(report));
+    let text = String::from_utf8(h.get("/metrics", None).await.1).unwrap();
+    assert!(
+        text.contains("gleaner_coordinator_leases_total 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gleaner_coordinator_results_total 5"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn release_expiry_and_foreign_leases() {
+    let h = Harness::new().await;
+    let a = PrivateKeySigner::random();
+    let b = PrivateKeySigner::random();
+    let ta = h.sign_in(&a, 1.0, 1).await;
+    let tb = h.sign_in(&b, 1.0, 1).await;
+    h.posted_job(1, 1, 1, now() + 3600).await;
+    let l = lease(&h, &ta, 0).await.unwrap();
+    assert!(lease(&h, &tb, 0).await.is_none());
+    // b may not release a's lease; unknown leases are 404.
+    let rel = |id: &str, t: &str| {
+        Request::builder()
+            .method("POST")
+            .uri(format!("/v1/leases/{id}/release"))
+            .header("authorization", format!("Bearer {t}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(h.call(rel(&l.lease_id, &tb)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(h.call(rel("ffff", &ta)).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.call(rel(&l.lease_id, &ta)).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(h.call(rel(&l.lease_id, &ta)).await.0, StatusCode::CONFLICT);
+    // Released: b gets it; then it expires and goes back to the queue for a.
+    let lb = lease(&h, &tb, 0).await.unwrap();
+    assert_eq!(lb.index, 0);
+    h.state.advance_clock(121);
+    // Sessions outlive the lease; a's fresh lease is the expired replica.
+    let la = lease(&h, &ta, 0).await.expect("expired lease requeued");
+    assert_eq!(la.index, 0);
+    // b's result on its expired lease is refused.
+    assert_eq!(
+        submit(&h, &b, &tb, &lb, b"late").await,
+        StatusCode::CONFLICT
+    );
+    // wait_ms is bounded.
+    assert_eq!(
+        h.json(
+            "POST",
+            "/v1/leases",
+            Some(&ta),
+            &LeaseRequest { wait_ms: 30_001 }
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn long_poll_waits_then_204_or_wakes_on_work() {
+    let h = Harness::new().await;
+    let a = PrivateKeySigner::random();
+    let ta = h.sign_in(&a, 1.0, 1).await;
+    let t = std::time::Instant::now();
+    assert!(lease(&h, &ta, 300).await.is_none());
+    assert!(t.elapsed() >= std::time::Duration::from_millis(300));
+    // Work that appears while waiting is handed out before the wait ends.
+    h.posted_job(1, 1, 1, now() + 3600).await;
+    // (The job was posted before this poll; a cancelled or past-deadline job is never leased.)
+    let l = lease(&h, &ta, 5_000).await.unwrap();
+    assert_eq!(l.job_id, U256::from(1));
+    h.posted_job(2, 1, 1, now() + 3600).await;
+    h.state
+        .store()
+        .set_job_state(U256::from(2), "posted", "cancelled")
+        .await
+        .unwrap();
+    assert!(lease(&h, &ta, 0).await.is_none());
+    let _ = Bytes::new();
+}
+
+#[tokio::test]
+async fn shares_follow_measured_speed() {
+    let h = Harness::new().await;
+    let fast = PrivateKeySigner::random();
+    let slow = PrivateKeySigner::random();
+    let tf = h.sign_in(&fast, 30.0, 1).await;
+    let ts = h.sign_in(&slow, 10.0, 1).await;
+    h.posted_job(1, 8, 1, now() + 3600).await;
+    // 8 replicas, scores 3:1 → the slow worker may hold 2 at once, the fast one 6.
+    let mut slow_n = 0;
+    while lease(&h, &ts, 0).await.is_some() {
+        slow_n += 1;
+    }
+    let mut fast_n = 0;
+    while lease(&h, &tf, 0).await.is_some() {
+        fast_n += 1;
+    }
+    assert_eq!((slow_n, fast_n), (2, 6));
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the coordinator: the HTTP API in-process, the store on SQLite and
+//! PostgreSQL, the scheduler's properties, and the chain watcher against anvil.
+
+mod chain;
+mod common;
+mod http;
+mod pg;
+mod store;

@@ -1,0 +1,266 @@
+//! The store on SQLite (file, across a restart) and on a real PostgreSQL.
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use gleaner_coordinator::{JobRow, NewTask, Store, job_state};
+
+use crate::pg::Postgres;
+
+fn job(id: u64, n: u32, redundancy: u16) -> (JobRow, Vec<NewTask>) {
+    let row = JobRow {
+        job_id: U256::from(id),
+        manifest: "{}".into(),
+        spec_hash: B256::repeat_byte(1),
+        requester: Address::repeat_byte(9),
+        redundancy,
+        task_count: n,
+        deadline: 10_000,
+        state: job_state::REGISTERED.into(),
+        tasks_root: B256::repeat_byte(2),
+        post_tx: None,
+        report_hash: None,
+    };
+    let tasks = (0..n)
+        .map(|i| NewTask {
+            task_hash: B256::with_last_byte(i as u8 + 1),
+            input_hash: B256::with_last_byte(100 + i as u8),
+            cost: u64::MAX,
+        })
+        .collect();
+    (row, tasks)
+}
+
+async fn worker(s: &Store, a: Address, gflops: f64, now: u64) {
+    s.sign_in(
+        a,
+        "{}",
+        gflops,
+        1,
+        now,
+        &format!("tok-{a}"),
+        "worker",
+        now + 3600,
+    )
+    .await
+    .unwrap();
+}
+
+/// The scenario both databases run: blobs, jobs, sessions, leasing rules, results, decisions.
+async fn exercise(s: &Store) {
+    s.put_blob(B256::repeat_byte(7), b"bytes").await.unwrap();
+    s.put_blob(B256::repeat_byte(7), b"bytes").await.unwrap();
+    assert_eq!(
+        s.blob(B256::repeat_byte(7)).await.unwrap().unwrap(),
+        b"bytes"
+    );
+    assert_eq!(
+        s.missing_blobs(&[B256::repeat_byte(7), B256::ZERO, B256::ZERO])
+            .await
+            .unwrap(),
+        vec![B256::ZERO]
+    );
+
+    let (row, tasks) = job(1, 2, 2);
+    assert!(s.insert_job(&row, &tasks, 1).await.unwrap());
+    assert!(!s.insert_job(&row, &tasks, 1).await.unwrap());
+    assert_eq!(s.job(U256::from(1)).await.unwrap().unwrap(), row);
+    let (w1, w2, w3) = (
+        Address::repeat_byte(1),
+        Address::repeat_byte(2),
+        Address::repeat_byte(3),
+    );
+    for w in [w1, w2, w3] {
+        worker(s, w, 1.0, 100).await;
+    }
+    assert!(
+        s.sign_in(w1, "{}", 1.0, 1, 100, "t2", "worker", 200)
+            .await
+            .is_err(),
+        "replayed nonce"
+    );
+    assert_eq!(
+        s.session(&format!("tok-{w1}"), 100)
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        w1
+    );
+    assert!(
+        s.session(&format!("tok-{w1}"), 5000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Not leased before it is posted.
+    assert!(s.lease(w1, 100, 60, 600).await.unwrap().is_none());
+    assert!(
+        s.set_job_state(U256::from(1), "registered", "posted")
+            .await
+            .unwrap()
+    );
+    let a = s.lease(w1, 100, 60, 600).await.unwrap().unwrap();
+    let b = s.lease(w1, 100, 60, 600).await.unwrap().unwrap();
+    assert_ne!(a.index, b.index);
+    assert!(
+        s.lease(w1, 100, 60, 600).await.unwrap().is_none(),
+        "w1 holds both tasks"
+    );
+    // Equal workers, 4 replicas: each may hold ceil(4/3) = 2.
+    let c = s.lease(w2, 100, 60, 600).await.unwrap().unwrap();
+    let d = s.lease(w2, 100, 60, 600).await.unwrap().unwrap();
+    assert_ne!(c.index, d.index);
+    assert!(
+        s.lease(w3, 100, 60, 600).await.unwrap().is_none(),
+        "all replicas out"
+    );
+    assert_eq!(s.queue_stats(100).await.unwrap().leased, 4);
+
+    // Submit one, let the others expire: they return to the queue.
+    assert!(
+        s.submit(
+            &a.lease_id,
+            B256::repeat_byte(7),
+            &Bytes::from(vec![1u8; 65]),
+            120
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        !s.submit(&a.lease_id, B256::repeat_byte(7), &Bytes::new(), 120)
+            .await
+            .unwrap()
+    );
+    let e = s.lease(w3, 200, 60, 600).await.unwrap().unwrap();
+    assert_eq!(
+        s.replica(&b.lease_id).await.unwrap().unwrap().state,
+        "expired"
+    );
+    assert!(
+        !s.submit(&b.lease_id, B256::repeat_byte(7), &Bytes::new(), 200)
+            .await
+            .unwrap()
+    );
+    // w1 never gets a second replica of the task it submitted.
+    let f = s.lease(w1, 200, 60, 600).await.unwrap().unwrap();
+    assert_ne!(f.index, a.index);
+    let reps = s.submitted_replicas(U256::from(1)).await.unwrap();
+    assert_eq!(reps.len(), 1);
+    assert_eq!(reps[0].signature.as_ref().unwrap().len(), 65);
+    let _ = (c, d, e);
+
+    // Decisions.
+    assert!(
+        s.accept_task(U256::from(1), a.index, B256::repeat_byte(7), &[w1])
+            .await
+            .unwrap()
+    );
+    assert!(!s.fail_task(U256::from(1), a.index).await.unwrap());
+    assert!(s.more_replicas(U256::from(1), f.index, 2).await.unwrap());
+    let tasks = s.tasks(U256::from(1)).await.unwrap();
+    assert_eq!(tasks[a.index as usize].quorum, vec![w1]);
+    assert_eq!(tasks[f.index as usize].replicas_needed, 4);
+    assert_eq!(s.job_progress(U256::from(1)).await.unwrap(), (1, 1, 0));
+    assert!(s.settle(U256::from(1), B256::repeat_byte(3)).await.unwrap());
+    assert!(s.settle(U256::from(1), B256::repeat_byte(3)).await.unwrap());
+    assert!(!s.settle(U256::from(1), B256::repeat_byte(4)).await.unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_file_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+    let s = Store::connect(&url).await.unwrap();
+    exercise(&s).await;
+    let (row, tasks) = job(2, 1, 1);
+    s.insert_job(&row, &tasks, 1).await.unwrap();
+    s.set_job_state(U256::from(2), "registered", "posted")
+        .await
+        .unwrap();
+    let w = Address::repeat_byte(4);
+    worker(&s, w, 1.0, 300).await;
+    let l = s.lease(w, 300, 60, 600).await.unwrap().unwrap();
+    s.close().await;
+    drop(s);
+
+    // Reopen: everything accepted is there, the live lease is still live, then expires.
+    let s = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        s.job(U256::from(1)).await.unwrap().unwrap().state,
+        "settled"
+    );
+    assert_eq!(s.submitted_replicas(U256::from(1)).await.unwrap().len(), 1);
+    assert_eq!(
+        s.replica(&l.lease_id).await.unwrap().unwrap().state,
+        "leased"
+    );
+    assert_eq!(s.last_nonce(w).await.unwrap(), Some(1));
+    assert!(s.lease(w, 310, 60, 600).await.unwrap().is_none());
+    let again = s.lease(w, 400, 60, 600).await.unwrap().unwrap();
+    assert_eq!((again.job_id, again.index), (U256::from(2), 0));
+}
+
+#[tokio::test]
+async fn postgres_runs_the_same_scenario_and_leases_atomically() {
+    let pg = Postgres::start();
+    let s = Store::connect(&pg.url).await.unwrap();
+    exercise(&s).await;
+
+    // 20 workers race for 10 tasks x 3 replicas: exactly 30 leases, distinct per task.
+    let (row, tasks) = job(5, 10, 3);
+    s.insert_job(&row, &tasks, 1).await.unwrap();
+    s.set_job_state(U256::from(5), "registered", "posted")
+        .await
+        .unwrap();
+    let workers: Vec<Address> = (10..30u8).map(Address::repeat_byte).collect();
+    for w in &workers {
+        worker(&s, *w, 1.0, 500).await;
+    }
+    let mut handles = Vec::new();
+    for w in workers.clone() {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(l) = s.lease(w, 500, 60, 100).await.unwrap() {
+                got.push((l.job_id, l.index, w));
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    // Shares shrink as replicas go out, so a worker may have stopped early: sweep until dry.
+    loop {
+        let before = all.len();
+        for w in &workers {
+            while let Some(l) = s.lease(*w, 500, 60, 100).await.unwrap() {
+                all.push((l.job_id, l.index, *w));
+            }
+        }
+        if all.len() == before {
+            break;
+        }
+    }
+    // Shares shrink as replicas go out, so a worker may have stopped early: sweep until dry.
+    loop {
+        let before = all.len();
+        for w in &workers {
+            while let Some(l) = s.lease(*w, 500, 60, 100).await.unwrap() {
+                all.push((l.job_id, l.index, *w));
+            }
+        }
+        if all.len() == before {
+            break;
+        }
+    }
+    let job5: Vec<_> = all.iter().filter(|(j, _, _)| *j == U256::from(5)).collect();
+    assert_eq!(job5.len(), 30, "{all:?}");
+    let mut distinct: Vec<_> = job5.iter().map(|(_, i, w)| (*i, *w)).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 30);
+    s.close().await;
+}
