@@ -1,16 +1,144 @@
 //! `gleaner coordinator`.
 
-use clap::Subcommand;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-/// Subcommands of `gleaner coordinator`.
+use alloy::primitives::Address;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::common::{ChainArgs, KeyArgs, runtime};
+
+/// The coordinator: HTTP API, store, scheduler and chain watcher.
+///
+/// It stores blobs and job manifests, posts each registered job's task root on-chain (its key
+/// needs COORDINATOR_ROLE on the market), leases replicas to staked workers in proportion to
+/// their measured speed, and serves the verifier. State lives in SQLite by default or in
+/// PostgreSQL (several coordinators may share one); a restart loses nothing accepted.
+///
+/// Examples:
+///   gleaner coordinator run --market 0x5FbD...0aa3 --keystore coordinator.json
+///   gleaner coordinator run --listen 0.0.0.0:8080 --rpc-url http://anvil:8545 \
+///     --market 0x5FbD...0aa3 --keystore coordinator.json --password-file pw.txt \
+///     --database-url postgres://gleaner@db/gleaner --verifier 0x7099...79C8 --confirmations 0
 #[derive(Debug, Subcommand)]
+#[command(verbatim_doc_comment)]
 pub enum CoordinatorCommand {
-    /// Run the coordinator service (not implemented yet).
-    Run,
+    /// Run the coordinator service until Ctrl-C.
+    Run(RunArgs),
+}
+
+/// Options of `gleaner coordinator run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    chain: ChainArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Address to serve the HTTP API on.
+    #[arg(long, env = "GLEANER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Store: `sqlite://PATH?mode=rwc` or `postgres://USER@HOST/DB`
+    /// [default: sqlite://$GLEANER_HOME/coordinator.db?mode=rwc].
+    #[arg(long, env = "GLEANER_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Blocks an event must be buried under before it counts (0 on a dev chain).
+    #[arg(long, env = "GLEANER_CONFIRMATIONS", default_value_t = 2)]
+    pub confirmations: u64,
+    /// Seconds a lease lasts before its replica returns to the queue.
+    #[arg(long, env = "GLEANER_LEASE_SECS", default_value_t = 120)]
+    pub lease_secs: u64,
+    /// Largest blob (and request body) accepted, in bytes.
+    #[arg(long, env = "GLEANER_MAX_BLOB_BYTES", default_value_t = 16 << 20)]
+    pub max_blob_bytes: u64,
+    /// The verifier's address: its sign-in gets the verifier role.
+    #[arg(long, env = "GLEANER_VERIFIER_ADDRESS")]
+    pub verifier: Option<Address>,
+    /// Milliseconds between chain polls.
+    #[arg(long, env = "GLEANER_POLL_MS", default_value_t = 1_000)]
+    pub poll_ms: u64,
+    /// First block the chain watcher reads (the market's deployment block).
+    #[arg(long, env = "GLEANER_FROM_BLOCK", default_value_t = 0)]
+    pub from_block: u64,
+}
+
+impl RunArgs {
+    fn config(&self) -> anyhow::Result<gleaner_coordinator::CoordinatorConfig> {
+        let database_url = match &self.database_url {
+            Some(u) => u.clone(),
+            None => {
+                let home = gleaner_models::gleaner_home();
+                std::fs::create_dir_all(&home)
+                    .with_context(|| format!("cannot create {}", home.display()))?;
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    home.join("coordinator.db").display()
+                )
+            }
+        };
+        Ok(gleaner_coordinator::CoordinatorConfig {
+            listen: self.listen,
+            database_url,
+            rpc_url: self.chain.rpc_url.clone(),
+            market: self.chain.market,
+            confirmations: self.confirmations,
+            lease_secs: self.lease_secs.max(1),
+            max_blob_bytes: self.max_blob_bytes,
+            verifier: self.verifier,
+            poll_interval: Duration::from_millis(self.poll_ms.max(10)),
+            from_block: self.from_block,
+        })
+    }
 }
 
 pub(crate) fn run(cmd: CoordinatorCommand) -> anyhow::Result<()> {
     match cmd {
-        CoordinatorCommand::Run => anyhow::bail!("gleaner coordinator run is not implemented yet"),
+        CoordinatorCommand::Run(args) => {
+            let config = args.config()?;
+            let signer = args.key.signer()?;
+            tracing::info!(coordinator = %signer.address(), market = %config.market, "starting coordinator");
+            runtime()?
+                .block_on(gleaner_coordinator::serve(config, signer, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                }))
+                .context("coordinator")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(subcommand)]
+        cmd: CoordinatorCommand,
+    }
+
+    #[test]
+    fn defaults() {
+        let t = T::try_parse_from([
+            "t",
+            "run",
+            "--market",
+            "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            "--keystore",
+            "k.json",
+        ])
+        .unwrap();
+        let CoordinatorCommand::Run(a) = t.cmd;
+        assert_eq!(a.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            (a.confirmations, a.lease_secs, a.max_blob_bytes),
+            (2, 120, 16 << 20)
+        );
+        assert!(a.verifier.is_none() && a.database_url.is_none());
+        let c = a.config().unwrap();
+        assert!(
+            c.database_url.starts_with("sqlite://")
+                && c.database_url.ends_with("coordinator.db?mode=rwc")
+        );
     }
 }
