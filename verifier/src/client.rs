@@ -178,7 +178,7 @@ impl Client {
     pub async fn blob(&self, hash: B256) -> Result<Option<Vec<u8>>> {
         let resp = self
             .http
-            .get(self.url(&format!("/v1/blobs/{}", hex::encode(hash))))
+            .get(self.url(&format!("/v1/blobs/{hash}")))
             .send()
             .await
             .map_err(unavailable)?;
@@ -193,10 +193,7 @@ impl Client {
     pub async fn put_blob(&self, bytes: Vec<u8>) -> Result<B256> {
         let hash = blob_hash(&bytes);
         let resp = self
-            .auth(
-                self.http
-                    .put(self.url(&format!("/v1/blobs/{}", hex::encode(hash)))),
-            )
+            .auth(self.http.put(self.url(&format!("/v1/blobs/{hash}"))))
             .body(bytes)
             .send()
             .await

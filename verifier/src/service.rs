@@ -332,7 +332,8 @@ impl Service {
         } else {
             "fail"
         };
-        self.client
+        let posted = self
+            .client
             .decide(&Decision {
                 job_id,
                 index: rec.index,
@@ -341,7 +342,12 @@ impl Service {
                 quorum,
                 extra_replicas: 0,
             })
-            .await?;
+            .await;
+        // 409: the coordinator already has a decision for the task (ours, before a restart).
+        match posted {
+            Err(Error::CoordinatorRefused { status: 409, .. }) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
         info!(target: "verifier", %job_id, task = rec.index, verdict,
               result = ?rec.accepted_result, contradictions = rec.contradictions.len(), "decision posted");
         Ok(())
@@ -370,13 +376,19 @@ impl Service {
             self.config.logs_from_block,
         )
         .await?;
-        self.client
+        let told = self
+            .client
             .settled(&Settled {
                 job_id,
                 report_hash: sha,
                 tx_hash: outcome.settle_tx,
             })
-            .await?;
+            .await;
+        // 409: the coordinator already knows (we were told before a restart, or its watcher saw it).
+        match told {
+            Err(Error::CoordinatorRefused { status: 409, .. }) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
         self.store.mark_notified(job_id, outcome.settle_tx).await?;
         info!(target: "verifier", %job_id, report_keccak = %report.hash(), report_blob = %sha,
               tx = %outcome.settle_tx, slashes = outcome.slashes.len(), "settlement reported");
