@@ -131,6 +131,92 @@ mod tests {
         assert!(err.to_string().contains("--out"), "{err}");
     }
 
+    /// Every GLEANER_* variable docker-compose.yml sets is read by a command that service runs.
+    #[test]
+    fn compose_sets_only_variables_the_binary_reads() {
+        let compose = include_str!("../../docker-compose.yml");
+        let root = Cli::command();
+        let env_of = |path: &[&str]| -> Vec<String> {
+            let mut cmd = &root;
+            for p in path {
+                cmd = cmd
+                    .find_subcommand(p)
+                    .unwrap_or_else(|| panic!("no subcommand {path:?}"));
+            }
+            cmd.get_arguments()
+                .filter_map(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+                .collect()
+        };
+        let mut services = Vec::new(); // (name, commands, vars)
+        let mut in_services = false;
+        for line in compose.lines() {
+            if !line.starts_with(' ') && !line.is_empty() {
+                in_services = line.starts_with("services:");
+                continue;
+            }
+            if !in_services {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
+                services.push((
+                    name.trim_end_matches(':').to_owned(),
+                    Vec::new(),
+                    Vec::new(),
+                ));
+                continue;
+            }
+            let Some((_, cmds, vars)) = services.last_mut() else {
+                continue;
+            };
+            let t = line.trim();
+            if let Some(c) = t.strip_prefix("command: [") {
+                let words: Vec<String> = c
+                    .trim_end_matches(']')
+                    .split(',')
+                    .map(|w| w.trim().trim_matches('"').to_owned())
+                    .collect();
+                cmds.push(words);
+            }
+            for (i, _) in t.match_indices("gleaner ") {
+                let words: Vec<String> = t[i + 8..]
+                    .split_whitespace()
+                    .take(2)
+                    .map(str::to_owned)
+                    .collect();
+                cmds.push(words);
+            }
+            if let Some((k, _)) = t.split_once(':').filter(|(k, _)| k.starts_with("GLEANER_")) {
+                vars.push(k.to_owned());
+            }
+        }
+        let mut checked = 0;
+        for (name, cmds, vars) in &services {
+            if vars.is_empty() {
+                continue;
+            }
+            assert!(
+                !cmds.is_empty(),
+                "service {name} sets GLEANER_* but runs no gleaner command"
+            );
+            let accepted: Vec<String> = cmds
+                .iter()
+                .flat_map(|c| env_of(&c.iter().map(String::as_str).collect::<Vec<_>>()))
+                .collect();
+            for v in vars {
+                assert!(
+                    accepted.contains(v),
+                    "service {name}: {v} is read by none of {cmds:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 20,
+            "parsed only {checked} variables from docker-compose.yml"
+        );
+    }
+
     #[test]
     fn bad_backend_is_rejected() {
         let err = Cli::try_parse_from(["gleaner", "embed", "--backend", "cuda"]).unwrap_err();

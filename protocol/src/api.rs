@@ -135,8 +135,56 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// keccak256 of the JSON, signed in [`WorkerSignIn`](crate::eip712::WorkerSignIn).
+    ///
+    /// `gflops` is hashed rounded to 3 decimals: JSON float parsing is not bit-exact for long
+    /// decimals, and the coordinator hashes what it parsed. Workers send rounded values
+    /// ([`Capabilities::round`]) so both sides hash the same bytes.
     pub fn hash(&self) -> B256 {
-        alloy::primitives::keccak256(serde_json::to_vec(self).expect("serialises"))
+        let mut c = self.clone();
+        c.gflops = round3(c.gflops);
+        alloy::primitives::keccak256(serde_json::to_vec(&c).expect("serialises"))
+    }
+
+    /// Rounds the measured numbers to what the wire carries exactly.
+    pub fn round(mut self) -> Self {
+        self.gflops = round3(self.gflops);
+        self
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_hash_survives_a_json_round_trip() {
+        for g in [
+            0.1 + 0.2,
+            1.0 / 3.0,
+            123.456_789_012_345_67,
+            5.3e-5,
+            97.06543210987654,
+        ] {
+            let c = Capabilities {
+                adapter: "cpu".into(),
+                backend: "flex".into(),
+                memory_bytes: 0,
+                gflops: g,
+                kinds: vec![TaskKind::Embed],
+            }
+            .round();
+            let back: Capabilities =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back.hash(), c.hash(), "gflops {g}");
+        }
     }
 }
 

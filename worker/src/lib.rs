@@ -152,6 +152,11 @@ impl Worker {
         Ok(worker)
     }
 
+    /// The signed-in coordinator client (Bearer token set).
+    pub fn client(&self) -> &CoordinatorClient {
+        &self.client
+    }
+
     /// The worker's address.
     pub fn address(&self) -> alloy::primitives::Address {
         self.signer.address()
@@ -169,6 +174,7 @@ impl Worker {
             gflops: self.probe.gflops,
             kinds: vec![TaskKind::Embed],
         }
+        .round()
     }
 
     async fn sign_in(&mut self) -> Result<()> {

@@ -135,14 +135,18 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             }
             let diffs = out.differences;
             if diffs.is_empty() {
-                println!(
-                    "OK: job {} settlement matches the report and the formulas",
-                    a.job_id
-                );
+                if !a.json {
+                    println!(
+                        "OK: job {} settlement matches the report and the formulas",
+                        a.job_id
+                    );
+                }
                 Ok(())
             } else {
-                for d in &diffs {
-                    println!("MISMATCH: {d}");
+                if !a.json {
+                    for d in &diffs {
+                        println!("MISMATCH: {d}");
+                    }
                 }
                 bail!("job {}: {} difference(s)", a.job_id, diffs.len())
             }
@@ -384,7 +388,11 @@ async fn audit_job(a: &JobAudit) -> anyhow::Result<AuditOutcome> {
                 .tasks
                 .iter()
                 .filter(|t| t.accepted_result.is_some())
-                .filter(|t| t.replicas.iter().any(|r| r.in_quorum && r.worker == p.worker))
+                .filter(|t| {
+                    t.replicas
+                        .iter()
+                        .any(|r| r.in_quorum && r.worker == p.worker)
+                })
                 .count(),
             units: p.units,
             payout: p.amount,

@@ -1,0 +1,407 @@
+//! Whole-system runs on anvil: the `gleaner` binary runs the coordinator and the verifier and
+//! submits and audits jobs; workers run in-process (so one can cheat and one can die).
+//!
+//! Needs `scripts/setup` (model weights, npm anvil); a missing piece fails with its fix.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy::node_bindings::{Anvil, AnvilInstance};
+use alloy::primitives::{Address, U256};
+use alloy::providers::ProviderBuilder;
+use alloy::signers::local::{LocalSigner, PrivateKeySigner};
+use gleaner_models::{BackendChoice, MiniLmFiles};
+use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry};
+use gleaner_protocol::devnet::{DeployParams, Deployment, deploy, find_anvil};
+use gleaner_worker::{CoordinatorClient, Fault, Worker, WorkerConfig};
+
+const PASSWORD: &str = "e2e-password";
+
+fn e18(n: u64) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(18))
+}
+
+/// Kills its child on drop, and prints the child's log when the test failed.
+struct Service {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- {} ---", self.log.display());
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+struct Net {
+    anvil: AnvilInstance,
+    dir: tempfile::TempDir,
+    d: Deployment,
+    admin: PrivateKeySigner,
+    coordinator: PrivateKeySigner,
+    verifier: PrivateKeySigner,
+    requester: PrivateKeySigner,
+    workers: Vec<PrivateKeySigner>,
+    api: String,
+}
+
+fn gleaner() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gleaner"));
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+impl Net {
+    async fn start(workers: usize) -> Self {
+        let files = MiniLmFiles::from_cache();
+        if let Err(e) = files.ensure_present() {
+            panic!("{e}");
+        }
+        let anvil = Anvil::at(find_anvil(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap())
+            .arg("--accounts")
+            .arg("12")
+            .try_spawn()
+            .expect("anvil starts");
+        let keys: Vec<PrivateKeySigner> = anvil.keys().iter().map(|k| k.clone().into()).collect();
+        let (admin, coordinator, verifier, requester) = (
+            keys[0].clone(),
+            keys[1].clone(),
+            keys[2].clone(),
+            keys[3].clone(),
+        );
+        let workers: Vec<PrivateKeySigner> = keys[4..4 + workers].to_vec();
+        let p = ProviderBuilder::new()
+            .wallet(admin.clone())
+            .connect_http(anvil.endpoint_url());
+        let d = deploy(
+            &p,
+            &DeployParams {
+                admin: admin.address(),
+                coordinator: coordinator.address(),
+                verifier: verifier.address(),
+                min_stake: e18(100),
+                unbonding_delay: 3600,
+            },
+        )
+        .await
+        .unwrap();
+        let token = GleanerToken::new(d.token, &p);
+        for w in workers.iter().chain([&requester]) {
+            token
+                .faucet(w.address(), e18(1_000))
+                .send()
+                .await
+                .unwrap()
+                .get_receipt()
+                .await
+                .unwrap();
+        }
+        for w in &workers {
+            let wp = ProviderBuilder::new()
+                .wallet(w.clone())
+                .connect_http(anvil.endpoint_url());
+            GleanerToken::new(d.token, &wp)
+                .approve(d.registry, e18(100))
+                .send()
+                .await
+                .unwrap()
+                .get_receipt()
+                .await
+                .unwrap();
+            WorkerRegistry::new(d.registry, &wp)
+                .stake(e18(100))
+                .send()
+                .await
+                .unwrap()
+                .get_receipt()
+                .await
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("password"), PASSWORD).unwrap();
+        for (name, k) in [
+            ("coordinator", &coordinator),
+            ("verifier", &verifier),
+            ("requester", &requester),
+        ] {
+            LocalSigner::encrypt_keystore(
+                dir.path(),
+                &mut rand08::thread_rng(),
+                k.to_bytes(),
+                PASSWORD,
+                Some(&format!("{name}.json")),
+            )
+            .unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self {
+            anvil,
+            dir,
+            d,
+            admin,
+            coordinator,
+            verifier,
+            requester,
+            workers,
+            api: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn env(&self, c: &mut Command, key: &str) {
+        c.env("GLEANER_RPC_URL", self.anvil.endpoint())
+            .env("GLEANER_MARKET", self.d.market.to_string())
+            .env("GLEANER_COORDINATOR_URL", &self.api)
+            .env("GLEANER_PASSWORD_FILE", self.dir.path().join("password"))
+            .env(
+                "GLEANER_KEYSTORE",
+                self.dir.path().join(format!("{key}.json")),
+            );
+    }
+
+    fn spawn(&self, name: &str, key: &str, args: &[&str]) -> Service {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut c = gleaner();
+        self.env(&mut c, key);
+        c.args(args)
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::options()
+                    .append(true)
+                    .open(&log)
+                    .unwrap_or_else(|_| std::fs::File::create(&log).unwrap()),
+            ));
+        Service {
+            child: c.spawn().unwrap(),
+            log,
+        }
+    }
+
+    async fn services(&self, lease_secs: u64) -> (Service, Service) {
+        let listen = self.api.trim_start_matches("http://").to_owned();
+        let db = format!(
+            "sqlite://{}?mode=rwc",
+            self.dir.path().join("coordinator.db").display()
+        );
+        let coord = self.spawn(
+            "coordinator",
+            "coordinator",
+            &[
+                "coordinator",
+                "run",
+                "--listen",
+                &listen,
+                "--database-url",
+                &db,
+                "--confirmations",
+                "0",
+                "--lease-secs",
+                &lease_secs.to_string(),
+                "--verifier",
+                &self.verifier.address().to_string(),
+            ],
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reqwest::get(format!("{}/healthz", self.api)).await.is_err() {
+            assert!(Instant::now() < deadline, "coordinator did not come up");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let vdb = format!(
+            "sqlite://{}?mode=rwc",
+            self.dir.path().join("verifier.db").display()
+        );
+        let ver = self.spawn(
+            "verifier",
+            "verifier",
+            &["verifier", "run", "--db", &vdb, "--poll-ms", "300"],
+        );
+        (coord, ver)
+    }
+
+    fn submit(&self, sentences: usize, batch: u32, redundancy: u16) -> U256 {
+        let corpus =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../demo/corpus.txt"))
+                .unwrap();
+        let input = self.dir.path().join("input.txt");
+        let lines: Vec<&str> = corpus.lines().take(sentences).collect();
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let mut c = gleaner();
+        self.env(&mut c, "requester");
+        let out = c
+            .args(["job", "submit", "--input"])
+            .arg(&input)
+            .args([
+                "--batch",
+                &batch.to_string(),
+                "--redundancy",
+                &redundancy.to_string(),
+            ])
+            .args(["--budget", "90", "--deadline", "1h"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "submit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    async fn worker(&self, i: usize, fault: Option<Fault>) -> Worker {
+        let mut cfg = WorkerConfig::new(&self.api);
+        cfg.backend = BackendChoice::Flex;
+        cfg.wait_ms = 1_000;
+        cfg.fault = fault;
+        cfg.name = format!("w{i}");
+        Worker::start(cfg, self.workers[i].clone()).await.unwrap()
+    }
+
+    async fn wait_state(&self, job: U256, state: &str, secs: u64) {
+        let client = CoordinatorClient::new(&self.api);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Ok(s) = client.job_status(job).await
+                && s.state == state
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job} not {state} after {secs}s"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    fn audit(&self, job: U256) -> serde_json::Value {
+        let mut c = gleaner();
+        self.env(&mut c, "requester");
+        let out = c
+            .args(["audit", "job", &job.to_string(), "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "audit printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert!(out.status.success(), "audit failed: {v}");
+        v
+    }
+}
+
+fn run_worker(
+    w: Worker,
+    stop: std::sync::Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<gleaner_worker::Result<gleaner_worker::WorkerStats>> {
+    tokio::spawn(async move { w.run(async move { stop.notified().await }).await })
+}
+
+/// Redundancy 3 with one worker that returns corrupted embeddings: none of its results is
+/// accepted, it is slashed with evidence, the honest workers are paid in proportion to their
+/// units, and the audit says OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_worker_is_slashed_and_honest_ones_are_paid() {
+    let net = Net::start(3).await;
+    let (_c, _v) = net.services(60).await;
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut handles = Vec::new();
+    for (i, fault) in [(0, None), (1, None), (2, Some(Fault::CorruptEmbeddings))] {
+        handles.push(run_worker(net.worker(i, fault).await, stop.clone()));
+    }
+    let job = net.submit(12, 4, 3);
+    net.wait_state(job, "settled", 240).await;
+    stop.notify_waiters();
+
+    let audit = net.audit(job);
+    assert_eq!(audit["verdict"], "OK", "{audit}");
+    let cheat = net.workers[2].address();
+    let paid: Vec<Address> = audit["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["worker"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(!paid.contains(&cheat), "the cheat was paid: {audit}");
+    assert_eq!(paid.len(), 2, "{audit}");
+    let slashed: Vec<Address> = audit["slashed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(slashed, vec![cheat]);
+
+    let p = ProviderBuilder::new().connect_http(net.anvil.endpoint_url());
+    let registry = WorkerRegistry::new(net.d.registry, &p);
+    assert!(
+        registry.stakeOf(cheat).call().await.unwrap() < e18(100),
+        "stake not reduced"
+    );
+    // Honest workers did the same tasks with the same confidence: equal pay.
+    let market = JobMarket::new(net.d.market, &p);
+    let a = market
+        .withdrawable(net.workers[0].address())
+        .call()
+        .await
+        .unwrap();
+    let b = market
+        .withdrawable(net.workers[1].address())
+        .call()
+        .await
+        .unwrap();
+    assert!(!a.is_zero() && a == b, "{a} vs {b}");
+    let _ = (&net.admin, &net.coordinator, &net.requester);
+}
+
+/// A worker dies holding a lease: the lease expires, another worker computes the replica, and
+/// the job settles with an OK audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_workers_leases_are_reassigned() {
+    let net = Net::start(3).await;
+    let (_c, _v) = net.services(3).await;
+    let job = net.submit(8, 4, 2);
+    net.wait_state(job, "posted", 60).await;
+    {
+        let doomed = net.worker(2, None).await;
+        let lease = doomed.client().lease(5_000).await.unwrap();
+        assert!(lease.is_some(), "the doomed worker got no lease");
+        // Dropped here without a result: the process "dies" holding the lease.
+    }
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let h0 = run_worker(net.worker(0, None).await, stop.clone());
+    let h1 = run_worker(net.worker(1, None).await, stop.clone());
+    net.wait_state(job, "settled", 240).await;
+    stop.notify_waiters();
+    let _ = (h0.await, h1.await);
+    let audit = net.audit(job);
+    assert_eq!(audit["verdict"], "OK", "{audit}");
+    let paid: Vec<String> = audit["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["worker"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert!(
+        !paid.contains(&net.workers[2].address().to_string().to_lowercase()),
+        "{audit}"
+    );
+}
