@@ -1,12 +1,22 @@
 //! A throwaway PostgreSQL from Debian's binaries, run as user `postgres`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Debian's server binaries: `/usr/lib/postgresql/<version>/bin`, newest version first.
+fn bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|d| d.join("initdb").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
 
 pub(crate) struct Postgres {
     dir: tempfile::TempDir,
+    bin: PathBuf,
     pub(crate) url: String,
 }
 
@@ -36,11 +46,9 @@ fn free_port() -> u16 {
 impl Postgres {
     /// Starts a fresh cluster; fails (never skips) when PostgreSQL is not installed.
     pub(crate) fn start() -> Self {
-        let initdb = Path::new(BIN).join("initdb");
-        assert!(
-            initdb.is_file(),
-            "PostgreSQL 15 is needed for the store tests: apt-get install postgresql"
-        );
+        let bin = bin_dir()
+            .expect("PostgreSQL is needed for the store tests: apt-get install postgresql");
+        let initdb = bin.join("initdb");
         let dir = tempfile::tempdir().unwrap();
         let data: PathBuf = dir.path().join("data");
         let sock: PathBuf = dir.path().join("sock");
@@ -66,7 +74,7 @@ impl Postgres {
             sock.display()
         );
         as_postgres(&[
-            Path::new(BIN).join("pg_ctl").to_str().unwrap(),
+            bin.join("pg_ctl").to_str().unwrap(),
             "-D",
             data.to_str().unwrap(),
             "-o",
@@ -79,6 +87,7 @@ impl Postgres {
         Self {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             dir,
+            bin,
         }
     }
 }
@@ -87,7 +96,7 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = Command::new("runuser")
             .args(["-u", "postgres", "--"])
-            .arg(Path::new(BIN).join("pg_ctl"))
+            .arg(self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(self.dir.path().join("data"))
             .args(["-m", "immediate", "stop"])
