@@ -64,6 +64,8 @@ struct Row {
     sentences_per_s: f64,
     /// Smallest row cosine against the first measured backend on the same sentences.
     min_cosine_vs_first: Option<f32>,
+    /// Largest |difference| of any value against the first measured backend.
+    max_abs_diff_vs_first: Option<f32>,
 }
 
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -108,15 +110,21 @@ fn embed(args: EmbedBench) -> anyhow::Result<()> {
             let start = Instant::now();
             let v = embedder.embed(&texts[..n], batch as usize, |_| {})?;
             let secs = start.elapsed().as_secs_f64();
-            let min_cosine_vs_first = match &first {
+            let (min_cosine_vs_first, max_abs_diff_vs_first) = match &first {
                 None => {
                     first = Some(v.clone());
-                    None
+                    (None, None)
                 }
-                Some(f) => Some(
-                    compare_embeddings(&f[..v.len()], &v, embedder.dim(), EMBED_MIN_COSINE)?
-                        .min_cosine,
-                ),
+                Some(f) => {
+                    let f = &f[..v.len()];
+                    let a = compare_embeddings(f, &v, embedder.dim(), EMBED_MIN_COSINE)?;
+                    let d = f
+                        .iter()
+                        .zip(&v)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0f32, f32::max);
+                    (Some(a.min_cosine), Some(d))
+                }
             };
             let row = Row {
                 implementation: name.clone(),
@@ -125,6 +133,7 @@ fn embed(args: EmbedBench) -> anyhow::Result<()> {
                 secs,
                 sentences_per_s: n as f64 / secs,
                 min_cosine_vs_first,
+                max_abs_diff_vs_first,
             };
             eprintln!(
                 "{name} batch {batch}: {:.1} sentences/s",
@@ -189,6 +198,7 @@ fn run_peer(
         secs,
         sentences_per_s: n as f64 / secs,
         min_cosine_vs_first: None,
+        max_abs_diff_vs_first: None,
     })
 }
 
@@ -200,16 +210,19 @@ fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<44} {:>5} {:>9} {:>8} {:>12} {:>14}",
-        "implementation", "batch", "sentences", "secs", "sentences/s", "1-min cos vs 1st"
+        "{:<44} {:>5} {:>9} {:>8} {:>12} {:>12} {:>12}",
+        "implementation", "batch", "sentences", "secs", "sentences/s", "min cos/1st", "max|d|/1st"
     );
     for r in rows {
         let cos = r
             .min_cosine_vs_first
-            .map_or("-".to_owned(), |c| format!("{:.2e}", 1.0 - f64::from(c)));
+            .map_or("-".to_owned(), |c| format!("{c:.7}"));
+        let diff = r
+            .max_abs_diff_vs_first
+            .map_or("-".to_owned(), |d| format!("{d:.2e}"));
         println!(
-            "{:<44} {:>5} {:>9} {:>8.2} {:>12.1} {:>14}",
-            r.implementation, r.batch, r.sentences, r.secs, r.sentences_per_s, cos
+            "{:<44} {:>5} {:>9} {:>8.2} {:>12.1} {:>12} {:>12}",
+            r.implementation, r.batch, r.sentences, r.secs, r.sentences_per_s, cos, diff
         );
     }
     for b in rows
