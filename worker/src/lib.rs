@@ -16,7 +16,6 @@ mod error;
 mod probe;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -323,9 +322,4 @@ impl Worker {
             })
             .await
     }
-}
-
-/// The weights file a worker would use, for messages.
-pub fn default_weights() -> PathBuf {
-    MiniLmFiles::from_cache().weights
 }
