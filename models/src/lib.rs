@@ -5,6 +5,7 @@
 //! - [`Embedder`]: tokenizer + encoder + length-sorted batching, the `embed` task kind.
 //! - [`select_device`]: wgpu on a real GPU, else a CPU backend, and why.
 //! - [`compare_embeddings`]: the `embed` comparator (row cosine ≥ [`EMBED_MIN_COSINE`]).
+//! - [`gguf`]: a GGUF reader (metadata, F32/F16/Q8_0/Q4_1 dequantisation) for the SmolLM2 decoder.
 //! - [`MiniLmFiles`]: where `scripts/setup` put the weights, and their sha256.
 //!
 //! ```no_run
@@ -21,6 +22,7 @@ mod cache;
 mod compare;
 mod embed;
 mod error;
+pub mod gguf;
 mod minilm;
 mod tokenize;
 

@@ -2,5 +2,6 @@
 //! independent float64 numpy implementation (`models/reference/minilm_reference.py`), on the CPU
 //! backends and on wgpu (Mesa lavapipe on machines without a GPU).
 
+mod gguf;
 mod minilm;
 mod tiny;
