@@ -172,3 +172,36 @@ pub fn find_anvil(start: &Path) -> Result<PathBuf> {
             .into(),
     ))
 }
+
+/// On a dev chain: `worker` mints `tokens` from the faucet to itself, approves the registry and
+/// stakes `stake` of them, each transaction from its own key at `rpc`.
+pub async fn fund_and_stake(
+    rpc: &str,
+    d: &Deployment,
+    worker: &alloy::signers::local::PrivateKeySigner,
+    tokens: U256,
+    stake: U256,
+) -> Result<()> {
+    use alloy::providers::ProviderBuilder;
+    let url = rpc
+        .parse()
+        .map_err(|e| Error::Invalid(format!("rpc url {rpc}: {e}")))?;
+    let p = ProviderBuilder::new()
+        .wallet(worker.clone())
+        .connect_http(url);
+    let token = GleanerToken::new(d.token, &p);
+    confirm(
+        "faucet",
+        token.faucet(worker.address(), tokens).send().await,
+    )
+    .await?;
+    confirm("approve", token.approve(d.registry, stake).send().await).await?;
+    confirm(
+        "stake",
+        WorkerRegistry::new(d.registry, &p)
+            .stake(stake)
+            .send()
+            .await,
+    )
+    .await
+}

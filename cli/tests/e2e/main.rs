@@ -13,7 +13,7 @@ use alloy::providers::ProviderBuilder;
 use alloy::signers::local::{LocalSigner, PrivateKeySigner};
 use gleaner_models::{BackendChoice, MiniLmFiles};
 use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry};
-use gleaner_protocol::devnet::{DeployParams, Deployment, deploy, find_anvil};
+use gleaner_protocol::devnet::{DeployParams, Deployment, deploy, find_anvil, fund_and_stake};
 use gleaner_worker::{CoordinatorClient, Fault, Worker, WorkerConfig};
 
 const PASSWORD: &str = "e2e-password";
@@ -96,9 +96,9 @@ impl Net {
         .await
         .unwrap();
         let token = GleanerToken::new(d.token, &p);
-        for w in workers.iter().chain([&requester]) {
+        {
             token
-                .faucet(w.address(), e18(1_000))
+                .faucet(requester.address(), e18(1_000))
                 .send()
                 .await
                 .unwrap()
@@ -107,23 +107,7 @@ impl Net {
                 .unwrap();
         }
         for w in &workers {
-            let wp = ProviderBuilder::new()
-                .wallet(w.clone())
-                .connect_http(anvil.endpoint_url());
-            GleanerToken::new(d.token, &wp)
-                .approve(d.registry, e18(100))
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            WorkerRegistry::new(d.registry, &wp)
-                .stake(e18(100))
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
+            fund_and_stake(anvil.endpoint().as_str(), &d, w, e18(1_000), e18(100))
                 .await
                 .unwrap();
         }

@@ -3,7 +3,7 @@ use alloy::primitives::{Address, B256, U256};
 use alloy::providers::ProviderBuilder;
 use alloy::signers::local::PrivateKeySigner;
 use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry, job_status};
-use gleaner_protocol::devnet::{DeployParams, deploy, find_anvil};
+use gleaner_protocol::devnet::{DeployParams, deploy, find_anvil, fund_and_stake};
 use gleaner_protocol::formulas;
 
 fn e18(n: u64) -> U256 {
@@ -34,36 +34,13 @@ async fn deploy_link_and_settle_match_the_formulas() {
     assert_eq!(market.registry().call().await.unwrap(), d.registry);
     assert_eq!(registry.market().call().await.unwrap(), d.market);
 
-    // Three workers stake (the admin funds them from the faucet).
+    // Three workers mint from the dev faucet and stake.
     let workers: Vec<PrivateKeySigner> = anvil.keys()[1..4]
         .iter()
         .map(|k| k.clone().into())
         .collect();
     for w in &workers {
-        let wp = ProviderBuilder::new()
-            .wallet(w.clone())
-            .connect_http(anvil.endpoint_url());
-        let t = GleanerToken::new(d.token, &wp);
-        t.faucet(w.address(), e18(1_000))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        t.approve(d.registry, e18(100))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        let r = WorkerRegistry::new(d.registry, &wp);
-        r.stake(e18(100))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
+        fund_and_stake(anvil.endpoint().as_str(), &d, w, e18(1_000), e18(100))
             .await
             .unwrap();
         assert!(registry.isEligible(w.address()).call().await.unwrap());
