@@ -30,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Embed sentences with all-MiniLM-L6-v2 (one text per input line).
     Embed(cmd::embed::EmbedArgs),
+    /// Generate text with SmolLM2-135M-Instruct.
+    Generate(cmd::generate::GenerateArgs),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -75,6 +77,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Command::Embed(args) => cmd::embed::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
         Command::Bench(cmd) => cmd::bench::run(cmd),
         Command::Backends => cmd::backends(),
         Command::Coordinator(cmd) => cmd::coordinator::run(cmd),

@@ -6,6 +6,7 @@
 //! - [`select_device`]: wgpu on a real GPU, else a CPU backend, and why.
 //! - [`compare_embeddings`]: the `embed` comparator (row cosine ≥ [`EMBED_MIN_COSINE`]).
 //! - [`gguf`]: a GGUF reader (metadata, F32/F16/Q8_0/Q4_1 dequantisation) for the SmolLM2 decoder.
+//! - [`smollm`]: SmolLM2-135M-Instruct (Llama) from GGUF with a KV cache and greedy decoding.
 //! - [`MiniLmFiles`]: where `scripts/setup` put the weights, and their sha256.
 //!
 //! ```no_run
@@ -24,6 +25,7 @@ mod embed;
 mod error;
 pub mod gguf;
 mod minilm;
+pub mod smollm;
 mod tokenize;
 
 pub use backend::{

@@ -9,6 +9,7 @@
 //! - [`devnet`]: deploy the contracts, find anvil (dev chains and tests).
 //! - [`eip712`]: the signed messages (worker sign-in, task results, job registration).
 //! - [`report`]: the settlement report and the recomputation an auditor runs.
+//! - [`sampling`]: the seeded sampler of `generate` tasks (SplitMix64, temperature, top-p).
 //! - [`task`]: job manifests, task specs, their canonical encodings and hashes.
 //!
 //! Plain data and chain vocabulary only: no async runtime, HTTP server, database or model code.
@@ -21,6 +22,7 @@ pub mod eip712;
 pub mod formulas;
 pub mod merkle;
 pub mod report;
+pub mod sampling;
 pub mod task;
 
 mod error;

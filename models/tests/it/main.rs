@@ -4,4 +4,5 @@
 
 mod gguf;
 mod minilm;
+mod smollm;
 mod tiny;

@@ -1,0 +1,395 @@
+//! SmolLM2-135M-Instruct (Llama architecture) from GGUF: tokenizer from the GGUF metadata and a
+//! decoder with a KV cache, greedy decoding.
+//!
+//! Reference semantics: weights dequantised to f32, activations in f32. GGUF's q/k weights are
+//! laid out for llama.cpp's "normal" rope, which rotates adjacent pairs (2i, 2i+1).
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+use tokenizers::Tokenizer;
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+
+use gleaner_protocol::sampling::{SplitMix64, argmax, sample};
+
+use crate::gguf::{Gguf, Value};
+use crate::{Error, Result};
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Weights {
+        path: "gguf".into(),
+        detail: msg.into(),
+    }
+}
+
+/// Builds the byte-level BPE tokenizer from `tokenizer.ggml.tokens` and `merges`, with digits
+/// split one by one (the `smollm` pre-tokenizer).
+pub fn tokenizer_from_gguf(g: &Gguf) -> Result<Tokenizer> {
+    let strings = |key: &str| -> Result<Vec<String>> {
+        match g.get(key) {
+            Some(Value::Array(v)) => v
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| bad(format!("{key}: not strings")))
+                })
+                .collect(),
+            _ => Err(bad(format!("GGUF has no {key}"))),
+        }
+    };
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    let merges = strings("tokenizer.ggml.merges")?
+        .into_iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| bad(format!("merge {m:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Control tokens (type 3: <|im_start|>, <|endoftext|>, ...) are matched whole, never split.
+    let control: Vec<String> = match g.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(types)) => types
+            .iter()
+            .zip(&tokens)
+            .filter(|(t, _)| t.as_u64() == Some(3))
+            .map(|(_, tok)| tok.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let vocab: Vocab = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let mut tok = Tokenizer::new(bpe);
+    tok.with_pre_tokenizer(Some(Sequence::new(vec![
+        Digits::new(true).into(),
+        ByteLevel::new(false, true, true).into(),
+    ])));
+    tok.with_decoder(Some(ByteLevel::default()));
+    let special: Vec<tokenizers::AddedToken> = control
+        .into_iter()
+        .map(|t| tokenizers::AddedToken::from(t, true))
+        .collect();
+    tok.add_special_tokens(special)
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+    Ok(tok)
+}
+
+/// Hyper-parameters, read from the GGUF metadata.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Model width.
+    pub dim: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Feed-forward width.
+    pub ffn: usize,
+    /// RMSNorm epsilon.
+    pub eps: f64,
+    /// Rope base.
+    pub rope_base: f64,
+}
+
+struct Block {
+    attn_norm: Tensor<1>,
+    wq: Tensor<2>,
+    wk: Tensor<2>,
+    wv: Tensor<2>,
+    wo: Tensor<2>,
+    ffn_norm: Tensor<1>,
+    gate: Tensor<2>,
+    up: Tensor<2>,
+    down: Tensor<2>,
+}
+
+/// The decoder with tied input/output embeddings.
+pub struct Llama {
+    cfg: LlamaConfig,
+    embed: Tensor<2>,
+    embed_t: Tensor<2>,
+    blocks: Vec<Block>,
+    norm: Tensor<1>,
+    device: Device,
+}
+
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-layer key/value cache: `[1, kv_heads, t, head_dim]`.
+pub struct KvCache {
+    k: Vec<Option<Tensor<4>>>,
+    v: Vec<Option<Tensor<4>>>,
+    len: usize,
+}
+
+impl Llama {
+    /// Loads the model from a GGUF file (weights dequantised to f32).
+    pub fn load(path: &Path, device: &Device) -> Result<(Self, Tokenizer)> {
+        let g = Gguf::open(path)?;
+        let u = |k: &str| {
+            g.get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("no {k}")))
+        };
+        let f = |k: &str| {
+            g.get(k)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| bad(format!("no {k}")))
+        };
+        let tokenizer = tokenizer_from_gguf(&g)?;
+        let cfg = LlamaConfig {
+            vocab: tokenizer.get_vocab_size(false),
+            dim: u("llama.embedding_length")?,
+            layers: u("llama.block_count")?,
+            heads: u("llama.attention.head_count")?,
+            kv_heads: u("llama.attention.head_count_kv")?,
+            ffn: u("llama.feed_forward_length")?,
+            eps: f("llama.attention.layer_norm_rms_epsilon")?,
+            rope_base: f("llama.rope.freq_base")?,
+        };
+        // GGUF dims are innermost first: a [in, out] entry is row-major [out, in].
+        let mat = |name: &str| -> Result<Tensor<2>> {
+            let t = g
+                .tensor(name)
+                .ok_or_else(|| bad(format!("no tensor {name}")))?;
+            let [inner, outer] = t.dims[..] else {
+                return Err(bad(format!("{name} is not 2-D")));
+            };
+            let data = g.dequantize(name)?;
+            Ok(Tensor::<2>::from_data(
+                TensorData::new(data, [outer as usize, inner as usize]),
+                device,
+            ))
+        };
+        let vec = |name: &str| -> Result<Tensor<1>> {
+            let data = g.dequantize(name)?;
+            let n = data.len();
+            Ok(Tensor::<1>::from_data(TensorData::new(data, [n]), device))
+        };
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let p = |s: &str| format!("blk.{i}.{s}.weight");
+            blocks.push(Block {
+                attn_norm: vec(&p("attn_norm"))?,
+                wq: mat(&p("attn_q"))?.transpose(),
+                wk: mat(&p("attn_k"))?.transpose(),
+                wv: mat(&p("attn_v"))?.transpose(),
+                wo: mat(&p("attn_output"))?.transpose(),
+                ffn_norm: vec(&p("ffn_norm"))?,
+                gate: mat(&p("ffn_gate"))?.transpose(),
+                up: mat(&p("ffn_up"))?.transpose(),
+                down: mat(&p("ffn_down"))?.transpose(),
+            });
+        }
+        let embed = mat("token_embd.weight")?;
+        let model = Self {
+            cfg,
+            embed_t: embed.clone().transpose(),
+            embed,
+            blocks,
+            norm: vec("output_norm.weight")?,
+            device: device.clone(),
+        };
+        Ok((model, tokenizer))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> LlamaConfig {
+        self.cfg
+    }
+
+    /// An empty cache.
+    pub fn cache(&self) -> KvCache {
+        KvCache {
+            k: vec![None; self.cfg.layers],
+            v: vec![None; self.cfg.layers],
+            len: 0,
+        }
+    }
+
+    fn rms_norm(&self, x: Tensor<2>, w: &Tensor<1>) -> Tensor<2> {
+        let ms = x.clone().powf_scalar(2.0).mean_dim(1);
+        x * (ms + self.cfg.eps).sqrt().recip() * w.clone().unsqueeze_dim::<2>(0)
+    }
+
+    /// Rotates adjacent pairs (2i, 2i+1) of each head: `x` is `[heads, s, head_dim]`.
+    fn rope(&self, x: Tensor<3>, start: usize) -> Tensor<3> {
+        let [h, s, d] = x.dims();
+        let half = d / 2;
+        let mut cos = Vec::with_capacity(s * half);
+        let mut sin = Vec::with_capacity(s * half);
+        for p in start..start + s {
+            for i in 0..half {
+                let theta = (p as f64) * self.cfg.rope_base.powf(-2.0 * i as f64 / d as f64);
+                cos.push(theta.cos() as f32);
+                sin.push(theta.sin() as f32);
+            }
+        }
+        let cos = Tensor::<3>::from_data(TensorData::new(cos, [1, s, half]), &self.device)
+            .unsqueeze_dim::<4>(3);
+        let sin = Tensor::<3>::from_data(TensorData::new(sin, [1, s, half]), &self.device)
+            .unsqueeze_dim::<4>(3);
+        let x = x.reshape([h, s, half, 2]);
+        let x0 = x.clone().narrow(3, 0, 1);
+        let x1 = x.narrow(3, 1, 1);
+        let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let r1 = x0 * sin + x1 * cos;
+        Tensor::cat(vec![r0, r1], 3).reshape([h, s, d])
+    }
+
+    /// Runs `ids` after what the cache holds; returns the logits of the last position.
+    pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let c = self.cfg;
+        let s = ids.len();
+        let hd = c.dim / c.heads;
+        let rep = c.heads / c.kv_heads;
+        let start = cache.len;
+        let idx: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [s]), &self.device);
+        let mut x = self.embed.clone().select(0, idx);
+        for (l, b) in self.blocks.iter().enumerate() {
+            let h = self.rms_norm(x.clone(), &b.attn_norm);
+            let q = h
+                .clone()
+                .matmul(b.wq.clone())
+                .reshape([s, c.heads, hd])
+                .swap_dims(0, 1);
+            let k = h
+                .clone()
+                .matmul(b.wk.clone())
+                .reshape([s, c.kv_heads, hd])
+                .swap_dims(0, 1);
+            let v = h
+                .matmul(b.wv.clone())
+                .reshape([s, c.kv_heads, hd])
+                .swap_dims(0, 1);
+            let q = self.rope(q, start);
+            let k = self.rope(k, start).unsqueeze_dim::<4>(0);
+            let v = v.unsqueeze_dim::<4>(0);
+            let k = match cache.k[l].take() {
+                Some(prev) => Tensor::cat(vec![prev, k], 2),
+                None => k,
+            };
+            let v = match cache.v[l].take() {
+                Some(prev) => Tensor::cat(vec![prev, v], 2),
+                None => v,
+            };
+            cache.k[l] = Some(k.clone());
+            cache.v[l] = Some(v.clone());
+            let t = start + s;
+            // Grouped-query attention: query head j uses key/value head j / rep.
+            let expand = |kv: Tensor<4>| {
+                kv.reshape([c.kv_heads, 1, t, hd])
+                    .expand([c.kv_heads, rep, t, hd])
+                    .reshape([c.heads, t, hd])
+            };
+            let (k, v) = (expand(k), expand(v));
+            let mut scores = q.matmul(k.swap_dims(1, 2)).div_scalar((hd as f32).sqrt());
+            if s > 1 {
+                let mut mask = vec![0f32; s * t];
+                for i in 0..s {
+                    for j in start + i + 1..t {
+                        mask[i * t + j] = f32::NEG_INFINITY;
+                    }
+                }
+                scores = scores
+                    + Tensor::<2>::from_data(TensorData::new(mask, [s, t]), &self.device)
+                        .unsqueeze_dim::<3>(0);
+            }
+            let att = softmax(scores, 2)
+                .matmul(v)
+                .swap_dims(0, 1)
+                .reshape([s, c.dim]);
+            x = x + att.matmul(b.wo.clone());
+            let h = self.rms_norm(x.clone(), &b.ffn_norm);
+            let ff = silu(h.clone().matmul(b.gate.clone())) * h.matmul(b.up.clone());
+            x = x + ff.matmul(b.down.clone());
+        }
+        cache.len += s;
+        let last = self.rms_norm(x.narrow(0, s - 1, 1), &self.norm);
+        last.matmul(self.embed_t.clone())
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Data(format!("{e:?}")))
+    }
+
+    /// Greedy decoding: up to `max_new` tokens after `prompt`, stopping at `eos`.
+    pub fn generate_greedy(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        eos: Option<u32>,
+    ) -> Result<Vec<u32>> {
+        self.generate(prompt, max_new, eos, None)
+    }
+
+    /// Decoding: greedy, or seeded sampling as `gleaner_protocol::sampling` specifies it.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        eos: Option<u32>,
+        sampling: Option<Sampling>,
+    ) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            return Err(Error::Input {
+                index: 0,
+                detail: "empty prompt".into(),
+            });
+        }
+        let mut rng = sampling.map(|s| SplitMix64::new(s.seed));
+        let mut cache = self.cache();
+        let mut logits = self.forward(prompt, &mut cache)?;
+        let mut out = Vec::new();
+        for _ in 0..max_new {
+            let next = match (&sampling, rng.as_mut()) {
+                (Some(s), Some(r)) => sample(&logits, s.temperature, s.top_p, r),
+                _ => argmax(&logits),
+            };
+            out.push(next);
+            if Some(next) == eos {
+                break;
+            }
+            logits = self.forward(&[next], &mut cache)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Seeded sampling parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Softmax temperature (> 0).
+    pub temperature: f64,
+    /// Nucleus mass.
+    pub top_p: f64,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+/// SmolLM2's chat template for one user turn, ready for the assistant's reply.
+pub fn chat_prompt(user: &str) -> String {
+    format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+}
