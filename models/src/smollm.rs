@@ -169,17 +169,35 @@ impl Llama {
             eps: f("llama.attention.layer_norm_rms_epsilon")?,
             rope_base: f("llama.rope.freq_base")?,
         };
-        // GGUF dims are innermost first: a [in, out] entry is row-major [out, in].
-        let mat = |name: &str| -> Result<Tensor<2>> {
+        // GGUF dims are innermost first: a [in, out] entry is row-major [out, in]. Matmuls
+        // want [in, out]: transpose once here, into contiguous memory (a lazily transposed
+        // view would be copied on every forward).
+        let raw = |name: &str| -> Result<(Vec<f32>, usize, usize)> {
             let t = g
                 .tensor(name)
                 .ok_or_else(|| bad(format!("no tensor {name}")))?;
             let [inner, outer] = t.dims[..] else {
                 return Err(bad(format!("{name} is not 2-D")));
             };
-            let data = g.dequantize(name)?;
+            Ok((g.dequantize(name)?, outer as usize, inner as usize))
+        };
+        let mat = |name: &str| -> Result<Tensor<2>> {
+            let (data, rows, cols) = raw(name)?;
             Ok(Tensor::<2>::from_data(
-                TensorData::new(data, [outer as usize, inner as usize]),
+                TensorData::new(data, [rows, cols]),
+                device,
+            ))
+        };
+        let mat_t = |name: &str| -> Result<Tensor<2>> {
+            let (data, rows, cols) = raw(name)?;
+            let mut t = vec![0f32; data.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = data[r * cols + c];
+                }
+            }
+            Ok(Tensor::<2>::from_data(
+                TensorData::new(t, [cols, rows]),
                 device,
             ))
         };
@@ -193,20 +211,20 @@ impl Llama {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
             blocks.push(Block {
                 attn_norm: vec(&p("attn_norm"))?,
-                wq: mat(&p("attn_q"))?.transpose(),
-                wk: mat(&p("attn_k"))?.transpose(),
-                wv: mat(&p("attn_v"))?.transpose(),
-                wo: mat(&p("attn_output"))?.transpose(),
+                wq: mat_t(&p("attn_q"))?,
+                wk: mat_t(&p("attn_k"))?,
+                wv: mat_t(&p("attn_v"))?,
+                wo: mat_t(&p("attn_output"))?,
                 ffn_norm: vec(&p("ffn_norm"))?,
-                gate: mat(&p("ffn_gate"))?.transpose(),
-                up: mat(&p("ffn_up"))?.transpose(),
-                down: mat(&p("ffn_down"))?.transpose(),
+                gate: mat_t(&p("ffn_gate"))?,
+                up: mat_t(&p("ffn_up"))?,
+                down: mat_t(&p("ffn_down"))?,
             });
         }
         let embed = mat("token_embd.weight")?;
         let model = Self {
             cfg,
-            embed_t: embed.clone().transpose(),
+            embed_t: mat_t("token_embd.weight")?,
             embed,
             blocks,
             norm: vec("output_norm.weight")?,
@@ -261,6 +279,16 @@ impl Llama {
 
     /// Runs `ids` after what the cache holds; returns the logits of the last position.
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        self.forward_positions(ids, cache, false)
+    }
+
+    /// Logits of every position of `ids` (row-major `[ids.len(), vocab]`): one teacher-forced
+    /// pass, what the verifier re-scores a claimed output with.
+    pub fn forward_all(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.forward_positions(ids, &mut self.cache(), true)
+    }
+
+    fn forward_positions(&self, ids: &[u32], cache: &mut KvCache, all: bool) -> Result<Vec<f32>> {
         let c = self.cfg;
         let s = ids.len();
         let hd = c.dim / c.heads;
@@ -328,7 +356,8 @@ impl Llama {
             x = x + ff.matmul(b.down.clone());
         }
         cache.len += s;
-        let last = self.rms_norm(x.narrow(0, s - 1, 1), &self.norm);
+        let rows = if all { x } else { x.narrow(0, s - 1, 1) };
+        let last = self.rms_norm(rows, &self.norm);
         last.matmul(self.embed_t.clone())
             .into_data()
             .try_into_vec::<f32>()
@@ -375,6 +404,56 @@ impl Llama {
             logits = self.forward(&[next], &mut cache)?;
         }
         Ok(out)
+    }
+}
+
+/// How a claimed greedy continuation fares under teacher forcing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GreedyCheck {
+    /// For each claimed token: top logit minus the claimed token's logit (0 when it is the top).
+    pub gaps: Vec<f32>,
+    /// The largest gap.
+    pub max_gap: f32,
+    /// Whether every gap is within the margin.
+    pub accepted: bool,
+}
+
+impl Llama {
+    /// Re-scores `claimed` after `prompt` in one forward pass and accepts it when every claimed
+    /// token's logit is within `margin` of the top logit at its position (a replica whose floats
+    /// differ may take the other side of a near-tie; one that substitutes a token may not).
+    pub fn check_greedy(
+        &self,
+        prompt: &[u32],
+        claimed: &[u32],
+        margin: f32,
+    ) -> Result<GreedyCheck> {
+        if prompt.is_empty() || claimed.is_empty() {
+            return Err(Error::Input {
+                index: 0,
+                detail: "empty prompt or output".into(),
+            });
+        }
+        let mut ids = prompt.to_vec();
+        ids.extend_from_slice(&claimed[..claimed.len() - 1]);
+        let logits = self.forward_all(&ids)?;
+        let v = self.cfg.vocab;
+        let mut gaps = Vec::with_capacity(claimed.len());
+        for (k, &tok) in claimed.iter().enumerate() {
+            let row = &logits[(prompt.len() - 1 + k) * v..(prompt.len() + k) * v];
+            let top = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let got = *row.get(tok as usize).ok_or_else(|| Error::Input {
+                index: k,
+                detail: format!("token {tok} outside the vocabulary"),
+            })?;
+            gaps.push(top - got);
+        }
+        let max_gap = gaps.iter().copied().fold(0f32, f32::max);
+        Ok(GreedyCheck {
+            accepted: max_gap <= margin,
+            max_gap,
+            gaps,
+        })
     }
 }
 
