@@ -205,3 +205,51 @@ pub async fn fund_and_stake(
     )
     .await
 }
+
+/// The arguments of `createJob`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewJob {
+    /// Spec hash.
+    pub spec: alloy::primitives::B256,
+    /// Task count.
+    pub tasks: u32,
+    /// Replicas per task.
+    pub redundancy: u16,
+    /// Escrowed budget.
+    pub budget: U256,
+    /// Deadline (unix seconds).
+    pub deadline: u64,
+}
+
+/// On a dev chain: the sender of `provider` (`requester`) mints the budget from the faucet,
+/// approves the market and calls `createJob`; returns the new job id. Takes the caller's
+/// provider so its nonce tracking sees every transaction of that key.
+pub async fn create_funded_job<P: Provider>(
+    provider: &P,
+    d: &Deployment,
+    requester: Address,
+    job: NewJob,
+) -> Result<U256> {
+    let NewJob {
+        spec,
+        tasks,
+        redundancy,
+        budget,
+        deadline,
+    } = job;
+    let token = GleanerToken::new(d.token, provider);
+    confirm("faucet", token.faucet(requester, budget).send().await).await?;
+    confirm("approve", token.approve(d.market, budget).send().await).await?;
+    let receipt = JobMarket::new(d.market, provider)
+        .createJob(spec, tasks, redundancy, budget, deadline)
+        .send()
+        .await
+        .map_err(chain_err("createJob"))?
+        .get_receipt()
+        .await
+        .map_err(|e| Error::Invalid(format!("createJob: {e}")))?;
+    receipt
+        .decoded_log::<JobMarket::JobCreated>()
+        .map(|l| l.data.jobId)
+        .ok_or_else(|| Error::Invalid("createJob: no JobCreated event (reverted?)".into()))
+}

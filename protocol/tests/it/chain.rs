@@ -2,8 +2,10 @@ use alloy::node_bindings::Anvil;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::ProviderBuilder;
 use alloy::signers::local::PrivateKeySigner;
-use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry, job_status};
-use gleaner_protocol::devnet::{DeployParams, deploy, find_anvil, fund_and_stake};
+use gleaner_protocol::bindings::{JobMarket, WorkerRegistry, job_status};
+use gleaner_protocol::devnet::{
+    DeployParams, NewJob, create_funded_job, deploy, find_anvil, fund_and_stake,
+};
 use gleaner_protocol::formulas;
 
 fn e18(n: u64) -> U256 {
@@ -30,7 +32,6 @@ async fn deploy_link_and_settle_match_the_formulas() {
     assert_eq!(d.chain_id, 31337);
     let market = JobMarket::new(d.market, &provider);
     let registry = WorkerRegistry::new(d.registry, &provider);
-    let token = GleanerToken::new(d.token, &provider);
     assert_eq!(market.registry().call().await.unwrap(), d.registry);
     assert_eq!(registry.market().call().await.unwrap(), d.market);
 
@@ -48,31 +49,20 @@ async fn deploy_link_and_settle_match_the_formulas() {
 
     // A job of 4 tasks, 3 accepted; units 1000/1500/2500.
     let budget = e18(10);
-    token
-        .faucet(admin_addr, budget)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    token
-        .approve(d.market, budget)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    market
-        .createJob(B256::repeat_byte(1), 4, 2, budget, u64::MAX / 2)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let job = U256::from(market.jobCount().call().await.unwrap());
+    let job = create_funded_job(
+        &provider,
+        &d,
+        admin_addr,
+        NewJob {
+            spec: B256::repeat_byte(1),
+            tasks: 4,
+            redundancy: 2,
+            budget,
+            deadline: u64::MAX / 2,
+        },
+    )
+    .await
+    .unwrap();
     market
         .postTasks(job, B256::repeat_byte(2), 4)
         .send()

@@ -3,7 +3,9 @@ use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::ProviderBuilder;
 use alloy::signers::local::PrivateKeySigner;
 use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry, job_status};
-use gleaner_protocol::devnet::{DeployParams, deploy, find_anvil};
+use gleaner_protocol::devnet::{
+    DeployParams, NewJob, create_funded_job, deploy, find_anvil, fund_and_stake,
+};
 use gleaner_protocol::formulas;
 use gleaner_protocol::report::ReplicaEntry;
 use gleaner_verifier::{
@@ -48,7 +50,7 @@ async fn settles_in_proportion_slashes_the_liar_and_never_twice() {
     let admin: PrivateKeySigner = anvil.keys()[0].clone().into();
     let requester = admin.address();
     let provider = ProviderBuilder::new()
-        .wallet(admin)
+        .wallet(admin.clone())
         .connect_http(anvil.endpoint_url());
     let d = deploy(
         &provider,
@@ -70,30 +72,7 @@ async fn settles_in_proportion_slashes_the_liar_and_never_twice() {
     let mut workers: Vec<Address> = Vec::new();
     for k in &anvil.keys()[1..4] {
         let w: PrivateKeySigner = k.clone().into();
-        let wp = ProviderBuilder::new()
-            .wallet(w.clone())
-            .connect_http(anvil.endpoint_url());
-        let t = GleanerToken::new(d.token, &wp);
-        t.faucet(w.address(), e18(100))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        t.approve(d.registry, e18(100))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        WorkerRegistry::new(d.registry, &wp)
-            .stake(e18(100))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
+        fund_and_stake(anvil.endpoint().as_str(), &d, &w, e18(100), e18(100))
             .await
             .unwrap();
         workers.push(w.address());
@@ -105,31 +84,20 @@ async fn settles_in_proportion_slashes_the_liar_and_never_twice() {
     let budget = e18(12);
     let spec = B256::repeat_byte(0x51);
     let root = B256::repeat_byte(0x52);
-    token
-        .faucet(requester, budget)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    token
-        .approve(d.market, budget)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    market
-        .createJob(spec, 4, 2, budget, u64::MAX / 2)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let job_id = U256::from(market.jobCount().call().await.unwrap());
+    let job_id = create_funded_job(
+        &provider,
+        &d,
+        requester,
+        NewJob {
+            spec,
+            tasks: 4,
+            redundancy: 2,
+            budget,
+            deadline: u64::MAX / 2,
+        },
+    )
+    .await
+    .unwrap();
     market
         .postTasks(job_id, root, 4)
         .send()

@@ -3,8 +3,10 @@ use alloy::primitives::{B256, Bytes, U256};
 use alloy::providers::ProviderBuilder;
 use alloy::providers::ext::AnvilApi;
 use alloy::signers::local::PrivateKeySigner;
-use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry, job_status};
-use gleaner_protocol::devnet::{DeployParams, deploy, find_anvil};
+use gleaner_protocol::bindings::{JobMarket, job_status};
+use gleaner_protocol::devnet::{
+    DeployParams, NewJob, create_funded_job, deploy, find_anvil, fund_and_stake,
+};
 use gleaner_protocol::formulas;
 use gleaner_protocol::report::ReplicaEntry;
 use gleaner_verifier::{
@@ -21,7 +23,7 @@ async fn chunked_settlement_pays_everyone_and_resumes() {
     let admin: PrivateKeySigner = anvil.keys()[0].clone().into();
     let requester = admin.address();
     let provider = ProviderBuilder::new()
-        .wallet(admin)
+        .wallet(admin.clone())
         .connect_http(anvil.endpoint_url());
     let stake = U256::from(1_000u64);
     let d = deploy(
@@ -37,7 +39,6 @@ async fn chunked_settlement_pays_everyone_and_resumes() {
     .await
     .unwrap();
     let market = JobMarket::new(d.market, &provider);
-    let token = GleanerToken::new(d.token, &provider);
 
     // Workers set up in parallel, each from its own key (faucet, approve, stake).
     let mut setup = tokio::task::JoinSet::new();
@@ -48,30 +49,8 @@ async fn chunked_settlement_pays_everyone_and_resumes() {
             .await
             .unwrap();
         let url = anvil.endpoint_url();
-        let (tok, reg) = (d.token, d.registry);
         setup.spawn(async move {
-            let wp = ProviderBuilder::new().wallet(w.clone()).connect_http(url);
-            let t = GleanerToken::new(tok, &wp);
-            t.faucet(w.address(), stake)
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            t.approve(reg, stake)
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            WorkerRegistry::new(reg, &wp)
-                .stake(stake)
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
+            fund_and_stake(url.as_str(), &d, &w, stake, stake)
                 .await
                 .unwrap();
             w.address()
@@ -103,31 +82,20 @@ async fn chunked_settlement_pays_everyone_and_resumes() {
     for (round, spec_byte) in [(0, 0x51u8), (1, 0x61)] {
         let spec = B256::repeat_byte(spec_byte);
         let root = B256::repeat_byte(spec_byte + 1);
-        token
-            .faucet(requester, budget)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        token
-            .approve(d.market, budget)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        market
-            .createJob(spec, n, 1, budget, u64::MAX / 2)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        let job_id = U256::from(market.jobCount().call().await.unwrap());
+        let job_id = create_funded_job(
+            &provider,
+            &d,
+            requester,
+            NewJob {
+                spec,
+                tasks: n,
+                redundancy: 1,
+                budget,
+                deadline: u64::MAX / 2,
+            },
+        )
+        .await
+        .unwrap();
         market
             .postTasks(job_id, root, n)
             .send()
