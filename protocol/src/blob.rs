@@ -2,6 +2,11 @@
 //!
 //! - `embed` input: UTF-8 text, one sentence per line (`\n`), no empty lines.
 //! - `embed` output: a safetensors file with one F32 tensor `embeddings` of shape `[n, dim]`.
+//! - `generate` input: JSON lines, one `{"prompt":"..."}` per prompt (the raw text the model
+//!   continues; a chat template, if any, is already applied).
+//! - `generate` output: compact JSON `{"outputs":[{"ids":[...],"text":"..."},...]}`, one entry
+//!   per prompt in input order: the new token ids (ending with the end-of-sequence id when the
+//!   model stopped before `max_tokens`) and their decoded text.
 
 use alloy::primitives::B256;
 use sha2::{Digest, Sha256};
@@ -43,6 +48,98 @@ pub fn decode_texts(bytes: &[u8]) -> Result<Vec<String>> {
             }
         })
         .collect()
+}
+
+/// One prompt of a generate input.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prompt {
+    /// The text the model continues.
+    pub prompt: String,
+}
+
+/// Encodes a generate task input.
+pub fn encode_prompts(prompts: &[&str]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        if p.trim().is_empty() {
+            return Err(Error::Invalid(format!("prompt {i} is empty")));
+        }
+        serde_json::to_writer(
+            &mut out,
+            &Prompt {
+                prompt: (*p).to_owned(),
+            },
+        )
+        .expect("a string serialises");
+        out.push(b'\n');
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid("no prompts".into()));
+    }
+    Ok(out)
+}
+
+/// Decodes a generate task input (also what `job submit --kind generate` reads: blank lines are
+/// refused, so line numbers in errors are the file's).
+pub fn decode_prompts(bytes: &[u8]) -> Result<Vec<String>> {
+    let s = std::str::from_utf8(bytes).map_err(|e| Error::Invalid(format!("input: {e}")))?;
+    let body = s.strip_suffix('\n').unwrap_or(s);
+    if body.trim().is_empty() {
+        return Err(Error::Invalid("input holds no prompt".into()));
+    }
+    body.split('\n')
+        .enumerate()
+        .map(|(i, l)| {
+            let p: Prompt = serde_json::from_str(l).map_err(|e| {
+                Error::Invalid(format!(
+                    "line {}: expected {{\"prompt\": \"...\"}}: {e}",
+                    i + 1
+                ))
+            })?;
+            if p.prompt.trim().is_empty() {
+                return Err(Error::Invalid(format!("line {}: empty prompt", i + 1)));
+            }
+            Ok(p.prompt)
+        })
+        .collect()
+}
+
+/// What the model produced for one prompt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generation {
+    /// New token ids.
+    pub ids: Vec<u32>,
+    /// Their decoded text.
+    pub text: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generations {
+    outputs: Vec<Generation>,
+}
+
+/// Encodes a generate task output (equal outputs give equal bytes, so equal hashes).
+pub fn encode_generations(outputs: &[Generation]) -> Vec<u8> {
+    serde_json::to_vec(&Generations {
+        outputs: outputs.to_vec(),
+    })
+    .expect("generations serialise")
+}
+
+/// Decodes a generate task output; bytes that are not exactly what [`encode_generations`] writes
+/// are refused.
+pub fn decode_generations(bytes: &[u8]) -> Result<Vec<Generation>> {
+    let g: Generations = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Invalid(format!("generate output: {e}")))?;
+    if encode_generations(&g.outputs) != bytes {
+        return Err(Error::Invalid(
+            "generate output is not in canonical form".into(),
+        ));
+    }
+    Ok(g.outputs)
 }
 
 /// Writes a row-major `[rows, cols]` F32 matrix as safetensors with one tensor `name`.
@@ -153,6 +250,50 @@ mod tests {
         assert!(decode_texts(b"a\n\nb\n").is_err());
         assert!(decode_texts(b"\xff\n").is_err());
         assert!(decode_texts(b"").is_err());
+    }
+
+    #[test]
+    fn prompts_round_trip_and_rejects() {
+        let b = encode_prompts(&["The capital of France is", "say \"hi\"\nthen stop"]).unwrap();
+        assert_eq!(
+            String::from_utf8(b.clone()).unwrap(),
+            "{\"prompt\":\"The capital of France is\"}\n{\"prompt\":\"say \\\"hi\\\"\\nthen stop\"}\n"
+        );
+        assert_eq!(
+            decode_prompts(&b).unwrap(),
+            vec!["The capital of France is", "say \"hi\"\nthen stop"]
+        );
+        assert!(encode_prompts(&[" "]).is_err());
+        assert!(encode_prompts(&[]).is_err());
+        let err = decode_prompts(b"{\"prompt\":\"a\"}\nnot json\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(decode_prompts(b"{\"prompt\":\"a\",\"x\":1}\n").is_err());
+        assert!(decode_prompts(b"{\"prompt\":\"\"}\n").is_err());
+        assert!(decode_prompts(b"").is_err());
+    }
+
+    #[test]
+    fn generations_round_trip_and_reject_non_canonical() {
+        let g = vec![
+            Generation {
+                ids: vec![7042, 30, 2],
+                text: " Paris.".into(),
+            },
+            Generation {
+                ids: vec![],
+                text: String::new(),
+            },
+        ];
+        let b = encode_generations(&g);
+        assert_eq!(
+            std::str::from_utf8(&b).unwrap(),
+            r#"{"outputs":[{"ids":[7042,30,2],"text":" Paris."},{"ids":[],"text":""}]}"#
+        );
+        assert_eq!(decode_generations(&b).unwrap(), g);
+        let spaced = String::from_utf8(b).unwrap().replace(",", ", ");
+        assert!(decode_generations(spaced.as_bytes()).is_err());
+        assert!(decode_generations(b"{\"outputs\":[{\"ids\":[-1],\"text\":\"\"}]}").is_err());
+        assert!(decode_generations(b"[]").is_err());
     }
 
     #[test]

@@ -32,15 +32,16 @@ impl SplitMix64 {
     }
 }
 
-/// Samples one token id from `logits` (see the module docs for the exact procedure).
-/// `temperature <= 0` or a non-finite one means greedy (the first maximum).
-pub fn sample(logits: &[f32], temperature: f64, top_p: f64, rng: &mut SplitMix64) -> u32 {
-    if logits.is_empty() {
-        return 0;
-    }
-    if !(temperature.is_finite() && temperature > 0.0) {
-        return argmax(logits);
-    }
+/// The seed of prompt `prompt` of task `task` in a job sampled with `job_seed`: the first
+/// output of SplitMix64 seeded with `job_seed ^ (task << 32 | prompt)`, so that every prompt has
+/// its own stream and a replica of one task never needs another's state.
+pub fn prompt_seed(job_seed: u64, task: u32, prompt: u32) -> u64 {
+    SplitMix64::new(job_seed ^ (u64::from(task) << 32 | u64::from(prompt))).next_u64()
+}
+
+/// The sampler's candidates for one position: `(token, probability)` sorted by probability
+/// descending, ties by token id, cut to the top-p prefix; and the kept mass.
+fn nucleus(logits: &[f32], temperature: f64, top_p: f64) -> (Vec<(u32, f64)>, f64) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let mut p: Vec<(u32, f64)> = logits
         .iter()
@@ -59,15 +60,96 @@ pub fn sample(logits: &[f32], temperature: f64, top_p: f64, rng: &mut SplitMix64
             break;
         }
     }
-    let u = rng.next_f64() * kept;
+    p.truncate(n);
+    (p, kept)
+}
+
+fn greedy_temperature(temperature: f64) -> bool {
+    !(temperature.is_finite() && temperature > 0.0)
+}
+
+/// Samples one token id from `logits` (see the module docs for the exact procedure).
+/// `temperature <= 0` or a non-finite one means greedy (the first maximum).
+pub fn sample(logits: &[f32], temperature: f64, top_p: f64, rng: &mut SplitMix64) -> u32 {
+    if logits.is_empty() {
+        return 0;
+    }
+    if greedy_temperature(temperature) {
+        return argmax(logits);
+    }
+    pick(logits, temperature, top_p, rng.next_f64())
+}
+
+/// The token the sampler takes for the uniform draw `u` in [0, 1).
+pub fn pick(logits: &[f32], temperature: f64, top_p: f64, u: f64) -> u32 {
+    let (p, kept) = nucleus(logits, temperature, top_p);
+    let target = u * kept;
     let mut acc = 0.0;
-    for (id, q) in &p[..n] {
+    for (id, q) in &p {
         acc += q;
-        if acc > u {
+        if acc > target {
             return *id;
         }
     }
-    p[n - 1].0
+    p.last().map_or(0, |x| x.0)
+}
+
+/// Whether the sampler could have taken `token` for the draw `u` had every logit been off by at
+/// most `margin / 2` (the verifier's and a worker's floats differ; the comparison is pairwise,
+/// so two logits may move `margin` apart). With `r = margin / temperature`, probabilities move
+/// by factors within e^±r, so the token's interval of cumulative mass, whose start is at least
+/// the mass of the tokens surely ahead of it and at most that plus the mass of the tokens that
+/// could be on either side, may stretch by those factors; `token` is accepted when `u × kept`
+/// falls in the widest such interval and the token could be inside the top-p prefix. Greedy
+/// (temperature ≤ 0): `token`'s logit is within `margin` of the top.
+pub fn reachable(
+    logits: &[f32],
+    temperature: f64,
+    top_p: f64,
+    u: f64,
+    token: u32,
+    margin: f32,
+) -> bool {
+    let Some(&mine) = logits.get(token as usize) else {
+        return false;
+    };
+    if greedy_temperature(temperature) {
+        let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        return top - mine <= margin;
+    }
+    let r = f64::from(margin) / temperature;
+    let mine = f64::from(mine);
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let w: Vec<f64> = logits
+        .iter()
+        .map(|&l| ((l as f64 - max) / temperature).exp())
+        .collect();
+    let z: f64 = w.iter().sum();
+    let p_tok = ((mine - max) / temperature).exp() / z;
+    // Mass surely ahead (more than r above in log-probability) and mass that may be either side.
+    let (mut ahead, mut either) = (0.0, 0.0);
+    for (i, &l) in logits.iter().enumerate() {
+        if i == token as usize {
+            continue;
+        }
+        let d = (f64::from(l) - mine) / temperature;
+        if d > r {
+            ahead += w[i] / z;
+        } else if d >= -r {
+            either += w[i] / z;
+        }
+    }
+    let (lo_f, hi_f) = ((-r).exp(), r.exp());
+    if ahead * lo_f >= top_p {
+        return false; // outside the nucleus however the floats fall
+    }
+    let (_, kept) = nucleus(logits, temperature, top_p);
+    // The kept mass itself moves with the probabilities; bound u × kept on both sides.
+    let target_lo = u * kept * lo_f;
+    let target_hi = u * (kept * hi_f).min(1.0);
+    let start_lo = ahead * lo_f;
+    let end_hi = ((ahead + either + p_tok) * hi_f).min(1.0);
+    target_hi >= start_lo && target_lo < end_hi
 }
 
 /// Index of the first maximum.
@@ -111,5 +193,59 @@ mod tests {
         let mut r = SplitMix64::new(1);
         assert_eq!(sample(&logits, 1.0, 1e-9, &mut r), 1);
         assert_eq!(sample(&logits, 0.0, 0.9, &mut r), 1);
+    }
+
+    #[test]
+    fn sample_is_pick_of_the_next_draw() {
+        let logits = [0.5f32, 1.5, 1.0, -2.0, 0.0];
+        let mut a = SplitMix64::new(3);
+        let mut b = SplitMix64::new(3);
+        for _ in 0..20 {
+            let u = b.next_f64();
+            assert_eq!(
+                sample(&logits, 0.7, 0.95, &mut a),
+                pick(&logits, 0.7, 0.95, u)
+            );
+        }
+    }
+
+    #[test]
+    fn prompt_seeds_differ_per_task_and_prompt() {
+        let s = prompt_seed(7, 0, 0);
+        assert_eq!(s, SplitMix64::new(7).next_u64());
+        assert_ne!(s, prompt_seed(7, 0, 1));
+        assert_ne!(s, prompt_seed(7, 1, 0));
+        assert_ne!(s, prompt_seed(8, 0, 0));
+        assert_ne!(prompt_seed(7, 1, 0), prompt_seed(7, 0, 1));
+    }
+
+    #[test]
+    fn reachable_accepts_the_sampled_token_and_near_ties_only() {
+        // What the sampler takes is always reachable, at any margin.
+        let logits = [1.0f32, 3.0, 2.0, -1.0, 2.9];
+        let mut r = SplitMix64::new(11);
+        for _ in 0..200 {
+            let u = r.next_f64();
+            let t = pick(&logits, 1.0, 0.9, u);
+            assert!(reachable(&logits, 1.0, 0.9, u, t, 0.0));
+            assert!(reachable(&logits, 1.0, 0.9, u, t, 0.05));
+        }
+        // Tokens 1 (3.0) and 4 (2.9) are a near-tie: the order of their intervals may swap, so
+        // for a draw inside token 1's interval token 4 is also reachable at margin 0.2, not at 0.01.
+        let u = 0.05;
+        assert_eq!(pick(&logits, 1.0, 1.0, u), 1);
+        assert!(reachable(&logits, 1.0, 1.0, u, 4, 0.2));
+        assert!(!reachable(&logits, 1.0, 1.0, u, 4, 0.01));
+        // A token far from the draw's interval is not: token 3 holds ~1% of the mass at the end.
+        assert!(!reachable(&logits, 1.0, 1.0, u, 3, 0.2));
+        assert!(!reachable(&logits, 1.0, 1.0, u, 0, 0.2));
+        // Outside the nucleus: with top-p 0.5 only tokens 1 and 4 are kept.
+        assert!(!reachable(&logits, 1.0, 0.5, 0.99, 3, 0.2));
+        // Outside the vocabulary.
+        assert!(!reachable(&logits, 1.0, 1.0, u, 99, 10.0));
+        // Greedy: the top, or within the margin of it.
+        assert!(reachable(&logits, 0.0, 1.0, u, 1, 0.0));
+        assert!(reachable(&logits, 0.0, 1.0, u, 4, 0.2));
+        assert!(!reachable(&logits, 0.0, 1.0, u, 2, 0.5));
     }
 }

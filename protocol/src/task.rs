@@ -66,10 +66,42 @@ pub struct JobManifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskParams {
-    /// Texts per forward pass (embed); does not change results beyond float rounding.
+    /// Inputs per task (texts for embed, prompts for generate); for embed also the texts per
+    /// forward pass, which does not change results beyond float rounding.
     pub batch: u32,
-    /// Longest input in tokens; longer inputs are truncated.
+    /// Embed: longest input in tokens (longer inputs are truncated). Generate: most new tokens
+    /// per prompt.
     pub max_tokens: u32,
+    /// Generate only: seeded sampling; absent means greedy decoding. Absent from the canonical
+    /// JSON when `None`, so embed manifests are unchanged by its existence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingParams>,
+}
+
+/// Seeded sampling for a generate job, in integers so that the canonical JSON (and so the spec
+/// hash) never depends on how a float is printed. Prompt `p` of task `t` samples with the seed
+/// [`crate::sampling::prompt_seed`]`(seed, t, p)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingParams {
+    /// Temperature × 1000 (e.g. 800 for 0.8); positive.
+    pub temperature_milli: u32,
+    /// Nucleus mass × 1000, in 1..=1000.
+    pub top_p_milli: u32,
+    /// The job's seed.
+    pub seed: u64,
+}
+
+impl SamplingParams {
+    /// The temperature.
+    pub fn temperature(&self) -> f64 {
+        f64::from(self.temperature_milli) / 1000.0
+    }
+
+    /// The nucleus mass.
+    pub fn top_p(&self) -> f64 {
+        f64::from(self.top_p_milli) / 1000.0
+    }
 }
 
 impl JobManifest {
@@ -97,6 +129,19 @@ impl JobManifest {
             return Err(Error::Invalid(
                 "batch and max_tokens must be positive".into(),
             ));
+        }
+        match (self.kind, self.params.sampling) {
+            (TaskKind::Embed, Some(_)) => {
+                return Err(Error::Invalid("embed jobs take no sampling".into()));
+            }
+            (TaskKind::Generate, Some(s))
+                if s.temperature_milli == 0 || !(1..=1000).contains(&s.top_p_milli) =>
+            {
+                return Err(Error::Invalid(
+                    "sampling needs temperature_milli > 0 and top_p_milli in 1..=1000".into(),
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -199,6 +244,7 @@ mod tests {
             params: TaskParams {
                 batch: 32,
                 max_tokens: 256,
+                sampling: None,
             },
             tasks: (0..3u8)
                 .map(|i| TaskInput {
@@ -244,6 +290,44 @@ mod tests {
         let mut m = manifest();
         m.version = 2;
         assert!(m.validate().is_err());
+    }
+
+    #[test]
+    fn sampling_is_canonical_and_checked() {
+        // Greedy manifests carry no `sampling` key at all.
+        assert!(!m_str().contains("sampling"));
+        let mut m = manifest();
+        m.kind = TaskKind::Generate;
+        m.params.sampling = Some(SamplingParams {
+            temperature_milli: 800,
+            top_p_milli: 900,
+            seed: u64::MAX,
+        });
+        let bytes = m.canonical();
+        assert!(String::from_utf8_lossy(&bytes).contains(
+            r#""sampling":{"temperature_milli":800,"top_p_milli":900,"seed":18446744073709551615}"#
+        ));
+        assert_eq!(JobManifest::from_canonical(&bytes).unwrap(), m);
+        assert_ne!(m.params_hash(), manifest().params_hash());
+        let s = m.params.sampling.unwrap();
+        assert_eq!((s.temperature(), s.top_p()), (0.8, 0.9));
+        // An explicit null is not canonical.
+        let null = String::from_utf8(manifest().canonical())
+            .unwrap()
+            .replace(r#""max_tokens":256"#, r#""max_tokens":256,"sampling":null"#);
+        assert!(JobManifest::from_canonical(null.as_bytes()).is_err());
+        for bad in [(0, 900), (800, 0), (800, 1001)] {
+            let mut b = m.clone();
+            b.params.sampling = Some(SamplingParams {
+                temperature_milli: bad.0,
+                top_p_milli: bad.1,
+                seed: 1,
+            });
+            assert!(b.validate().is_err(), "{bad:?}");
+        }
+        let mut e = m.clone();
+        e.kind = TaskKind::Embed;
+        assert!(e.validate().is_err());
     }
 
     #[test]

@@ -212,6 +212,7 @@ async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
         params: TaskParams {
             batch: a.batch,
             max_tokens: gleaner_models::MAX_TOKENS as u32,
+            sampling: None,
         },
         tasks,
     };

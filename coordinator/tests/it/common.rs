@@ -234,6 +234,7 @@ pub(crate) fn manifest(tasks: Vec<TaskInput>) -> JobManifest {
         params: TaskParams {
             batch: 32,
             max_tokens: 128,
+            sampling: None,
         },
         tasks,
     }
