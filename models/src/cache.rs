@@ -14,6 +14,21 @@ use crate::{Error, Result};
 pub const MINILM_WEIGHTS_SHA256: &str =
     "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
 
+/// sha256 of `SmolLM2-135M-Instruct.Q4_1.gguf` as `scripts/setup` pins it: the model hash
+/// requesters put in `generate` manifests.
+pub const SMOLLM_GGUF_SHA256: &str =
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// The SmolLM2-135M-Instruct GGUF in the model cache (`GLEANER_SMOLLM_GGUF` overrides it).
+pub fn smollm_gguf() -> PathBuf {
+    if let Some(p) = std::env::var_os("GLEANER_SMOLLM_GGUF").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    model_cache()
+        .join("smollm2-135m-instruct")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
 /// Directory name of all-MiniLM-L6-v2 inside the model cache.
 pub const MINILM_DIR: &str = "all-minilm-l6-v2";
 

@@ -6,7 +6,9 @@
 //! - [`select_device`]: wgpu on a real GPU, else a CPU backend, and why.
 //! - [`compare_embeddings`]: the `embed` comparator (row cosine ≥ [`EMBED_MIN_COSINE`]).
 //! - [`gguf`]: a GGUF reader (metadata, F32/F16/Q8_0/Q4_1 dequantisation) for the SmolLM2 decoder.
-//! - [`smollm`]: SmolLM2-135M-Instruct (Llama) from GGUF with a KV cache and greedy decoding.
+//! - [`smollm`]: SmolLM2-135M-Instruct (Llama) from GGUF with a KV cache, greedy and seeded
+//!   decoding, and the verifier's teacher-forced check.
+//! - [`Generator`]: SmolLM2 + tokenizer, the `generate` task kind (run and verify one prompt).
 //! - [`MiniLmFiles`]: where `scripts/setup` put the weights, and their sha256.
 //!
 //! ```no_run
@@ -23,6 +25,7 @@ mod cache;
 mod compare;
 mod embed;
 mod error;
+mod generate;
 pub mod gguf;
 mod minilm;
 pub mod smollm;
@@ -32,10 +35,12 @@ pub use backend::{
     AdapterSummary, BackendChoice, CpuKind, SelectedDevice, probe_adapters, select_device,
 };
 pub use cache::{
-    MINILM_DIR, MINILM_WEIGHTS_SHA256, MiniLmFiles, gleaner_home, model_cache, sha256_file,
+    MINILM_DIR, MINILM_WEIGHTS_SHA256, MiniLmFiles, SMOLLM_GGUF_SHA256, gleaner_home, model_cache,
+    sha256_file, smollm_gguf,
 };
 pub use compare::{Agreement, EMBED_MIN_COSINE, compare_embeddings, cosine};
 pub use embed::{EMBED_DIM, Embedder};
 pub use error::{Error, Result};
+pub use generate::Generator;
 pub use minilm::{Bert, BertConfig};
 pub use tokenize::{MAX_TOKENS, TextTokenizer};

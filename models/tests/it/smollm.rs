@@ -54,3 +54,81 @@ fn teacher_forced_check_accepts_honest_and_rejects_substituted_tokens() {
     let check = model.check_greedy(&prompt, &forged, 0.1).unwrap();
     assert!(!check.accepted && check.gaps[0] > 1.0, "{check:?}");
 }
+
+/// The `generate` task kind's check, as the verifier runs it: honest greedy and sampled outputs
+/// pass (also across CPU backends); a substituted prompt, a different decoding, a truncated
+/// output, or text that is not the ids' text is rejected.
+#[test]
+fn generator_verifies_honest_runs_and_rejects_substitutions() {
+    use gleaner_models::Generator;
+    use gleaner_protocol::blob::Generation;
+    use gleaner_protocol::task::SamplingParams;
+
+    let path = gleaner_models::smollm_gguf();
+    let flex = Generator::load(&path, select_device(BackendChoice::Flex).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(flex.weights_sha256(), gleaner_models::SMOLLM_GGUF_SHA256);
+    let prompt = "The capital of France is";
+    let greedy = flex.decoding(12, None, 0, 0);
+    let honest = flex.generate(prompt, &greedy).unwrap();
+    assert_eq!(honest.text, " Paris.\n\nThe answer is: 201");
+    let ok = flex.verify(prompt, &honest, &greedy).unwrap();
+    assert!(ok.accepted, "{ok:?}");
+
+    // Another backend's floats: still accepted, and by a wide margin.
+    let ndarray = Generator::load(&path, select_device(BackendChoice::NdArray).unwrap()).unwrap();
+    let other = ndarray.generate(prompt, &greedy).unwrap();
+    let cross = flex.verify(prompt, &other, &greedy).unwrap();
+    assert!(cross.accepted && cross.max_gap < 1e-2, "{cross:?}");
+
+    // The output of another prompt, claimed for this one.
+    let germany = flex.generate("The capital of Germany is", &greedy).unwrap();
+    let r = flex.verify(prompt, &germany, &greedy).unwrap();
+    assert!(!r.accepted, "{r:?}");
+
+    // Truncated without the end-of-sequence token; more tokens than allowed.
+    let cut = Generation {
+        ids: honest.ids[..6].to_vec(),
+        text: flex.text(&honest.ids[..6]).unwrap(),
+    };
+    assert!(!flex.verify(prompt, &cut, &greedy).unwrap().accepted);
+    assert!(
+        !flex
+            .verify(prompt, &honest, &flex.decoding(11, None, 0, 0))
+            .unwrap()
+            .accepted
+    );
+
+    // Right ids, wrong text.
+    let lie = Generation {
+        text: " Berlin.".into(),
+        ..honest.clone()
+    };
+    let r = flex.verify(prompt, &lie, &greedy).unwrap();
+    assert!(!r.accepted && r.reason.unwrap().contains("text"));
+
+    // Seeded sampling: reproducible from the job's parameters; another seed's run, or a
+    // sampled run claimed as greedy, is rejected.
+    let s = |seed| SamplingParams {
+        temperature_milli: 900,
+        top_p_milli: 950,
+        seed,
+    };
+    let story = "Once upon a time, in a small village,";
+    let sampled = flex.decoding(24, Some(s(7)), 3, 1);
+    let run = flex.generate(story, &sampled).unwrap();
+    let ok = flex.verify(story, &run, &sampled).unwrap();
+    assert!(ok.accepted, "{ok:?}");
+    let cross = ndarray
+        .verify(story, &ndarray.generate(story, &sampled).unwrap(), &sampled)
+        .unwrap();
+    assert!(cross.accepted, "{cross:?}");
+    let r = flex
+        .verify(story, &run, &flex.decoding(24, Some(s(8)), 3, 1))
+        .unwrap();
+    assert!(!r.accepted, "another seed: {r:?}");
+    let r = flex
+        .verify(story, &run, &flex.decoding(24, None, 3, 1))
+        .unwrap();
+    assert!(!r.accepted, "claimed greedy: {r:?}");
+}

@@ -1,0 +1,150 @@
+//! The `generate` task kind: SmolLM2 with its tokenizer, what a worker runs for one prompt and
+//! what the verifier checks a claimed output with.
+//!
+//! A prompt is tokenized without special tokens (a chat template, if wanted, is already in the
+//! text). The output's `text` is the decoding of its ids without the end-of-sequence token and
+//! with special tokens skipped; the verifier recomputes it, so text and ids cannot disagree.
+
+use std::path::Path;
+
+use gleaner_protocol::blob::Generation;
+use gleaner_protocol::sampling::prompt_seed;
+use gleaner_protocol::task::SamplingParams;
+use tokenizers::Tokenizer;
+
+use crate::smollm::{Decoding, GENERATE_MARGIN, Llama, Sampling, TokenCheck};
+use crate::{Error, Result, SelectedDevice, sha256_file};
+
+/// SmolLM2 ready to generate and verify.
+pub struct Generator {
+    model: Llama,
+    tokenizer: Tokenizer,
+    device: SelectedDevice,
+    weights_sha256: String,
+}
+
+impl std::fmt::Debug for Generator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generator")
+            .field("backend", &self.device.backend)
+            .field("weights_sha256", &self.weights_sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tok_err(e: impl std::fmt::Display) -> Error {
+    Error::Data(format!("tokenizer: {e}"))
+}
+
+impl Generator {
+    /// Loads the GGUF at `path` on `device`; a missing file is an error naming `scripts/setup`.
+    pub fn load(path: &Path, device: SelectedDevice) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::MissingModel {
+                path: path.to_path_buf(),
+            });
+        }
+        let weights_sha256 = sha256_file(path)?;
+        let (model, tokenizer) = Llama::load(path, &device.device)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            device,
+            weights_sha256,
+        })
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> &SelectedDevice {
+        &self.device
+    }
+
+    /// sha256 of the GGUF file (lowercase hex): the model hash of generate tasks.
+    pub fn weights_sha256(&self) -> &str {
+        &self.weights_sha256
+    }
+
+    /// The decoder.
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    /// The prompt's token ids (no special tokens added).
+    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
+        let ids = self
+            .tokenizer
+            .encode(prompt, false)
+            .map_err(tok_err)?
+            .get_ids()
+            .to_vec();
+        if ids.is_empty() {
+            return Err(Error::Input {
+                index: 0,
+                detail: "the prompt has no tokens".into(),
+            });
+        }
+        Ok(ids)
+    }
+
+    /// The text of generated ids: special tokens skipped, the end-of-sequence token dropped.
+    pub fn text(&self, ids: &[u32]) -> Result<String> {
+        let eos = self.model.config().eos;
+        let shown: Vec<u32> = ids.iter().copied().filter(|&i| Some(i) != eos).collect();
+        self.tokenizer.decode(&shown, true).map_err(tok_err)
+    }
+
+    /// How prompt `prompt` of task `task` is decoded under a job's parameters.
+    pub fn decoding(
+        &self,
+        max_new: u32,
+        sampling: Option<SamplingParams>,
+        task: u32,
+        prompt: u32,
+    ) -> Decoding {
+        Decoding {
+            max_new: max_new as usize,
+            eos: self.model.config().eos,
+            sampling: sampling.map(|s| Sampling {
+                temperature: s.temperature(),
+                top_p: s.top_p(),
+                seed: prompt_seed(s.seed, task, prompt),
+            }),
+            margin: GENERATE_MARGIN,
+        }
+    }
+
+    /// Generates a continuation of `prompt` as `rule` says.
+    pub fn generate(&self, prompt: &str, rule: &Decoding) -> Result<Generation> {
+        let ids = self.prompt_ids(prompt)?;
+        let out = self
+            .model
+            .generate(&ids, rule.max_new, rule.eos, rule.sampling)?;
+        Ok(Generation {
+            text: self.text(&out)?,
+            ids: out,
+        })
+    }
+
+    /// Checks a claimed generation for `prompt`: its text must be its ids' text, and its ids
+    /// must pass [`Llama::verify`] (one teacher-forced pass).
+    pub fn verify(
+        &self,
+        prompt: &str,
+        claimed: &Generation,
+        rule: &Decoding,
+    ) -> Result<TokenCheck> {
+        let ids = self.prompt_ids(prompt)?;
+        let check = self.model.verify(&ids, &claimed.ids, rule)?;
+        if check.accepted {
+            let text = self.text(&claimed.ids)?;
+            if text != claimed.text {
+                return Ok(TokenCheck {
+                    accepted: false,
+                    reason: Some("the text is not the decoding of the ids".into()),
+                    ..check
+                });
+            }
+        }
+        Ok(check)
+    }
+}
