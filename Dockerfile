@@ -6,7 +6,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm pyth
 WORKDIR /src
 COPY . .
 ENV GLEANER_HOME=/opt/gleaner CARGO_TARGET_DIR=/src/target
-RUN scripts/setup --minilm-only --skip-system && cargo build --locked --workspace --bins
+RUN scripts/setup --skip-system && cargo build --locked --workspace --bins
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates mesa-vulkan-drivers \

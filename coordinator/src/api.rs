@@ -367,6 +367,7 @@ async fn job_results(
         job_id: job.job_id,
         tasks,
         report_hash: job.report_hash,
+        manifest: job.manifest,
     }))
 }
 

@@ -107,6 +107,8 @@ pub struct JobResults {
     pub tasks: Vec<TaskResultRef>,
     /// The settlement report blob, once settled.
     pub report_hash: Option<B256>,
+    /// The job's canonical manifest (kind, model, params, inputs), to read the outputs with.
+    pub manifest: String,
 }
 
 /// The accepted output of one task.

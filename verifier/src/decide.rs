@@ -27,7 +27,9 @@
 use alloy::primitives::{Address, B256, Bytes, Signature};
 use alloy::sol_types::Eip712Domain;
 use gleaner_models::{EMBED_DIM, EMBED_MIN_COSINE, compare_embeddings};
-use gleaner_protocol::blob::{blob_hash, decode_matrix, encode_matrix};
+use gleaner_protocol::blob::{
+    Generation, blob_hash, decode_generations, decode_matrix, encode_generations, encode_matrix,
+};
 use gleaner_protocol::eip712::{self, TaskResult};
 use gleaner_protocol::formulas::{self, ConfidenceBps, FULL_CONFIDENCE};
 
@@ -64,8 +66,12 @@ impl Matrix {
 /// What checking a replica found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Checked {
-    /// Signed by its worker and well formed.
+    /// Signed by its worker and well formed (embed).
     Output(Matrix),
+    /// Signed by its worker, well formed, and every generation passed the teacher-forced check
+    /// (generate). Any two such replicas agree: both are outputs the model could have produced,
+    /// even where they part at a near-tie.
+    Generated(Vec<Generation>),
     /// Signed by its worker but malformed (the reason): contradicts any accepted quorum.
     Malformed(String),
     /// Cannot be held against the named worker (bad signature, blob missing or not matching its
@@ -134,17 +140,65 @@ pub fn check_replica(
     blob: Fetched<'_>,
     expected_rows: Option<usize>,
 ) -> Checked {
+    match attributed(domain, task_hash, worker, result_hash, signature, blob) {
+        Ok(bytes) => check_output(bytes, expected_rows),
+        Err(c) => c,
+    }
+}
+
+/// The blob's bytes when `worker` provably signed them for `task_hash`; otherwise the
+/// [`Checked::Unattributable`] verdict.
+pub fn attributed<'a>(
+    domain: &Eip712Domain,
+    task_hash: B256,
+    worker: Address,
+    result_hash: B256,
+    signature: &[u8],
+    blob: Fetched<'a>,
+) -> std::result::Result<&'a [u8], Checked> {
     if !signature_valid(domain, task_hash, worker, result_hash, signature) {
-        return Checked::Unattributable("signature does not recover to the worker".into());
+        return Err(Checked::Unattributable(
+            "signature does not recover to the worker".into(),
+        ));
     }
     let bytes = match blob {
-        Fetched::Missing => return Checked::Unattributable("output blob is missing".into()),
+        Fetched::Missing => return Err(Checked::Unattributable("output blob is missing".into())),
         Fetched::Bytes(b) => b,
     };
     if blob_hash(bytes) != result_hash {
-        return Checked::Unattributable("blob does not hash to the signed result".into());
+        return Err(Checked::Unattributable(
+            "blob does not hash to the signed result".into(),
+        ));
     }
-    check_output(bytes, expected_rows)
+    Ok(bytes)
+}
+
+/// Checks a generate output blob: canonical, one generation per prompt, and each accepted by
+/// `verify(index, prompt, generation)`, which returns `None` to accept or the reason to reject
+/// (the model's teacher-forced check). An error from `verify` is the verifier's own failure and
+/// is passed on: it says nothing about the worker.
+pub fn check_generations(
+    bytes: &[u8],
+    prompts: &[String],
+    mut verify: impl FnMut(usize, &str, &Generation) -> Result<Option<String>>,
+) -> Result<Checked> {
+    let outputs = match decode_generations(bytes) {
+        Ok(o) => o,
+        Err(e) => return Ok(Checked::Malformed(e.to_string())),
+    };
+    if outputs.len() != prompts.len() {
+        return Ok(Checked::Malformed(format!(
+            "{} outputs for {} prompts",
+            outputs.len(),
+            prompts.len()
+        )));
+    }
+    for (i, (p, g)) in prompts.iter().zip(&outputs).enumerate() {
+        if let Some(reason) = verify(i, p, g)? {
+            return Ok(Checked::Malformed(format!("prompt {i}: {reason}")));
+        }
+    }
+    Ok(Checked::Generated(outputs))
 }
 
 /// Checks the format of an embed output blob: `[rows, 384]` F32, every value finite.
@@ -210,7 +264,12 @@ pub struct Cluster {
 /// unattributable replicas are in no cluster: each is its own losing singleton.
 pub fn cluster(replicas: &[Replica], min_cosine: f32) -> Vec<Cluster> {
     let mut order: Vec<usize> = (0..replicas.len())
-        .filter(|&i| matches!(replicas[i].checked, Checked::Output(_)))
+        .filter(|&i| {
+            matches!(
+                replicas[i].checked,
+                Checked::Output(_) | Checked::Generated(_)
+            )
+        })
         .collect();
     order.sort_by_key(|&i| (replicas[i].worker, i));
     let mut clusters: Vec<Cluster> = Vec::new();
@@ -244,6 +303,7 @@ fn agree(a: &Replica, b: &Replica, min_cosine: f32) -> bool {
                     .map(|g| g.agree)
                     .unwrap_or(false)
         }
+        (Checked::Generated(x), Checked::Generated(y)) => x.len() == y.len(),
         _ => false,
     }
 }
@@ -291,6 +351,38 @@ pub fn decide(replicas: &[Replica], policy: &Policy) -> Verdict {
     Verdict::More {
         extra: u16::try_from(extra).unwrap_or(u16::MAX),
     }
+}
+
+/// The accepted output's blob: for embed the [`aggregate`] of the members; for generate the
+/// output of the member with the greatest confidence (the first in ascending worker order on a
+/// tie), since token sequences have no mean.
+pub fn accepted_blob(replicas: &[Replica], members: &[usize]) -> Result<Vec<u8>> {
+    let generated: Vec<(usize, &Vec<Generation>)> = members
+        .iter()
+        .filter_map(|&i| match replicas.get(i).map(|r| &r.checked) {
+            Some(Checked::Generated(g)) => Some((i, g)),
+            _ => None,
+        })
+        .collect();
+    if generated.is_empty() {
+        return aggregate(replicas, members)?.to_blob();
+    }
+    if generated.len() != members.len() {
+        return Err(Error::Invalid("a quorum mixes output kinds".into()));
+    }
+    let mut best = generated[0];
+    for &(i, g) in &generated[1..] {
+        let key = |k: usize| {
+            (
+                replicas[k].confidence,
+                std::cmp::Reverse(replicas[k].worker),
+            )
+        };
+        if key(i) > key(best.0) {
+            best = (i, g);
+        }
+    }
+    Ok(encode_generations(best.1))
 }
 
 /// The accepted output: the confidence-weighted mean (seed 4.1.3) of the members' outputs, each
@@ -602,5 +694,77 @@ pub(crate) mod tests {
         ));
         let narrow = encode_matrix(EMBED_TENSOR, &[1.0; 6], 2, 3, &[]).unwrap();
         assert!(matches!(check_output(&narrow, None), Checked::Malformed(_)));
+    }
+
+    fn generation(ids: &[u32]) -> Generation {
+        Generation {
+            ids: ids.to_vec(),
+            text: format!("{ids:?}"),
+        }
+    }
+
+    /// A stand-in for the model's check: accepts ids that are all even.
+    fn even(_: usize, _: &str, g: &Generation) -> Result<Option<String>> {
+        Ok(g.ids
+            .iter()
+            .position(|t| t % 2 == 1)
+            .map(|k| format!("token {k} is odd")))
+    }
+
+    #[test]
+    fn generations_are_checked_then_any_two_valid_ones_agree() {
+        let prompts = vec!["a".to_owned(), "b".to_owned()];
+        let good = encode_generations(&[generation(&[2, 4]), generation(&[6])]);
+        let Checked::Generated(g) = check_generations(&good, &prompts, even).unwrap() else {
+            panic!("honest output rejected");
+        };
+        assert_eq!(g.len(), 2);
+        // One substituted token, a missing output, non-canonical bytes: malformed (slashable).
+        let forged = encode_generations(&[generation(&[2, 5]), generation(&[6])]);
+        match check_generations(&forged, &prompts, even).unwrap() {
+            Checked::Malformed(m) => assert!(m.contains("prompt 0: token 1 is odd"), "{m}"),
+            c => panic!("{c:?}"),
+        }
+        let short = encode_generations(&[generation(&[2])]);
+        assert!(matches!(
+            check_generations(&short, &prompts, even).unwrap(),
+            Checked::Malformed(_)
+        ));
+        let mut spaced = good.clone();
+        spaced.insert(1, b' ');
+        assert!(matches!(
+            check_generations(&spaced, &prompts, even).unwrap(),
+            Checked::Malformed(_)
+        ));
+        // The verifier's own failure is an error, not a verdict on the worker.
+        assert!(
+            check_generations(&good, &prompts, |_, _, _| Err(Error::Invalid("oom".into())))
+                .is_err()
+        );
+
+        // Two valid replicas that part at a near-tie agree; a forged one does not join them.
+        let a = Checked::Generated(vec![generation(&[2, 4]), generation(&[6])]);
+        let b = Checked::Generated(vec![generation(&[2, 8]), generation(&[6])]);
+        let reps = vec![
+            replica(1, 9_000, a),
+            replica(2, 9_500, b),
+            replica(
+                3,
+                9_900,
+                Checked::Malformed("prompt 0: token 1 is odd".into()),
+            ),
+        ];
+        let policy = Policy::new(3);
+        assert_eq!(
+            decide(&reps, &policy),
+            Verdict::Accept { quorum: vec![0, 1] }
+        );
+        // The accepted output is the most trusted member's, byte for byte.
+        let blob = accepted_blob(&reps, &[0, 1]).unwrap();
+        assert_eq!(
+            decode_generations(&blob).unwrap(),
+            vec![generation(&[2, 8]), generation(&[6])]
+        );
+        assert!(accepted_blob(&reps, &[0, 2]).is_err());
     }
 }

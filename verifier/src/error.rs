@@ -33,6 +33,10 @@ pub enum Error {
     /// The store's schema could not be migrated.
     #[error("store migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The verifier's model (for generate checks) failed to load or run: its own problem,
+    /// never held against a worker. A missing file names `scripts/setup`.
+    #[error("model: {0}")]
+    Model(#[from] gleaner_models::Error),
     /// A job or task the verifier cannot handle (unknown kind, inconsistent data).
     #[error("invalid: {0}")]
     Invalid(String),

@@ -35,8 +35,9 @@ mod store;
 pub use chain::{ChainOutcome, SlashOutcome, settle_and_slash};
 pub use client::Client;
 pub use decide::{
-    Checked, Cluster, EMBED_TENSOR, Fetched, Matrix, Policy, Replica, Verdict, aggregate,
-    check_output, check_replica, cluster, decide, signature_valid,
+    Checked, Cluster, EMBED_TENSOR, Fetched, Matrix, Policy, Replica, Verdict, accepted_blob,
+    aggregate, attributed, check_generations, check_output, check_replica, cluster, decide,
+    signature_valid,
 };
 pub use error::{Error, Result};
 pub use service::{Config, run};

@@ -56,7 +56,7 @@ pub fn conducts(replicas: &[Replica], verdict: &Verdict) -> Vec<(Address, Conduc
                 (Verdict::Accept { quorum }, _) if quorum.contains(&i) => Conduct::Agreed,
                 (Verdict::Accept { .. }, _) => Conduct::Contradicted,
                 (Verdict::Fail, Checked::Malformed(_)) => Conduct::Contradicted,
-                (Verdict::Fail, Checked::Output(_)) => Conduct::Neutral,
+                (Verdict::Fail, Checked::Output(_) | Checked::Generated(_)) => Conduct::Neutral,
             };
             (r.worker, c)
         })

@@ -2,15 +2,18 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::Eip712Domain;
+use gleaner_models::{BackendChoice, Generator};
 use gleaner_protocol::api::{Decision, JobForReview, Settled, TaskForReview};
 use gleaner_protocol::bindings::{JobMarket, WorkerRegistry};
-use gleaner_protocol::blob::decode_texts;
+use gleaner_protocol::blob::{decode_prompts, decode_texts};
 use gleaner_protocol::eip712;
 use gleaner_protocol::report::{ReplicaEntry, SettlementReport};
 use gleaner_protocol::task::{JobManifest, TaskKind};
@@ -18,7 +21,10 @@ use tracing::{debug, error, info, instrument, warn};
 
 use crate::chain::settle_and_slash;
 use crate::client::Client;
-use crate::decide::{Fetched, Policy, Replica, Verdict, aggregate, check_replica, decide};
+use crate::decide::{
+    Checked, Fetched, Policy, Replica, Verdict, accepted_blob, attributed, check_generations,
+    check_replica, decide,
+};
 use crate::reputation::conducts;
 use crate::settlement::{JobContext, TaskRecord, build_report, report_blob};
 use crate::store::Store;
@@ -43,6 +49,10 @@ pub struct Config {
     pub slash_amount: Option<U256>,
     /// First block of event searches (idempotency checks): the market's deployment block.
     pub logs_from_block: u64,
+    /// SmolLM2 GGUF for checking generate tasks (loaded on the first one).
+    pub smollm: PathBuf,
+    /// Where the verifier runs its teacher-forced checks.
+    pub backend: BackendChoice,
 }
 
 impl Config {
@@ -57,6 +67,8 @@ impl Config {
             max_backoff: Duration::from_secs(30),
             slash_amount: None,
             logs_from_block: 0,
+            smollm: gleaner_models::smollm_gguf(),
+            backend: BackendChoice::Auto,
         }
     }
 }
@@ -111,6 +123,8 @@ pub async fn run(
         rpc,
         domain: None,
         asked_more: HashMap::new(),
+        generator: None,
+        verified: HashMap::new(),
         config,
     };
     info!(target: "verifier", verifier = %svc.signer.address(), market = %svc.config.market,
@@ -148,6 +162,11 @@ struct Service {
     domain: Option<(u64, Eip712Domain)>,
     /// (job, task) → replica count when `more` was asked; not asked again until more arrive.
     asked_more: HashMap<(U256, u32), usize>,
+    /// SmolLM2, once a generate job needed it.
+    generator: Option<Arc<Generator>>,
+    /// (task hash, result hash) → the teacher-forced verdict on that output, so a task polled
+    /// again (more replicas arriving) does not re-run the model on outputs already judged.
+    verified: HashMap<(B256, B256), Checked>,
 }
 
 impl Service {
@@ -203,12 +222,6 @@ impl Service {
     #[instrument(level = "debug", skip_all, fields(job_id = %job.job_id))]
     async fn job(&mut self, job: &JobForReview) -> Result<()> {
         let manifest = JobManifest::from_canonical(job.manifest.as_bytes())?;
-        if manifest.kind != TaskKind::Embed {
-            return Err(Error::Invalid(format!(
-                "task kind {:?} has no comparator in this verifier",
-                manifest.kind
-            )));
-        }
         let hashes = manifest.task_hashes(job.job_id);
         let policy = Policy::new(job.redundancy);
         for task in &job.pending {
@@ -259,11 +272,8 @@ impl Service {
             return Ok(());
         }
         let (_, domain) = self.domain().await?;
-        let input = &manifest.tasks[index as usize].input_hash;
-        let rows = match self.client.blob(*input).await? {
-            Some(b) => decode_texts(&b).ok().map(|t| t.len()),
-            None => None,
-        };
+        let input = manifest.tasks[index as usize].input_hash;
+        let input = self.client.blob(input).await?;
         let conf = self
             .store
             .confidences(views.iter().map(|v| v.worker))
@@ -272,20 +282,50 @@ impl Service {
         for v in &views {
             let blob = self.client.blob(v.result_hash).await?;
             let fetched = blob.as_deref().map_or(Fetched::Missing, Fetched::Bytes);
+            let checked = match manifest.kind {
+                TaskKind::Embed => {
+                    let rows = input
+                        .as_deref()
+                        .and_then(|b| decode_texts(b).ok())
+                        .map(|t| t.len());
+                    check_replica(
+                        &domain,
+                        task.task_hash,
+                        v.worker,
+                        v.result_hash,
+                        &v.signature,
+                        fetched,
+                        rows,
+                    )
+                }
+                TaskKind::Generate => {
+                    match attributed(
+                        &domain,
+                        task.task_hash,
+                        v.worker,
+                        v.result_hash,
+                        &v.signature,
+                        fetched,
+                    ) {
+                        Err(c) => c,
+                        Ok(bytes) => {
+                            let input = input.as_deref().ok_or_else(|| {
+                                Error::CoordinatorUnavailable(format!(
+                                    "task {index}: the input blob is missing"
+                                ))
+                            })?;
+                            self.verify_generations(manifest, task, v.result_hash, input, bytes)
+                                .await?
+                        }
+                    }
+                }
+            };
             replicas.push(Replica {
                 worker: v.worker,
                 result_hash: v.result_hash,
                 signature: v.signature.clone(),
                 confidence: conf.get(&v.worker).copied().unwrap_or_default(),
-                checked: check_replica(
-                    &domain,
-                    task.task_hash,
-                    v.worker,
-                    v.result_hash,
-                    &v.signature,
-                    fetched,
-                    rows,
-                ),
+                checked,
             });
         }
         let verdict = decide(&replicas, policy);
@@ -306,10 +346,11 @@ impl Service {
                 info!(target: "verifier", %job_id, task = index, extra, "more replicas asked");
                 return Ok(());
             }
-            Verdict::Accept { quorum } => {
-                let out = aggregate(&replicas, quorum)?;
-                Some(self.client.put_blob(out.to_blob()?).await?)
-            }
+            Verdict::Accept { quorum } => Some(
+                self.client
+                    .put_blob(accepted_blob(&replicas, quorum)?)
+                    .await?,
+            ),
             Verdict::Fail => None,
         };
         let rec = TaskRecord::new(index, task.task_hash, &replicas, &verdict, accepted)?;
@@ -318,6 +359,78 @@ impl Service {
             .await?;
         self.asked_more.remove(&(job_id, index));
         self.post_record(job_id, &rec).await
+    }
+
+    /// SmolLM2, loaded on first use (off the async runtime).
+    async fn generator(&mut self) -> Result<Arc<Generator>> {
+        if let Some(g) = &self.generator {
+            return Ok(Arc::clone(g));
+        }
+        let (path, backend) = (self.config.smollm.clone(), self.config.backend);
+        info!(target: "verifier", path = %path.display(), "loading SmolLM2 to check generate tasks");
+        let g = tokio::task::spawn_blocking(move || -> Result<Generator> {
+            let device = gleaner_models::select_device(backend)?;
+            info!(target: "verifier", "{}", device.describe());
+            Ok(Generator::load(&path, device)?)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("model thread: {e}")))??;
+        let g = Arc::new(g);
+        self.generator = Some(Arc::clone(&g));
+        Ok(g)
+    }
+
+    /// The teacher-forced check of one generate output: one forward pass per prompt.
+    async fn verify_generations(
+        &mut self,
+        manifest: &JobManifest,
+        task: &TaskForReview,
+        result_hash: B256,
+        input: &[u8],
+        output: &[u8],
+    ) -> Result<Checked> {
+        if let Some(c) = self.verified.get(&(task.task_hash, result_hash)) {
+            return Ok(c.clone());
+        }
+        let generator = self.generator().await?;
+        let have: B256 = generator
+            .weights_sha256()
+            .parse()
+            .map_err(|_| Error::Invalid("model hash".into()))?;
+        if have != manifest.model.weights_sha256 {
+            return Err(Error::Invalid(format!(
+                "the job wants model {}, this verifier has {have}",
+                manifest.model.weights_sha256
+            )));
+        }
+        let prompts = match decode_prompts(input) {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "task {}: input is not prompts: {e}",
+                    task.index
+                )));
+            }
+        };
+        let (params, index, output) = (manifest.params.clone(), task.index, output.to_vec());
+        let started = std::time::Instant::now();
+        let checked = tokio::task::spawn_blocking(move || {
+            check_generations(&output, &prompts, |i, prompt, claimed| {
+                let rule = generator.decoding(params.max_tokens, params.sampling, index, i as u32);
+                let check = generator.verify(prompt, claimed, &rule)?;
+                Ok(check.reason)
+            })
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("model thread: {e}")))??;
+        debug!(target: "verifier", task = task.index, %result_hash, ms = started.elapsed().as_millis() as u64,
+               accepted = matches!(checked, Checked::Generated(_)), "generate output checked");
+        if let Checked::Malformed(reason) = &checked {
+            warn!(target: "verifier", task = task.index, %result_hash, %reason, "generate output rejected");
+        }
+        self.verified
+            .insert((task.task_hash, result_hash), checked.clone());
+        Ok(checked)
     }
 
     async fn post_record(&self, job_id: U256, rec: &TaskRecord) -> Result<()> {

@@ -16,16 +16,19 @@ mod error;
 mod probe;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::B256;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::Eip712Domain;
-use gleaner_models::{BackendChoice, EMBED_DIM, Embedder, MiniLmFiles};
+use gleaner_models::{BackendChoice, EMBED_DIM, Embedder, Generator, MiniLmFiles};
 use gleaner_protocol::api::{Capabilities, Lease, SignIn, SubmitResult};
-use gleaner_protocol::blob::{decode_texts, encode_matrix};
+use gleaner_protocol::blob::{
+    Generation, decode_prompts, decode_texts, encode_generations, encode_matrix,
+};
 use gleaner_protocol::eip712::{self, TaskResult, WorkerSignIn};
 use gleaner_protocol::task::TaskKind;
 
@@ -38,6 +41,9 @@ pub use probe::{FLOPS_PER_TOKEN, Probe, probe};
 pub enum Fault {
     /// Return embeddings of reversed rows (plausible-looking but wrong vectors).
     CorruptEmbeddings,
+    /// Generate honestly, then replace the second token of every output with another token
+    /// (ids and text stay consistent; only the model's logits can tell).
+    SubstituteTokens,
 }
 
 /// How a worker runs.
@@ -49,6 +55,9 @@ pub struct WorkerConfig {
     pub backend: BackendChoice,
     /// all-MiniLM-L6-v2 files (default: the model cache).
     pub model: MiniLmFiles,
+    /// SmolLM2 GGUF for generate tasks (default: the model cache); loaded on the first generate
+    /// lease. When the file is absent the worker does not offer the generate kind.
+    pub smollm: PathBuf,
     /// Long-poll wait per lease request.
     pub wait_ms: u32,
     /// Stop after this many tasks (None: run until shutdown).
@@ -66,6 +75,7 @@ impl WorkerConfig {
             coordinator_url: coordinator_url.to_owned(),
             backend: BackendChoice::Auto,
             model: MiniLmFiles::from_cache(),
+            smollm: gleaner_models::smollm_gguf(),
             wait_ms: 10_000,
             max_tasks: None,
             fault: None,
@@ -94,6 +104,7 @@ pub struct Worker {
     embedder: Arc<Embedder>,
     weights_sha256: B256,
     probe: Probe,
+    generator: Mutex<Option<Arc<Generator>>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -146,6 +157,7 @@ impl Worker {
             embedder: Arc::new(embedder),
             weights_sha256,
             probe,
+            generator: Mutex::new(None),
         };
         worker.sign_in().await?;
         Ok(worker)
@@ -171,7 +183,11 @@ impl Worker {
             backend: dev.backend.to_owned(),
             memory_bytes: 0,
             gflops: self.probe.gflops,
-            kinds: vec![TaskKind::Embed],
+            kinds: if self.config.smollm.is_file() {
+                vec![TaskKind::Embed, TaskKind::Generate]
+            } else {
+                vec![TaskKind::Embed]
+            },
         }
         .round()
     }
@@ -268,41 +284,38 @@ impl Worker {
         Ok(stats)
     }
 
-    /// Fetches, computes, uploads and signs one leased task.
-    pub async fn execute(&self, lease: &Lease) -> Result<()> {
-        if lease.kind != TaskKind::Embed {
-            return Err(Error::Refused {
-                what: "task".into(),
-                status: 400,
-                message: format!("task kind {:?} is not supported by this worker", lease.kind),
-            });
+    /// SmolLM2, loaded on first use on the embedder's device.
+    async fn generator(&self) -> Result<Arc<Generator>> {
+        if let Some(g) = self.generator.lock().expect("lock").as_ref() {
+            return Ok(Arc::clone(g));
         }
-        if lease.model.weights_sha256 != self.weights_sha256 {
+        let path = self.config.smollm.clone();
+        let device = self.embedder.device().clone();
+        tracing::info!(target: "worker", path = %path.display(), "loading SmolLM2 for generate tasks");
+        let g = tokio::task::spawn_blocking(move || Generator::load(&path, device))
+            .await
+            .map_err(|e| Error::Transport(format!("model thread: {e}")))??;
+        let g = Arc::new(g);
+        *self.generator.lock().expect("lock") = Some(Arc::clone(&g));
+        Ok(g)
+    }
+
+    fn check_model(&self, lease: &Lease, have: B256) -> Result<()> {
+        if lease.model.weights_sha256 != have {
             return Err(Error::WrongModel {
                 want: format!("{:x}", lease.model.weights_sha256),
-                have: format!("{:x}", self.weights_sha256),
+                have: format!("{have:x}"),
             });
         }
-        let input = self.client.get_blob(lease.input_hash).await?;
-        let texts = decode_texts(&input)?;
-        let embedder = Arc::clone(&self.embedder);
-        let batch = lease.params.batch.max(1) as usize;
-        let fault = self.config.fault;
-        let output = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let mut v = embedder.embed(&refs, batch, |_| {})?;
-            if fault == Some(Fault::CorruptEmbeddings) {
-                let rows: Vec<Vec<f32>> = v
-                    .chunks_exact(EMBED_DIM)
-                    .rev()
-                    .map(|r| r.iter().map(|x| -x).collect())
-                    .collect();
-                v = rows.concat();
-            }
-            Ok(encode_matrix("embeddings", &v, refs.len(), EMBED_DIM, &[])?)
-        })
-        .await
-        .map_err(|e| Error::Transport(format!("model thread: {e}")))??;
+        Ok(())
+    }
+
+    /// Fetches, computes, uploads and signs one leased task.
+    pub async fn execute(&self, lease: &Lease) -> Result<()> {
+        let output = match lease.kind {
+            TaskKind::Embed => self.embed(lease).await?,
+            TaskKind::Generate => self.generate(lease).await?,
+        };
         let result_hash = self.client.put_blob(output).await?;
         let msg = TaskResult {
             taskHash: lease.task_hash,
@@ -321,5 +334,68 @@ impl Worker {
                 signature: sig.as_bytes().to_vec().into(),
             })
             .await
+    }
+}
+
+impl Worker {
+    async fn embed(&self, lease: &Lease) -> Result<Vec<u8>> {
+        self.check_model(lease, self.weights_sha256)?;
+        let input = self.client.get_blob(lease.input_hash).await?;
+        let texts = decode_texts(&input)?;
+        let embedder = Arc::clone(&self.embedder);
+        let batch = lease.params.batch.max(1) as usize;
+        let fault = self.config.fault;
+        tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let mut v = embedder.embed(&refs, batch, |_| {})?;
+            if fault == Some(Fault::CorruptEmbeddings) {
+                let rows: Vec<Vec<f32>> = v
+                    .chunks_exact(EMBED_DIM)
+                    .rev()
+                    .map(|r| r.iter().map(|x| -x).collect())
+                    .collect();
+                v = rows.concat();
+            }
+            Ok(encode_matrix("embeddings", &v, refs.len(), EMBED_DIM, &[])?)
+        })
+        .await
+        .map_err(|e| Error::Transport(format!("model thread: {e}")))?
+    }
+
+    /// Each prompt decoded as the job's params say (greedy, or seeded per task and prompt).
+    async fn generate(&self, lease: &Lease) -> Result<Vec<u8>> {
+        if !self.config.smollm.is_file() {
+            return Err(Error::Model(gleaner_models::Error::MissingModel {
+                path: self.config.smollm.clone(),
+            }));
+        }
+        let generator = self.generator().await?;
+        let have: B256 = generator
+            .weights_sha256()
+            .parse()
+            .map_err(|_| Error::Sign("hash".into()))?;
+        self.check_model(lease, have)?;
+        let input = self.client.get_blob(lease.input_hash).await?;
+        let prompts = decode_prompts(&input)?;
+        let (params, task, fault) = (lease.params.clone(), lease.index, self.config.fault);
+        tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            let mut outputs = Vec::with_capacity(prompts.len());
+            for (i, prompt) in prompts.iter().enumerate() {
+                let rule = generator.decoding(params.max_tokens, params.sampling, task, i as u32);
+                let mut g = generator.generate(prompt, &rule)?;
+                if fault == Some(Fault::SubstituteTokens) && g.ids.len() > 1 {
+                    let vocab = generator.model().config().vocab as u32;
+                    g.ids[1] = (g.ids[1] + vocab / 2) % vocab;
+                    g = Generation {
+                        text: generator.text(&g.ids)?,
+                        ids: g.ids,
+                    };
+                }
+                outputs.push(g);
+            }
+            Ok(encode_generations(&outputs))
+        })
+        .await
+        .map_err(|e| Error::Transport(format!("model thread: {e}")))?
     }
 }

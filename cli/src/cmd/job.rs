@@ -7,24 +7,30 @@ use alloy::primitives::U256;
 use alloy::signers::SignerSync;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use gleaner_models::smollm::chat_prompt;
 use gleaner_protocol::api::RegisterJob;
 use gleaner_protocol::bindings::{GleanerToken, JobMarket};
-use gleaner_protocol::blob::{decode_matrix, encode_texts};
+use gleaner_protocol::blob::{
+    blob_hash, decode_generations, decode_matrix, decode_prompts, encode_prompts, encode_texts,
+};
 use gleaner_protocol::eip712::{self, JobRegistration};
 use gleaner_protocol::task::{
-    JobManifest, MANIFEST_VERSION, ModelRef, TaskInput, TaskKind, TaskParams,
+    JobManifest, MANIFEST_VERSION, ModelRef, SamplingParams, TaskInput, TaskKind, TaskParams,
 };
 use gleaner_worker::CoordinatorClient;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::{ChainArgs, KeyArgs, confirm, format_amount, parse_amount, provider, runtime};
-use crate::input::read_all;
 
 /// Submit jobs and collect their results.
 ///
 /// Examples:
 ///   gleaner job submit --kind embed --input corpus.txt --batch 16 --redundancy 2 \
 ///       --budget 100 --deadline 1h --wait --keystore requester.json --market 0x...
+///   gleaner job submit --kind generate --input prompts.jsonl --batch 2 --max-tokens 32 \
+///       --chat --budget 50 --wait --keystore requester.json --market 0x...
+///   gleaner job submit --kind generate --input prompts.jsonl --temperature 0.8 --top-p 0.9 \
+///       --seed 7 --budget 50 --keystore requester.json --market 0x...
 ///   gleaner job status 1
 ///   gleaner job results 1 --out vectors.jsonl
 ///   gleaner job cancel 1 --keystore requester.json --market 0x...
@@ -67,12 +73,27 @@ pub struct SubmitArgs {
     /// Task kind.
     #[arg(long, value_enum, default_value_t = Kind::Embed)]
     pub kind: Kind,
-    /// Input file: one text per line.
+    /// Input file. embed: one text per line. generate: JSON lines, one {"prompt": "..."} each.
     #[arg(long)]
     pub input: PathBuf,
-    /// Texts per task.
+    /// Inputs (texts or prompts) per task.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
+    /// generate: most new tokens per prompt.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=2048))]
+    pub max_tokens: u32,
+    /// generate: wrap each prompt in the model's chat template (one user turn).
+    #[arg(long)]
+    pub chat: bool,
+    /// generate: sample at this temperature (0.001-100, 3 decimals) instead of greedy decoding.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// generate: nucleus mass for sampling (0.001-1, 3 decimals).
+    #[arg(long, default_value_t = 1.0, requires = "temperature")]
+    pub top_p: f64,
+    /// generate: the job's sampling seed (each prompt derives its own from it).
+    #[arg(long, default_value_t = 0, requires = "temperature")]
+    pub seed: u64,
     /// Replicas per task, on distinct workers.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub redundancy: u16,
@@ -92,6 +113,8 @@ pub struct SubmitArgs {
 pub enum Kind {
     /// Sentence embeddings with all-MiniLM-L6-v2.
     Embed,
+    /// Text generation with SmolLM2-135M-Instruct (greedy or seeded sampling).
+    Generate,
 }
 
 /// Options of `job status`.
@@ -113,7 +136,8 @@ pub struct ResultsArgs {
     pub job_id: U256,
     #[command(flatten)]
     coord: CoordinatorArg,
-    /// Output file (`.safetensors` writes one [n, 384] tensor, anything else JSON lines).
+    /// Output file. embed: `.safetensors` writes one [n, 384] tensor, anything else JSON lines
+    /// of vectors. generate: JSON lines {"prompt", "ids", "text"}.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -169,13 +193,104 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `temperature`/`top_p` as the manifest's integer thousandths, refusing what would not survive.
+fn sampling_params(a: &SubmitArgs) -> anyhow::Result<Option<SamplingParams>> {
+    let Some(t) = a.temperature else {
+        return Ok(None);
+    };
+    if a.kind != Kind::Generate {
+        bail!("--temperature applies to --kind generate only");
+    }
+    if !(t.is_finite() && (0.001..=100.0).contains(&t)) {
+        bail!("--temperature must be between 0.001 and 100");
+    }
+    if !(a.top_p.is_finite() && (0.001..=1.0).contains(&a.top_p)) {
+        bail!("--top-p must be between 0.001 and 1");
+    }
+    Ok(Some(SamplingParams {
+        temperature_milli: (t * 1000.0).round() as u32,
+        top_p_milli: (a.top_p * 1000.0).round() as u32,
+        seed: a.seed,
+    }))
+}
+
+/// The task inputs and the manifest (without uploading): embed texts, or generate prompts.
+fn build_inputs(a: &SubmitArgs, bytes: &[u8]) -> anyhow::Result<(Vec<Vec<u8>>, JobManifest)> {
+    let sampling = sampling_params(a)?;
+    let (blobs, kind, model, max_tokens) = match a.kind {
+        Kind::Embed => {
+            if a.chat {
+                bail!("--chat applies to --kind generate only");
+            }
+            let texts = crate::input::read_lines(bytes)?;
+            let blobs = texts
+                .chunks(a.batch as usize)
+                .map(|c| encode_texts(&c.iter().map(String::as_str).collect::<Vec<_>>()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let model = ModelRef {
+                id: "sentence-transformers/all-MiniLM-L6-v2".into(),
+                weights_sha256: gleaner_models::MINILM_WEIGHTS_SHA256.parse()?,
+            };
+            (
+                blobs,
+                TaskKind::Embed,
+                model,
+                gleaner_models::MAX_TOKENS as u32,
+            )
+        }
+        Kind::Generate => {
+            let prompts = decode_prompts(bytes)?;
+            let prompts: Vec<String> = if a.chat {
+                prompts.iter().map(|p| chat_prompt(p)).collect()
+            } else {
+                prompts
+            };
+            let blobs = prompts
+                .chunks(a.batch as usize)
+                .map(|c| encode_prompts(&c.iter().map(String::as_str).collect::<Vec<_>>()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let model = ModelRef {
+                id: "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, dequantised to f32)".into(),
+                weights_sha256: gleaner_models::SMOLLM_GGUF_SHA256.parse()?,
+            };
+            (blobs, TaskKind::Generate, model, a.max_tokens)
+        }
+    };
+    let tasks = blobs
+        .iter()
+        .map(|b| {
+            // Work units: input bytes, plus for generate the most tokens each prompt may cost.
+            let prompts = if kind == TaskKind::Generate {
+                b.iter().filter(|&&c| c == b'\n').count() as u64
+            } else {
+                0
+            };
+            TaskInput {
+                input_hash: blob_hash(b),
+                cost: b.len() as u64 + prompts * u64::from(max_tokens) * 4,
+            }
+        })
+        .collect();
+    let manifest = JobManifest {
+        version: MANIFEST_VERSION,
+        kind,
+        model,
+        params: TaskParams {
+            batch: a.batch,
+            max_tokens,
+            sampling,
+        },
+        tasks,
+    };
+    manifest.validate()?;
+    Ok((blobs, manifest))
+}
+
 async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
-    let Kind::Embed = a.kind;
-    let texts = read_all(
-        std::fs::File::open(&a.input)
-            .with_context(|| format!("cannot open {}", a.input.display()))?,
-    )
-    .with_context(|| format!("in {}", a.input.display()))?;
+    let bytes =
+        std::fs::read(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
+    let (blobs, manifest) =
+        build_inputs(&a, &bytes).with_context(|| format!("in {}", a.input.display()))?;
     let budget = parse_amount(&a.budget)?;
     if budget.is_zero() {
         bail!("--budget must be positive");
@@ -194,28 +309,15 @@ async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
     }
 
     // Inputs first: content-addressed, so uploading twice is harmless.
-    let mut tasks = Vec::new();
-    for chunk in texts.chunks(a.batch as usize) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        let blob = encode_texts(&refs)?;
-        let cost = blob.len() as u64;
-        let input_hash = client.put_blob(blob).await?;
-        tasks.push(TaskInput { input_hash, cost });
+    for (blob, task) in blobs.into_iter().zip(&manifest.tasks) {
+        let h = client.put_blob(blob).await?;
+        if h != task.input_hash {
+            bail!(
+                "the coordinator stored input {h}, expected {}",
+                task.input_hash
+            );
+        }
     }
-    let manifest = JobManifest {
-        version: MANIFEST_VERSION,
-        kind: TaskKind::Embed,
-        model: ModelRef {
-            id: "sentence-transformers/all-MiniLM-L6-v2".into(),
-            weights_sha256: gleaner_models::MINILM_WEIGHTS_SHA256.parse()?,
-        },
-        params: TaskParams {
-            batch: a.batch,
-            max_tokens: gleaner_models::MAX_TOKENS as u32,
-            sampling: None,
-        },
-        tasks,
-    };
     manifest.validate()?;
     let task_count = u32::try_from(manifest.tasks.len()).context("too many tasks")?;
 
@@ -345,6 +447,11 @@ async fn status(a: StatusArgs) -> anyhow::Result<()> {
 async fn results(a: ResultsArgs) -> anyhow::Result<()> {
     let client = CoordinatorClient::new(&a.coord.coordinator_url);
     let r = client.job_results(a.job_id).await?;
+    let manifest = JobManifest::from_canonical(r.manifest.as_bytes())
+        .context("the coordinator's manifest for the job")?;
+    if manifest.kind == TaskKind::Generate {
+        return generate_results(&client, &a, &manifest, &r).await;
+    }
     let mut rows = Vec::new();
     let mut n = 0usize;
     let mut dim = 0usize;
@@ -378,6 +485,43 @@ async fn results(a: ResultsArgs) -> anyhow::Result<()> {
         crate::output::write_jsonl(w, &rows, dim)?;
     }
     eprintln!("wrote {n} rows to {}", a.out.display());
+    Ok(())
+}
+
+/// Writes one JSON line per prompt, in input order: {"prompt", "ids", "text"}.
+async fn generate_results(
+    client: &CoordinatorClient,
+    a: &ResultsArgs,
+    manifest: &JobManifest,
+    r: &gleaner_protocol::api::JobResults,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let file = std::fs::File::create(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let (mut n, mut missing) = (0usize, Vec::new());
+    for t in &r.tasks {
+        let Some(h) = t.result else {
+            missing.push(t.index);
+            continue;
+        };
+        let input = manifest
+            .tasks
+            .get(t.index as usize)
+            .context("result for a task outside the manifest")?;
+        let prompts = decode_prompts(&client.get_blob(input.input_hash).await?)?;
+        let outputs = decode_generations(&client.get_blob(h).await?)?;
+        for (p, g) in prompts.iter().zip(&outputs) {
+            let line = serde_json::json!({ "prompt": p, "ids": g.ids, "text": g.text });
+            writeln!(w, "{line}")?;
+            n += 1;
+        }
+    }
+    w.flush()?;
+    if !missing.is_empty() {
+        eprintln!("tasks without an accepted result (skipped): {missing:?}");
+    }
+    eprintln!("wrote {n} generations to {}", a.out.display());
     Ok(())
 }
 

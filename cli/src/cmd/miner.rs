@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// Directory with model.safetensors and tokenizer.json [default: the model cache].
     #[arg(long, env = "GLEANER_MINILM_DIR")]
     pub model_dir: Option<PathBuf>,
+    /// SmolLM2 GGUF for generate tasks [default: the model cache]. Without the file the
+    /// miner offers embed only.
+    #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
+    pub smollm: Option<PathBuf>,
     /// Stop after this many tasks.
     #[arg(long)]
     pub max_tasks: Option<u64>,
@@ -190,6 +194,9 @@ async fn mine(a: RunArgs) -> anyhow::Result<()> {
     config.name = a.name;
     if let Some(dir) = &a.model_dir {
         config.model = MiniLmFiles::in_dir(dir);
+    }
+    if let Some(path) = &a.smollm {
+        config.smollm = path.clone();
     }
     let worker = gleaner_worker::Worker::start(config, signer)
         .await

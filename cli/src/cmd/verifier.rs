@@ -15,6 +15,11 @@ use crate::common::{ChainArgs, KeyArgs, runtime};
 /// verifier address the coordinator is configured with. Reputations and decisions live in its
 /// own store (`--db`); a restart resumes where it stopped, never settling or slashing twice.
 ///
+/// Generate outputs are re-scored with SmolLM2 in one teacher-forced pass per prompt (no second
+/// generation): every token must be within the calibrated logit margin of what the model would
+/// take (greedy) or what the seeded sampler would draw. Replicas that part at a near-tie are
+/// both valid; an output with a substituted token, prompt or model is rejected and slashed.
+///
 /// Examples:
 ///   gleaner verifier run --keystore verifier.json --market 0x5FbD...0aa3
 ///   gleaner verifier run --coordinator-url http://coord:8080 --rpc-url http://anvil:8545 \
@@ -65,6 +70,12 @@ pub struct RunArgs {
     /// First block searched for settlement and slash events (the market's deployment block).
     #[arg(long, env = "GLEANER_LOGS_FROM_BLOCK", default_value_t = 0)]
     pub logs_from_block: u64,
+    /// SmolLM2 GGUF that generate outputs are re-scored with [default: the model cache].
+    #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
+    pub smollm: Option<std::path::PathBuf>,
+    /// Where the teacher-forced checks run: auto, wgpu, cpu, flex or ndarray.
+    #[arg(long, env = "GLEANER_BACKEND", default_value = "auto")]
+    pub backend: gleaner_models::BackendChoice,
 }
 
 fn parse_tokens(s: &str) -> Result<U256, String> {
@@ -85,6 +96,10 @@ impl RunArgs {
         c.max_backoff = Duration::from_millis(self.max_backoff_ms);
         c.slash_amount = self.slash_amount;
         c.logs_from_block = self.logs_from_block;
+        if let Some(p) = &self.smollm {
+            c.smollm = p.clone();
+        }
+        c.backend = self.backend;
         c
     }
 }

@@ -539,6 +539,8 @@ async fn lease_submit_verify_settle_end_to_end() {
         vec![Some(out0), None]
     );
     assert_eq!(res.report_hash, Some(report));
+    gleaner_protocol::task::JobManifest::from_canonical(res.manifest.as_bytes())
+        .expect("the job's canonical manifest");
     let text = String::from_utf8(h.get("/metrics", None).await.1).unwrap();
     assert!(
         text.contains("gleaner_coordinator_leases_total 5"),
