@@ -215,6 +215,47 @@ impl Net {
         (coord, ver)
     }
 
+    /// Submits a generate job over `prompts` (`extra`: sampling flags and the like).
+    fn submit_generate(
+        &self,
+        prompts: &[&str],
+        batch: u32,
+        redundancy: u16,
+        extra: &[&str],
+    ) -> U256 {
+        let input = self.dir.path().join("prompts.jsonl");
+        let lines: Vec<String> = prompts
+            .iter()
+            .map(|p| serde_json::json!({ "prompt": p }).to_string() + "\n")
+            .collect();
+        std::fs::write(&input, lines.concat()).unwrap();
+        let mut c = gleaner();
+        self.env(&mut c, "requester");
+        let out = c
+            .args(["job", "submit", "--kind", "generate", "--input"])
+            .arg(&input)
+            .args([
+                "--batch",
+                &batch.to_string(),
+                "--redundancy",
+                &redundancy.to_string(),
+            ])
+            .args(extra)
+            .args(["--budget", "90", "--deadline", "1h"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "submit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     fn submit(&self, sentences: usize, batch: u32, redundancy: u16) -> U256 {
         let corpus =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../demo/corpus.txt"))
@@ -354,6 +395,100 @@ async fn corrupt_worker_is_slashed_and_honest_ones_are_paid() {
         .unwrap();
     assert!(!a.is_zero() && a == b, "{a} vs {b}");
     let _ = (&net.admin, &net.coordinator, &net.requester);
+}
+
+/// A sampled generate job at redundancy 3, one worker substituting a token in each output: the
+/// verifier's teacher-forced check accepts the honest (independently sampled) outputs, rejects
+/// and slashes the substitute, the job settles with an OK audit, and `job results` returns what
+/// the model generates for each prompt with the job's seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generate_job_settles_and_a_token_substitute_is_slashed() {
+    let path = gleaner_models::smollm_gguf();
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup",
+        path.display()
+    );
+    let net = Net::start(3).await;
+    let (_c, _v) = net.services(120).await;
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut handles = Vec::new();
+    for (i, fault) in [(0, None), (1, None), (2, Some(Fault::SubstituteTokens))] {
+        handles.push(run_worker(net.worker(i, fault).await, stop.clone()));
+    }
+    let prompts = [
+        "The capital of France is",
+        "Name three colours.",
+        "Once upon a time",
+    ];
+    let sampling = [
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0.7",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "42",
+    ];
+    let job = net.submit_generate(&prompts, 2, 3, &sampling);
+    net.wait_state(job, "settled", 300).await;
+    stop.notify_waiters();
+
+    let audit = net.audit(job);
+    assert_eq!(audit["verdict"], "OK", "{audit}");
+    let cheat = net.workers[2].address();
+    let paid: Vec<Address> = audit["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["worker"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(paid.len(), 2, "{audit}");
+    assert!(!paid.contains(&cheat), "the substitute was paid: {audit}");
+    let slashed: Vec<&str> = audit["slashed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(slashed.len(), 1, "{audit}");
+    assert_eq!(slashed[0].parse::<Address>().unwrap(), cheat);
+
+    // The accepted outputs are the model's, under the job's seeds (task 0 holds prompts 0-1).
+    let out = net.dir.path().join("generations.jsonl");
+    let mut c = gleaner();
+    net.env(&mut c, "requester");
+    let r = c
+        .args(["job", "results", &job.to_string(), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), prompts.len());
+    let g = gleaner_models::Generator::load(
+        &path,
+        gleaner_models::select_device(BackendChoice::Flex).unwrap(),
+    )
+    .unwrap();
+    let params = gleaner_protocol::task::SamplingParams {
+        temperature_milli: 700,
+        top_p_milli: 900,
+        seed: 42,
+    };
+    for (k, line) in lines.iter().enumerate() {
+        assert_eq!(line["prompt"], prompts[k]);
+        let rule = g.decoding(8, Some(params), (k / 2) as u32, (k % 2) as u32);
+        let want = g.generate(prompts[k], &rule).unwrap();
+        assert_eq!(line["text"], want.text.as_str(), "prompt {k}");
+        let ids: Vec<u32> = serde_json::from_value(line["ids"].clone()).unwrap();
+        assert_eq!(ids, want.ids, "prompt {k}");
+    }
 }
 
 /// A worker dies holding a lease: the lease expires, another worker computes the replica, and
