@@ -125,6 +125,41 @@ impl Generator {
         })
     }
 
+    /// Generates continuations of several prompts in one batch (rules differ only in their
+    /// sampling seeds; length and stop come from the first).
+    pub fn generate_many(&self, prompts: &[&str], rules: &[Decoding]) -> Result<Vec<Generation>> {
+        let Some(first) = rules.first() else {
+            return Ok(Vec::new());
+        };
+        if rules.len() != prompts.len()
+            || rules
+                .iter()
+                .any(|r| r.max_new != first.max_new || r.eos != first.eos)
+        {
+            return Err(Error::Input {
+                index: 0,
+                detail: "one rule per prompt, all with the same length and stop".into(),
+            });
+        }
+        let ids = prompts
+            .iter()
+            .map(|p| self.prompt_ids(p))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let sampling: Vec<_> = rules.iter().map(|r| r.sampling).collect();
+        let outs = self
+            .model
+            .generate_batch(&refs, first.max_new, first.eos, &sampling)?;
+        outs.into_iter()
+            .map(|ids| {
+                Ok(Generation {
+                    text: self.text(&ids)?,
+                    ids,
+                })
+            })
+            .collect()
+    }
+
     /// Checks a claimed generation for `prompt`: its text must be its ids' text, and its ids
     /// must pass [`Llama::verify`] (one teacher-forced pass).
     pub fn verify(

@@ -138,12 +138,18 @@ impl std::fmt::Debug for Llama {
     }
 }
 
-/// Per-layer key/value cache: `[1, kv_heads, t, head_dim]`.
+/// Per-layer key/value cache of a batch of rows: `[rows, kv_heads, t, head_dim]`. Rows are
+/// left-padded to a common length; `pads[r]` leading positions of row `r` are masked out.
 pub struct KvCache {
     k: Vec<Option<Tensor<4>>>,
     v: Vec<Option<Tensor<4>>>,
     len: usize,
+    pads: Vec<usize>,
 }
+
+/// Added to the scores of masked keys: finite, so a padded query row (which may see no key)
+/// stays finite, yet `exp` of it underflows to exactly 0 beside any real key.
+const MASKED: f32 = -1e9;
 
 impl Llama {
     /// Loads the model from a GGUF file (weights dequantised to f32).
@@ -244,12 +250,17 @@ impl Llama {
         self.cfg
     }
 
-    /// An empty cache.
+    /// An empty cache for one sequence.
     pub fn cache(&self) -> KvCache {
+        self.batch_cache(vec![0])
+    }
+
+    fn batch_cache(&self, pads: Vec<usize>) -> KvCache {
         KvCache {
             k: vec![None; self.cfg.layers],
             v: vec![None; self.cfg.layers],
             len: 0,
+            pads,
         }
     }
 
@@ -258,70 +269,113 @@ impl Llama {
         x * (ms + self.cfg.eps).sqrt().recip() * w.clone().unsqueeze_dim::<2>(0)
     }
 
-    /// Rotates adjacent pairs (2i, 2i+1) of each head: `x` is `[heads, s, head_dim]`.
-    fn rope(&self, x: Tensor<3>, start: usize) -> Tensor<3> {
-        let [h, s, d] = x.dims();
+    /// cos and sin of the rope angles for `positions` (row-major `[b, s]`): `[b, 1, s, half, 1]`.
+    fn rope_tables(&self, positions: &[usize], b: usize, s: usize) -> (Tensor<5>, Tensor<5>) {
+        let d = self.cfg.dim / self.cfg.heads;
         let half = d / 2;
-        let mut cos = Vec::with_capacity(s * half);
-        let mut sin = Vec::with_capacity(s * half);
-        for p in start..start + s {
+        let mut cos = Vec::with_capacity(b * s * half);
+        let mut sin = Vec::with_capacity(b * s * half);
+        for &p in positions {
             for i in 0..half {
                 let theta = (p as f64) * self.cfg.rope_base.powf(-2.0 * i as f64 / d as f64);
                 cos.push(theta.cos() as f32);
                 sin.push(theta.sin() as f32);
             }
         }
-        let cos = Tensor::<3>::from_data(TensorData::new(cos, [1, s, half]), &self.device)
-            .unsqueeze_dim::<4>(3);
-        let sin = Tensor::<3>::from_data(TensorData::new(sin, [1, s, half]), &self.device)
-            .unsqueeze_dim::<4>(3);
-        let x = x.reshape([h, s, half, 2]);
-        let x0 = x.clone().narrow(3, 0, 1);
-        let x1 = x.narrow(3, 1, 1);
+        let t = |v: Vec<f32>| {
+            Tensor::<4>::from_data(TensorData::new(v, [b, 1, s, half]), &self.device)
+                .unsqueeze_dim::<5>(4)
+        };
+        (t(cos), t(sin))
+    }
+
+    /// Rotates adjacent pairs (2i, 2i+1) of each head: `x` is `[b, heads, s, head_dim]`.
+    fn rope(x: Tensor<4>, cos: &Tensor<5>, sin: &Tensor<5>) -> Tensor<4> {
+        let [b, h, s, d] = x.dims();
+        let x = x.reshape([b, h, s, d / 2, 2]);
+        let x0 = x.clone().narrow(4, 0, 1);
+        let x1 = x.narrow(4, 1, 1);
         let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-        let r1 = x0 * sin + x1 * cos;
-        Tensor::cat(vec![r0, r1], 3).reshape([h, s, d])
+        let r1 = x0 * sin.clone() + x1 * cos.clone();
+        Tensor::cat(vec![r0, r1], 4).reshape([b, h, s, d])
     }
 
     /// Runs `ids` after what the cache holds; returns the logits of the last position.
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        self.forward_positions(ids, cache, false)
+        self.forward_batch(ids, 1, cache, false)
     }
 
     /// Logits of every position of `ids` (row-major `[ids.len(), vocab]`): one teacher-forced
     /// pass, what the verifier re-scores a claimed output with.
     pub fn forward_all(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.forward_positions(ids, &mut self.cache(), true)
+        self.forward_batch(ids, 1, &mut self.cache(), true)
     }
 
-    fn forward_positions(&self, ids: &[u32], cache: &mut KvCache, all: bool) -> Result<Vec<f32>> {
+    /// Runs `b` rows of equal length (`ids` row-major `[b, s]`) after what the cache holds.
+    /// Returns the logits of the last position of each row (`[b, vocab]`), or of every position
+    /// (`[b * s, vocab]`) when `all`. Every row is computed as if alone: its padded positions
+    /// are masked out and its rope positions start at its first real token.
+    fn forward_batch(
+        &self,
+        ids: &[u32],
+        b: usize,
+        cache: &mut KvCache,
+        all: bool,
+    ) -> Result<Vec<f32>> {
         let c = self.cfg;
-        let s = ids.len();
+        let s = ids.len() / b.max(1);
+        if b == 0 || s == 0 || s * b != ids.len() || cache.pads.len() != b {
+            return Err(Error::Input {
+                index: 0,
+                detail: format!("{} ids are not {b} equal rows of the cache", ids.len()),
+            });
+        }
         let hd = c.dim / c.heads;
         let rep = c.heads / c.kv_heads;
         let start = cache.len;
+        let t = start + s;
+        let positions: Vec<usize> = (0..b)
+            .flat_map(|r| (start..t).map(move |j| (r, j)))
+            .map(|(r, j)| j.saturating_sub(cache.pads[r]))
+            .collect();
+        let (cos, sin) = self.rope_tables(&positions, b, s);
+        // Mask [b, 1, rep * s, t]: key j is visible to query i of row r when it is not after
+        // it and not padding; the query rows of the `rep` heads sharing a key head repeat.
+        let mask = if cache.pads.iter().any(|&p| p > 0) || s > 1 {
+            let mut m = vec![0f32; b * rep * s * t];
+            for r in 0..b {
+                for g in 0..rep {
+                    for i in 0..s {
+                        let row = ((r * rep + g) * s + i) * t;
+                        for j in 0..t {
+                            if j > start + i || j < cache.pads[r] {
+                                m[row + j] = MASKED;
+                            }
+                        }
+                    }
+                }
+            }
+            Some(Tensor::<4>::from_data(
+                TensorData::new(m, [b, 1, rep * s, t]),
+                &self.device,
+            ))
+        } else {
+            None
+        };
         let idx: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [s]), &self.device);
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b * s]), &self.device);
         let mut x = self.embed.clone().select(0, idx);
-        for (l, b) in self.blocks.iter().enumerate() {
-            let h = self.rms_norm(x.clone(), &b.attn_norm);
-            let q = h
-                .clone()
-                .matmul(b.wq.clone())
-                .reshape([s, c.heads, hd])
-                .swap_dims(0, 1);
-            let k = h
-                .clone()
-                .matmul(b.wk.clone())
-                .reshape([s, c.kv_heads, hd])
-                .swap_dims(0, 1);
-            let v = h
-                .matmul(b.wv.clone())
-                .reshape([s, c.kv_heads, hd])
-                .swap_dims(0, 1);
-            let q = self.rope(q, start);
-            let k = self.rope(k, start).unsqueeze_dim::<4>(0);
-            let v = v.unsqueeze_dim::<4>(0);
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let h = self.rms_norm(x.clone(), &blk.attn_norm);
+            let heads = |w: &Tensor<2>, n: usize| {
+                h.clone()
+                    .matmul(w.clone())
+                    .reshape([b, s, n, hd])
+                    .swap_dims(1, 2)
+            };
+            let q = Self::rope(heads(&blk.wq, c.heads), &cos, &sin);
+            let k = Self::rope(heads(&blk.wk, c.kv_heads), &cos, &sin);
+            let v = heads(&blk.wv, c.kv_heads);
             let k = match cache.k[l].take() {
                 Some(prev) => Tensor::cat(vec![prev, k], 2),
                 None => k,
@@ -332,37 +386,31 @@ impl Llama {
             };
             cache.k[l] = Some(k.clone());
             cache.v[l] = Some(v.clone());
-            let t = start + s;
-            // Grouped-query attention: query head j uses key/value head j / rep.
-            let expand = |kv: Tensor<4>| {
-                kv.reshape([c.kv_heads, 1, t, hd])
-                    .expand([c.kv_heads, rep, t, hd])
-                    .reshape([c.heads, t, hd])
-            };
-            let (k, v) = (expand(k), expand(v));
-            let mut scores = q.matmul(k.swap_dims(1, 2)).div_scalar((hd as f32).sqrt());
-            if s > 1 {
-                let mut mask = vec![0f32; s * t];
-                for i in 0..s {
-                    for j in start + i + 1..t {
-                        mask[i * t + j] = f32::NEG_INFINITY;
-                    }
-                }
-                scores = scores
-                    + Tensor::<2>::from_data(TensorData::new(mask, [s, t]), &self.device)
-                        .unsqueeze_dim::<3>(0);
+            // Grouped-query attention without copying keys: query head j = kv * rep + g uses
+            // key/value head kv, so the rep query heads of a group stack into one matmul.
+            let q = q.reshape([b, c.kv_heads, rep * s, hd]);
+            let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f32).sqrt());
+            if let Some(m) = &mask {
+                scores = scores + m.clone();
             }
-            let att = softmax(scores, 2)
+            let att = softmax(scores, 3)
                 .matmul(v)
-                .swap_dims(0, 1)
-                .reshape([s, c.dim]);
-            x = x + att.matmul(b.wo.clone());
-            let h = self.rms_norm(x.clone(), &b.ffn_norm);
-            let ff = silu(h.clone().matmul(b.gate.clone())) * h.matmul(b.up.clone());
-            x = x + ff.matmul(b.down.clone());
+                .reshape([b, c.heads, s, hd])
+                .swap_dims(1, 2)
+                .reshape([b * s, c.dim]);
+            x = x + att.matmul(blk.wo.clone());
+            let h = self.rms_norm(x.clone(), &blk.ffn_norm);
+            let ff = silu(h.clone().matmul(blk.gate.clone())) * h.matmul(blk.up.clone());
+            x = x + ff.matmul(blk.down.clone());
         }
-        cache.len += s;
-        let rows = if all { x } else { x.narrow(0, s - 1, 1) };
+        cache.len = t;
+        let rows = if all || s == 1 {
+            x
+        } else {
+            x.reshape([b, s, c.dim])
+                .narrow(1, s - 1, 1)
+                .reshape([b, c.dim])
+        };
         let last = self.rms_norm(rows, &self.norm);
         last.matmul(self.embed_t.clone())
             .into_data()
@@ -388,28 +436,75 @@ impl Llama {
         eos: Option<u32>,
         sampling: Option<Sampling>,
     ) -> Result<Vec<u32>> {
-        if prompt.is_empty() {
+        let mut out = self.generate_batch(&[prompt], max_new, eos, &[sampling])?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Decodes several prompts together: one batched forward per step, so the weights are read
+    /// once for all rows. Rows are left-padded to the longest prompt and masked, so each row's
+    /// tokens are what decoding it alone gives (up to float rounding). `sampling[i]` is row
+    /// `i`'s rule; a row stops at `eos` while the others go on.
+    pub fn generate_batch(
+        &self,
+        prompts: &[&[u32]],
+        max_new: usize,
+        eos: Option<u32>,
+        sampling: &[Option<Sampling>],
+    ) -> Result<Vec<Vec<u32>>> {
+        if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
             return Err(Error::Input {
-                index: 0,
+                index: i,
                 detail: "empty prompt".into(),
             });
         }
-        let mut rng = sampling.map(|s| SplitMix64::new(s.seed));
-        let mut cache = self.cache();
-        let mut logits = self.forward(prompt, &mut cache)?;
-        let mut out = Vec::new();
+        if sampling.len() != prompts.len() {
+            return Err(Error::Input {
+                index: 0,
+                detail: "one sampling rule per prompt".into(),
+            });
+        }
+        let b = prompts.len();
+        let mut outs = vec![Vec::new(); b];
+        if b == 0 || max_new == 0 {
+            return Ok(outs);
+        }
+        let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+        let mut ids = Vec::with_capacity(b * longest);
+        for (p, &pad) in prompts.iter().zip(&pads) {
+            ids.extend(std::iter::repeat_n(p[0], pad));
+            ids.extend_from_slice(p);
+        }
+        let mut rngs: Vec<Option<SplitMix64>> = sampling
+            .iter()
+            .map(|s| s.map(|s| SplitMix64::new(s.seed)))
+            .collect();
+        let mut cache = self.batch_cache(pads);
+        let mut logits = self.forward_batch(&ids, b, &mut cache, false)?;
+        let v = self.cfg.vocab;
+        let mut done = vec![false; b];
         for _ in 0..max_new {
-            let next = match (&sampling, rng.as_mut()) {
-                (Some(s), Some(r)) => sample(&logits, s.temperature, s.top_p, r),
-                _ => argmax(&logits),
-            };
-            out.push(next);
-            if Some(next) == eos {
+            let mut next = Vec::with_capacity(b);
+            for r in 0..b {
+                if done[r] {
+                    next.push(eos.unwrap_or(0));
+                    continue;
+                }
+                let row = &logits[r * v..(r + 1) * v];
+                let tok = match (&sampling[r], rngs[r].as_mut()) {
+                    (Some(s), Some(g)) => sample(row, s.temperature, s.top_p, g),
+                    _ => argmax(row),
+                };
+                outs[r].push(tok);
+                done[r] = Some(tok) == eos;
+                next.push(tok);
+            }
+            if (0..b).all(|r| done[r] || outs[r].len() >= max_new) {
                 break;
             }
-            logits = self.forward(&[next], &mut cache)?;
+            logits = self.forward_batch(&next, b, &mut cache, false)?;
         }
-        Ok(out)
+        Ok(outs)
     }
 }
 

@@ -379,10 +379,13 @@ impl Worker {
         let prompts = decode_prompts(&input)?;
         let (params, task, fault) = (lease.params.clone(), lease.index, self.config.fault);
         tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            // All the task's prompts in one batch: the weights are read once per step.
+            let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+            let rules: Vec<_> = (0..prompts.len() as u32)
+                .map(|i| generator.decoding(params.max_tokens, params.sampling, task, i))
+                .collect();
             let mut outputs = Vec::with_capacity(prompts.len());
-            for (i, prompt) in prompts.iter().enumerate() {
-                let rule = generator.decoding(params.max_tokens, params.sampling, task, i as u32);
-                let mut g = generator.generate(prompt, &rule)?;
+            for mut g in generator.generate_many(&refs, &rules)? {
                 if fault == Some(Fault::SubstituteTokens) && g.ids.len() > 1 {
                     let vocab = generator.model().config().vocab as u32;
                     g.ids[1] = (g.ids[1] + vocab / 2) % vocab;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use gleaner_models::smollm::GENERATE_MARGIN;
 use gleaner_models::{BackendChoice, EMBED_MIN_COSINE, compare_embeddings};
 
 use crate::input::read_all;
@@ -27,85 +28,280 @@ pub enum BenchCommand {
     ///   scripts/bench
     #[command(verbatim_doc_comment)]
     Embed(EmbedBench),
-    /// SmolLM2 generation: prompt tokens/s, new tokens/s (batch 1), and the cost of the
-    /// verifier's teacher-forced check relative to generation.
+    /// SmolLM2 generation: prompt tokens/s and new tokens/s at batch 1 and 8 on each backend,
+    /// the cost of the verifier's teacher-forced check relative to generation, how far each
+    /// backend's logits are from the first one's (which calibrates the verifier's margin), and
+    /// with --peer candle's quantized Llama on the same GGUF in the same run.
+    ///
+    /// Examples:
+    ///   gleaner bench generate
+    ///   gleaner bench generate --backends flex --batches 1 --new-tokens 32
+    ///   scripts/bench generate
+    #[command(verbatim_doc_comment)]
     Generate(GenerateBench),
 }
 
 /// Options of `gleaner bench generate`.
 #[derive(Debug, Args)]
 pub struct GenerateBench {
-    /// Backends to measure, comma-separated.
+    /// Backends to measure, comma-separated (wgpu is skipped with a note when no adapter exists).
     #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
     pub backends: Vec<BackendChoice>,
-    /// New tokens to generate.
+    /// Batch sizes (copies of the prompt decoded together), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub batches: Vec<usize>,
+    /// New tokens to generate per sequence.
     #[arg(long, default_value_t = 64)]
     pub new_tokens: usize,
     /// The GGUF file [default: the model cache].
     #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
     pub model: Option<PathBuf>,
+    /// Peer benchmark binary (bench/candle-peer): candle's quantized Llama on the same GGUF.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
 }
 
 const GEN_PROMPT: &str = "Gleaner turns idle GPUs into a verifiable compute market. Requesters \
 escrow tokens, workers run foundation models, and a verifier compares redundant results before \
 anyone is paid. Explain in simple words why redundancy matters:";
 
+/// One measured configuration of `bench generate`.
+struct GenRow {
+    implementation: String,
+    batch: usize,
+    prompt: usize,
+    prefill_secs: f64,
+    new: usize,
+    decode_secs: f64,
+    /// Teacher-forced check of the batch-1 output, seconds.
+    verify_secs: Option<f64>,
+}
+
+/// The smallest gap between the two largest logits over rows `from..` of `[rows, v]` logits.
+fn min_top2_gap(logits: &[f32], v: usize, from: usize) -> f32 {
+    logits
+        .chunks_exact(v)
+        .skip(from)
+        .map(|row| {
+            let mut top = [f32::NEG_INFINITY; 2];
+            for &x in row {
+                if x > top[0] {
+                    top = [x, top[0]];
+                } else if x > top[1] {
+                    top[1] = x;
+                }
+            }
+            top[0] - top[1]
+        })
+        .fold(f32::INFINITY, f32::min)
+}
+
 fn generate(args: GenerateBench) -> anyhow::Result<()> {
     use gleaner_models::smollm::Llama;
-    let path = args.model.unwrap_or_else(|| {
-        gleaner_models::model_cache()
-            .join("smollm2-135m-instruct")
-            .join("SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    println!(
-        "{:<12} {:>8} {:>12} {:>8} {:>12} {:>10} {:>10} {:>14}",
-        "backend",
-        "prompt",
-        "prompt tok/s",
-        "new",
-        "new tok/s",
-        "gen secs",
-        "verify s",
-        "verify/gen"
-    );
+    let path = args
+        .model
+        .clone()
+        .unwrap_or_else(gleaner_models::smollm_gguf);
+    if !path.is_file() {
+        bail!("{} is missing: run scripts/setup", path.display());
+    }
+    let mut rows = Vec::new();
+    let mut calibration = Vec::new();
+    // The first backend's teacher-forced pass (name, prompt + greedy output, logits).
+    let mut reference: Option<(String, Vec<u32>, Vec<f32>)> = None;
+    let mut prompt_ids = Vec::new();
     for &backend in &args.backends {
-        let dev = gleaner_models::select_device(backend)?;
+        let dev = match gleaner_models::select_device(backend) {
+            Ok(d) => d,
+            Err(e) if backend == BackendChoice::Wgpu => {
+                eprintln!("skipping wgpu: {e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let name = format!("gleaner/{}", dev.backend);
         let (model, tok) = Llama::load(&path, &dev.device)?;
         let prompt = tok
             .encode(GEN_PROMPT, false)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .get_ids()
             .to_vec();
-        // Warm-up, then prefill alone.
-        model.forward(&prompt, &mut model.cache())?;
-        let t = Instant::now();
-        model.forward(&prompt, &mut model.cache())?;
-        let prefill = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let out = model.generate_greedy(&prompt, args.new_tokens, None)?;
-        let gen_secs = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let check = model.check_greedy(&prompt, &out, 0.5)?;
-        let verify = t.elapsed().as_secs_f64();
-        if !check.accepted {
-            anyhow::bail!(
-                "{}: the check rejected our own greedy output: {check:?}",
-                dev.backend
+        prompt_ids.clone_from(&prompt);
+        // Warm-up (kernels, allocations).
+        model.generate_greedy(&prompt, 2, None)?;
+        let mut greedy = None;
+        for &b in &args.batches {
+            let refs: Vec<&[u32]> = vec![prompt.as_slice(); b];
+            let t = Instant::now();
+            model.generate_batch(&refs, 1, None, &vec![None; b])?;
+            let prefill = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let outs = model.generate_batch(&refs, args.new_tokens, None, &vec![None; b])?;
+            let total = t.elapsed().as_secs_f64();
+            let mut verify_secs = None;
+            if b == 1 {
+                let t = Instant::now();
+                let check = model.check_greedy(&prompt, &outs[0], GENERATE_MARGIN)?;
+                verify_secs = Some(t.elapsed().as_secs_f64());
+                if !check.accepted {
+                    bail!("{name}: the check rejected our own greedy output: {check:?}");
+                }
+                greedy = Some(outs[0].clone());
+            }
+            let row = GenRow {
+                implementation: name.clone(),
+                batch: b,
+                prompt: prompt.len(),
+                prefill_secs: prefill,
+                new: outs[0].len(),
+                decode_secs: (total - prefill).max(1e-9),
+                verify_secs,
+            };
+            eprintln!(
+                "{name} batch {b}: prompt {:.1} tok/s, new {:.1} tok/s",
+                (b * row.prompt) as f64 / row.prefill_secs,
+                (b * row.new) as f64 / row.decode_secs
             );
+            rows.push(row);
         }
-        println!(
-            "{:<12} {:>8} {:>12.1} {:>8} {:>12.1} {:>10.2} {:>10.2} {:>14.3}",
-            dev.backend,
-            prompt.len(),
-            prompt.len() as f64 / prefill,
-            out.len(),
-            out.len() as f64 / (gen_secs - prefill).max(1e-9),
-            gen_secs,
-            verify,
-            verify / gen_secs
-        );
+        // Calibration: the same teacher-forced pass on each backend.
+        let v = model.config().vocab;
+        match &reference {
+            None => {
+                let mut ids = prompt.clone();
+                ids.extend(greedy.unwrap_or_default());
+                let logits = model.forward_all(&ids)?;
+                calibration.push(format!(
+                    "{name}: smallest top-2 logit gap along its greedy output {:.3}",
+                    min_top2_gap(&logits, v, prompt.len() - 1)
+                ));
+                reference = Some((name, ids, logits));
+            }
+            Some((first, ids, want)) => {
+                let logits = model.forward_all(ids)?;
+                let d = want
+                    .iter()
+                    .zip(&logits)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                calibration.push(format!(
+                    "{name} vs {first}: max |logit difference| {d:.2e} over {} positions \
+                     (verifier margin {GENERATE_MARGIN})",
+                    ids.len()
+                ));
+            }
+        }
+    }
+    if let Some(peer) = &args.peer {
+        for &b in &args.batches {
+            rows.push(run_generate_peer(
+                peer,
+                &path,
+                &prompt_ids,
+                args.new_tokens,
+                b,
+            )?);
+        }
+    }
+    print_gen_rows(&rows);
+    for c in calibration {
+        println!("{c}");
     }
     Ok(())
+}
+
+fn run_generate_peer(
+    peer: &PathBuf,
+    model: &std::path::Path,
+    prompt: &[u32],
+    new_tokens: usize,
+    batch: usize,
+) -> anyhow::Result<GenRow> {
+    let ids: Vec<String> = prompt.iter().map(u32::to_string).collect();
+    let out = Command::new(peer)
+        .arg("generate")
+        .arg("--model")
+        .arg(model)
+        .args(["--prompt-ids", &ids.join(",")])
+        .args(["--new-tokens", &new_tokens.to_string()])
+        .args(["--batch", &batch.to_string()])
+        .output()
+        .with_context(|| format!("cannot run peer {}", peer.display()))?;
+    if !out.status.success() {
+        bail!(
+            "peer {} failed: {}",
+            peer.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("peer printed {line:?}, expected one JSON object"))?;
+    let f = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("peer output lacks {k}"))
+    };
+    Ok(GenRow {
+        implementation: v["implementation"].as_str().unwrap_or("peer").to_owned(),
+        batch,
+        prompt: f("prompt_tokens")? as usize,
+        prefill_secs: f("prefill_secs")?,
+        new: f("new_tokens")? as usize,
+        decode_secs: f("decode_secs")?,
+        verify_secs: None,
+    })
+}
+
+fn print_gen_rows(rows: &[GenRow]) {
+    println!(
+        "{:<36} {:>5} {:>7} {:>13} {:>5} {:>10} {:>9} {:>11}",
+        "implementation",
+        "batch",
+        "prompt",
+        "prompt tok/s",
+        "new",
+        "new tok/s",
+        "verify s",
+        "verify/gen"
+    );
+    let rate = |r: &GenRow| (r.batch * r.new) as f64 / r.decode_secs;
+    for r in rows {
+        let gen_secs = r.prefill_secs + r.decode_secs;
+        let (v, ratio) = r.verify_secs.map_or(("-".into(), "-".into()), |v| {
+            (format!("{v:.2}"), format!("{:.3}", v / gen_secs))
+        });
+        println!(
+            "{:<36} {:>5} {:>7} {:>13.1} {:>5} {:>10.1} {:>9} {:>11}",
+            r.implementation,
+            r.batch,
+            r.prompt,
+            (r.batch * r.prompt) as f64 / r.prefill_secs,
+            r.new,
+            rate(r),
+            v,
+            ratio
+        );
+    }
+    let batches: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.batch).collect();
+    for b in batches {
+        let best = rows
+            .iter()
+            .filter(|r| r.batch == b && r.implementation.starts_with("gleaner"))
+            .max_by(|x, y| rate(x).total_cmp(&rate(y)));
+        let peers = rows
+            .iter()
+            .filter(|r| r.batch == b && !r.implementation.starts_with("gleaner"));
+        for p in peers {
+            if let Some(g) = best {
+                println!(
+                    "batch {b}: new tokens/s {} / {} = {:.2}x",
+                    g.implementation,
+                    p.implementation,
+                    rate(g) / rate(p)
+                );
+            }
+        }
+    }
 }
 
 /// Options of `gleaner bench embed`.

@@ -132,3 +132,46 @@ fn generator_verifies_honest_runs_and_rejects_substitutions() {
         .unwrap();
     assert!(!r.accepted, "claimed greedy: {r:?}");
 }
+
+/// Prompts of different lengths decoded as one left-padded batch give the tokens each gives
+/// alone, greedy and sampled, and stop independently at the end-of-sequence token.
+#[test]
+fn batched_decoding_equals_one_at_a_time() {
+    use gleaner_models::smollm::Sampling;
+    let device = select_device(BackendChoice::Cpu).unwrap().device;
+    let (model, tok) =
+        Llama::load(&gleaner_models::smollm_gguf(), &device).unwrap_or_else(|e| panic!("{e}"));
+    let texts = [
+        "The capital of France is",
+        "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n",
+        "Once upon a time, in a small village by the sea, there lived",
+    ];
+    let prompts: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| tok.encode(*t, false).unwrap().get_ids().to_vec())
+        .collect();
+    let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let eos = model.config().eos;
+    assert_eq!(eos, Some(2), "SmolLM2's <|im_end|>");
+    let rules = [
+        None,
+        None,
+        Some(Sampling {
+            temperature: 0.8,
+            top_p: 0.9,
+            seed: 5,
+        }),
+    ];
+    let batch = model.generate_batch(&refs, 16, eos, &rules).unwrap();
+    for (i, p) in refs.iter().enumerate() {
+        let alone = model.generate(p, 16, eos, rules[i]).unwrap();
+        assert_eq!(batch[i], alone, "prompt {i}");
+    }
+    // The chat answer stops early ("The answer is 4." then <|im_end|>); the others run on.
+    assert!(
+        batch[1].len() < 16 && batch[1].last() == Some(&2),
+        "{:?}",
+        batch[1]
+    );
+    assert_eq!(batch[0].len(), 16);
+}
