@@ -302,25 +302,38 @@ impl Llama {
 
     /// Runs `ids` after what the cache holds; returns the logits of the last position.
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        self.forward_batch(ids, 1, cache, false)
+        self.forward_batch(ids, 1, cache, None)
     }
 
     /// Logits of every position of `ids` (row-major `[ids.len(), vocab]`): one teacher-forced
     /// pass, what the verifier re-scores a claimed output with.
     pub fn forward_all(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.forward_batch(ids, 1, &mut self.cache(), true)
+        self.forward_from(ids, 0)
+    }
+
+    /// Logits of positions `from..` of `ids` (row-major `[ids.len() - from, vocab]`), in one
+    /// pass over all of them: the output projection, a fifth of a token's work, is skipped for
+    /// the positions before `from` (a prompt, whose next tokens nobody claims).
+    pub fn forward_from(&self, ids: &[u32], from: usize) -> Result<Vec<f32>> {
+        if from >= ids.len() {
+            return Err(Error::Input {
+                index: from,
+                detail: format!("no positions from {from} of {}", ids.len()),
+            });
+        }
+        self.forward_batch(ids, 1, &mut self.cache(), Some(from))
     }
 
     /// Runs `b` rows of equal length (`ids` row-major `[b, s]`) after what the cache holds.
-    /// Returns the logits of the last position of each row (`[b, vocab]`), or of every position
-    /// (`[b * s, vocab]`) when `all`. Every row is computed as if alone: its padded positions
-    /// are masked out and its rope positions start at its first real token.
+    /// Returns the logits of the last position of each row (`[b, vocab]`), or of positions
+    /// `from..s` of each row (`[b * (s - from), vocab]`). Every row is computed as if alone:
+    /// its padded positions are masked out and its rope positions start at its first real token.
     fn forward_batch(
         &self,
         ids: &[u32],
         b: usize,
         cache: &mut KvCache,
-        all: bool,
+        from: Option<usize>,
     ) -> Result<Vec<f32>> {
         let c = self.cfg;
         let s = ids.len() / b.max(1);
@@ -404,12 +417,13 @@ impl Llama {
             x = x + ff.matmul(blk.down.clone());
         }
         cache.len = t;
-        let rows = if all || s == 1 {
+        let from = from.unwrap_or(s - 1).min(s - 1);
+        let rows = if from == 0 {
             x
         } else {
             x.reshape([b, s, c.dim])
-                .narrow(1, s - 1, 1)
-                .reshape([b, c.dim])
+                .narrow(1, from, s - from)
+                .reshape([b * (s - from), c.dim])
         };
         let last = self.rms_norm(rows, &self.norm);
         last.matmul(self.embed_t.clone())
@@ -480,7 +494,7 @@ impl Llama {
             .map(|s| s.map(|s| SplitMix64::new(s.seed)))
             .collect();
         let mut cache = self.batch_cache(pads);
-        let mut logits = self.forward_batch(&ids, b, &mut cache, false)?;
+        let mut logits = self.forward_batch(&ids, b, &mut cache, None)?;
         let v = self.cfg.vocab;
         let mut done = vec![false; b];
         for _ in 0..max_new {
@@ -502,7 +516,7 @@ impl Llama {
             if (0..b).all(|r| done[r] || outs[r].len() >= max_new) {
                 break;
             }
-            logits = self.forward_batch(&next, b, &mut cache, false)?;
+            logits = self.forward_batch(&next, b, &mut cache, None)?;
         }
         Ok(outs)
     }
@@ -613,12 +627,12 @@ impl Llama {
         }
         let mut ids = prompt.to_vec();
         ids.extend_from_slice(&claimed[..n - 1]);
-        let logits = self.forward_all(&ids)?;
+        let logits = self.forward_from(&ids, prompt.len() - 1)?;
         let mut rng = rule.sampling.map(|s| SplitMix64::new(s.seed));
         let mut gaps = Vec::with_capacity(n);
         let mut reason = None;
         for (k, &tok) in claimed.iter().enumerate() {
-            let row = &logits[(prompt.len() - 1 + k) * v..(prompt.len() + k) * v];
+            let row = &logits[k * v..(k + 1) * v];
             let top = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let gap = top - row[tok as usize];
             gaps.push(gap);
