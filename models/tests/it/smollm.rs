@@ -175,3 +175,19 @@ fn batched_decoding_equals_one_at_a_time() {
     );
     assert_eq!(batch[0].len(), 16);
 }
+
+/// The wgpu path (Mesa lavapipe here, a GPU on a worker) decodes the reference tokens, and the
+/// verifier's CPU check accepts its output with a logit gap far inside the margin.
+#[test]
+fn wgpu_decodes_the_reference_and_the_cpu_check_accepts_it() {
+    use gleaner_models::Generator;
+    let path = gleaner_models::smollm_gguf();
+    let wgpu = Generator::load(&path, select_device(BackendChoice::Wgpu).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rule = wgpu.decoding(5, None, 0, 0);
+    let out = wgpu.generate("The capital of France is", &rule).unwrap();
+    assert_eq!(out.ids, vec![7042, 30, 198, 198, 504]);
+    let cpu = Generator::load(&path, select_device(BackendChoice::Flex).unwrap()).unwrap();
+    let check = cpu.verify("The capital of France is", &out, &rule).unwrap();
+    assert!(check.accepted && check.max_gap < 1e-2, "{check:?}");
+}
