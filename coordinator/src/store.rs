@@ -338,10 +338,15 @@ impl Store {
         if exists.is_some() {
             return Ok(false);
         }
+        // The API registers only validated manifests; anything without a kind counts as embed.
+        let kind = serde_json::from_str::<serde_json::Value>(&job.manifest)
+            .ok()
+            .and_then(|m| m["kind"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "embed".to_owned());
         sqlx::query(
             "INSERT INTO jobs (job_id, manifest, spec_hash, requester, redundancy, task_count, \
-             deadline, state, tasks_root, post_tx, report_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10)",
+             deadline, state, tasks_root, post_tx, report_hash, created_at, kind) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11)",
         )
         .bind(job.job_id.to_string())
         .bind(job.manifest.clone())
@@ -353,6 +358,7 @@ impl Store {
         .bind(job.state.clone())
         .bind(hx(&job.tasks_root))
         .bind(i(now)?)
+        .bind(kind)
         .execute(&mut *tx)
         .await?;
         for (idx, t) in tasks.iter().enumerate() {
@@ -664,6 +670,24 @@ impl Store {
             return Ok(None);
         }
 
+        // Only the kinds the worker signed in with (workers from before kinds existed: embed).
+        let caps: Option<String> =
+            sqlx::query("SELECT capabilities FROM workers WHERE address = $1")
+                .bind(w.clone())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("capabilities"))
+                .transpose()?;
+        let kinds: Vec<&str> = caps
+            .and_then(|c| serde_json::from_str::<gleaner_protocol::api::Capabilities>(&c).ok())
+            .map_or_else(
+                || vec!["embed"],
+                |c| c.kinds.into_iter().map(kind_name).collect(),
+            );
+        let Some(&first_kind) = kinds.first() else {
+            tx.commit().await?;
+            return Ok(None);
+        };
         let pick = match self.kind {
             DbKind::Sqlite => PICK_SQL,
             DbKind::Postgres => PICK_SQL_PG,
@@ -671,6 +695,8 @@ impl Store {
         let Some(row) = sqlx::query(pick)
             .bind(w.clone())
             .bind(now_i)
+            .bind(first_kind)
+            .bind(kinds.get(1).copied().unwrap_or(first_kind))
             .fetch_optional(&mut *tx)
             .await?
         else {
@@ -998,9 +1024,18 @@ pub struct ChainEvent {
     pub data: String,
 }
 
+/// The `kind` column's value for a task kind.
+fn kind_name(k: gleaner_protocol::task::TaskKind) -> &'static str {
+    match k {
+        gleaner_protocol::task::TaskKind::Embed => "embed",
+        gleaner_protocol::task::TaskKind::Generate => "generate",
+    }
+}
+
 const PICK_SQL: &str = "SELECT t.job_id AS job_id, t.idx AS idx, t.task_hash AS task_hash, \
      t.input_hash AS input_hash FROM tasks t JOIN jobs j ON j.job_id = t.job_id \
      WHERE j.state = 'posted' AND j.deadline > $2 AND t.state = 'open' \
+     AND j.kind IN ($3, $4) \
      AND (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
           AND r.state IN ('leased', 'submitted')) < t.replicas_needed \
      AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
@@ -1010,6 +1045,7 @@ const PICK_SQL: &str = "SELECT t.job_id AS job_id, t.idx AS idx, t.task_hash AS 
 const PICK_SQL_PG: &str = "SELECT t.job_id AS job_id, t.idx AS idx, t.task_hash AS task_hash, \
      t.input_hash AS input_hash FROM tasks t JOIN jobs j ON j.job_id = t.job_id \
      WHERE j.state = 'posted' AND j.deadline > $2 AND t.state = 'open' \
+     AND j.kind IN ($3, $4) \
      AND (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
           AND r.state IN ('leased', 'submitted')) < t.replicas_needed \
      AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \

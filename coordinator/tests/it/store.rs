@@ -201,6 +201,52 @@ async fn sqlite_file_survives_a_restart() {
     assert_eq!((again.job_id, again.index), (U256::from(2), 0));
 }
 
+/// A worker is leased only the task kinds its signed capabilities list (none listed, as in
+/// sessions from before kinds existed: embed only).
+#[tokio::test]
+async fn leases_only_the_kinds_a_worker_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
+    let s = Store::connect(&url).await.unwrap();
+    let (mut row, tasks) = job(1, 1, 2);
+    row.manifest = r#"{"version":1,"kind":"generate"}"#.into();
+    s.insert_job(&row, &tasks, 1).await.unwrap();
+    s.set_job_state(U256::from(1), "registered", "posted")
+        .await
+        .unwrap();
+    let caps = |kinds: &str| {
+        format!(
+            r#"{{"adapter":"cpu","backend":"flex","memory_bytes":0,"gflops":1.0,"kinds":{kinds}}}"#
+        )
+    };
+    let (old, embed, both) = (
+        Address::repeat_byte(1),
+        Address::repeat_byte(2),
+        Address::repeat_byte(3),
+    );
+    worker(&s, old, 1.0, 100).await;
+    for (w, c) in [
+        (embed, caps(r#"["embed"]"#)),
+        (both, caps(r#"["embed","generate"]"#)),
+    ] {
+        s.sign_in(w, &c, 1.0, 1, 100, &format!("tok-{w}"), "worker", 3700)
+            .await
+            .unwrap();
+    }
+    assert!(s.lease(old, 100, 60, 600).await.unwrap().is_none());
+    assert!(s.lease(embed, 100, 60, 600).await.unwrap().is_none());
+    let l = s.lease(both, 100, 60, 600).await.unwrap().unwrap();
+    assert_eq!((l.job_id, l.index), (U256::from(1), 0));
+    // An embed job is still leased to the embed-only worker.
+    let (row2, tasks2) = job(2, 1, 1);
+    s.insert_job(&row2, &tasks2, 1).await.unwrap();
+    s.set_job_state(U256::from(2), "registered", "posted")
+        .await
+        .unwrap();
+    let l = s.lease(embed, 101, 60, 600).await.unwrap().unwrap();
+    assert_eq!(l.job_id, U256::from(2));
+}
+
 #[tokio::test]
 async fn postgres_runs_the_same_scenario_and_leases_atomically() {
     let pg = Postgres::start();
