@@ -12,12 +12,15 @@ use gleaner_protocol::sampling::prompt_seed;
 use gleaner_protocol::task::SamplingParams;
 use tokenizers::Tokenizer;
 
+use crate::qcpu::QuantLlama;
 use crate::smollm::{Decoding, GENERATE_MARGIN, Llama, Sampling, TokenCheck};
 use crate::{Error, Result, SelectedDevice, sha256_file};
 
 /// SmolLM2 ready to generate and verify.
 pub struct Generator {
     model: Llama,
+    /// The quantized CPU decoder, on CPU devices: what generation runs on there.
+    fast: Option<QuantLlama>,
     tokenizer: Tokenizer,
     device: SelectedDevice,
     weights_sha256: String,
@@ -38,7 +41,16 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 
 impl Generator {
     /// Loads the GGUF at `path` on `device`; a missing file is an error naming `scripts/setup`.
+    /// On a CPU device generation runs on the quantized CPU decoder ([`QuantLlama`]) unless
+    /// `GLEANER_DECODER=burn`; verification always runs the Burn model on `device`.
     pub fn load(path: &Path, device: SelectedDevice) -> Result<Self> {
+        let quantized = device.adapter.is_none()
+            && std::env::var("GLEANER_DECODER").map_or(true, |v| v != "burn");
+        Self::load_with(path, device, quantized)
+    }
+
+    /// [`Generator::load`] with the decoder chosen: `quantized` generates with [`QuantLlama`].
+    pub fn load_with(path: &Path, device: SelectedDevice, quantized: bool) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::MissingModel {
                 path: path.to_path_buf(),
@@ -46,12 +58,27 @@ impl Generator {
         }
         let weights_sha256 = sha256_file(path)?;
         let (model, tokenizer) = Llama::load(path, &device.device)?;
+        let fast = if quantized {
+            Some(QuantLlama::load(path, model.config())?)
+        } else {
+            None
+        };
         Ok(Self {
             model,
+            fast,
             tokenizer,
             device,
             weights_sha256,
         })
+    }
+
+    /// What generation runs on: `quantized-cpu`, or the Burn backend's name.
+    pub fn decoder(&self) -> &'static str {
+        if self.fast.is_some() {
+            "quantized-cpu"
+        } else {
+            self.device.backend
+        }
     }
 
     /// The device it runs on.
@@ -115,14 +142,8 @@ impl Generator {
 
     /// Generates a continuation of `prompt` as `rule` says.
     pub fn generate(&self, prompt: &str, rule: &Decoding) -> Result<Generation> {
-        let ids = self.prompt_ids(prompt)?;
-        let out = self
-            .model
-            .generate(&ids, rule.max_new, rule.eos, rule.sampling)?;
-        Ok(Generation {
-            text: self.text(&out)?,
-            ids: out,
-        })
+        let mut out = self.generate_many(&[prompt], std::slice::from_ref(rule))?;
+        out.pop().ok_or_else(|| Error::Data("no generation".into()))
     }
 
     /// Generates continuations of several prompts in one batch (rules differ only in their
@@ -147,9 +168,12 @@ impl Generator {
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let sampling: Vec<_> = rules.iter().map(|r| r.sampling).collect();
-        let outs = self
-            .model
-            .generate_batch(&refs, first.max_new, first.eos, &sampling)?;
+        let outs = match &self.fast {
+            Some(q) => q.generate_batch(&refs, first.max_new, first.eos, &sampling)?,
+            None => self
+                .model
+                .generate_batch(&refs, first.max_new, first.eos, &sampling)?,
+        };
         outs.into_iter()
             .map(|ids| {
                 Ok(Generation {

@@ -310,6 +310,18 @@ impl Gguf {
         }
     }
 
+    /// A tensor's directory entry and its raw bytes in storage order (blocks, for quantized
+    /// types), for kernels that compute on the quantized form.
+    pub fn tensor_bytes(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let t = self
+            .tensor(name)
+            .ok_or_else(|| bad(format!("no tensor {name}")))?;
+        let size =
+            t.ty.bytes_for(t.len())
+                .ok_or_else(|| bad(format!("{name}: type {:?} is not supported", t.ty)))?;
+        Ok((t, self.raw(t, size)?))
+    }
+
     /// A metadata value.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)

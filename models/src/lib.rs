@@ -8,6 +8,8 @@
 //! - [`gguf`]: a GGUF reader (metadata, F32/F16/Q8_0/Q4_1 dequantisation) for the SmolLM2 decoder.
 //! - [`smollm`]: SmolLM2-135M-Instruct (Llama) from GGUF with a KV cache, greedy and seeded
 //!   decoding, and the verifier's teacher-forced check.
+//! - [`qcpu`]: SmolLM2 decoding on the CPU from the GGUF's quantized weights (same f32 values,
+//!   f32 activations), what CPU workers generate with.
 //! - [`Generator`]: SmolLM2 + tokenizer, the `generate` task kind (run and verify one prompt).
 //! - [`MiniLmFiles`]: where `scripts/setup` put the weights, and their sha256.
 //!
@@ -28,6 +30,7 @@ mod error;
 mod generate;
 pub mod gguf;
 mod minilm;
+pub mod qcpu;
 pub mod smollm;
 mod tokenize;
 

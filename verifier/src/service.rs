@@ -371,7 +371,8 @@ impl Service {
         let g = tokio::task::spawn_blocking(move || -> Result<Generator> {
             let device = gleaner_models::select_device(backend)?;
             info!(target: "verifier", "{}", device.describe());
-            Ok(Generator::load(&path, device)?)
+            // The verifier never generates: no quantized decoder.
+            Ok(Generator::load_with(&path, device, false)?)
         })
         .await
         .map_err(|e| Error::Invalid(format!("model thread: {e}")))??;

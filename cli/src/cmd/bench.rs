@@ -59,6 +59,65 @@ pub struct GenerateBench {
     /// Peer benchmark binary (bench/candle-peer): candle's quantized Llama on the same GGUF.
     #[arg(long)]
     pub peer: Option<PathBuf>,
+    /// Also measure the quantized CPU decoder (with the first CPU backend verifying it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub quantized: bool,
+}
+
+type GenFn<'a> = dyn Fn(&[&[u32]], usize) -> gleaner_models::Result<Vec<Vec<u32>>> + 'a;
+
+/// Times `generate` at each batch size (prefill = one new token; decode = the rest) and, at
+/// batch 1, the Burn `verifier` model's teacher-forced check of the output, which must accept
+/// it. Returns the batch-1 output.
+fn measure(
+    name: &str,
+    args: &GenerateBench,
+    prompt: &[u32],
+    generate: &GenFn<'_>,
+    verifier: &gleaner_models::smollm::Llama,
+    rows: &mut Vec<GenRow>,
+) -> anyhow::Result<Option<Vec<u32>>> {
+    generate(&[prompt], 2)?; // warm-up
+    let mut greedy = None;
+    for &b in &args.batches {
+        let refs: Vec<&[u32]> = vec![prompt; b];
+        let t = Instant::now();
+        generate(&refs, 1)?;
+        let prefill = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let outs = generate(&refs, args.new_tokens)?;
+        let total = t.elapsed().as_secs_f64();
+        let mut verify_secs = None;
+        if b == 1 {
+            let t = Instant::now();
+            let check = verifier.check_greedy(prompt, &outs[0], GENERATE_MARGIN)?;
+            verify_secs = Some(t.elapsed().as_secs_f64());
+            if !check.accepted {
+                bail!("{name}: the verifier rejected its greedy output: {check:?}");
+            }
+            eprintln!(
+                "{name}: verifier accepts its output, largest gap {:.2e}",
+                check.max_gap
+            );
+            greedy = Some(outs[0].clone());
+        }
+        let row = GenRow {
+            implementation: name.to_owned(),
+            batch: b,
+            prompt: prompt.len(),
+            prefill_secs: prefill,
+            new: outs[0].len(),
+            decode_secs: (total - prefill).max(1e-9),
+            verify_secs,
+        };
+        eprintln!(
+            "{name} batch {b}: prompt {:.1} tok/s, new {:.1} tok/s",
+            (b * row.prompt) as f64 / row.prefill_secs,
+            (b * row.new) as f64 / row.decode_secs
+        );
+        rows.push(row);
+    }
+    Ok(greedy)
 }
 
 const GEN_PROMPT: &str = "Gleaner turns idle GPUs into a verifiable compute market. Requesters \
@@ -110,6 +169,7 @@ fn generate(args: GenerateBench) -> anyhow::Result<()> {
     // The first backend's teacher-forced pass (name, prompt + greedy output, logits).
     let mut reference: Option<(String, Vec<u32>, Vec<f32>)> = None;
     let mut prompt_ids = Vec::new();
+    let mut quantized_done = false;
     for &backend in &args.backends {
         let dev = match gleaner_models::select_device(backend) {
             Ok(d) => d,
@@ -127,42 +187,32 @@ fn generate(args: GenerateBench) -> anyhow::Result<()> {
             .get_ids()
             .to_vec();
         prompt_ids.clone_from(&prompt);
-        // Warm-up (kernels, allocations).
-        model.generate_greedy(&prompt, 2, None)?;
-        let mut greedy = None;
-        for &b in &args.batches {
-            let refs: Vec<&[u32]> = vec![prompt.as_slice(); b];
-            let t = Instant::now();
-            model.generate_batch(&refs, 1, None, &vec![None; b])?;
-            let prefill = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let outs = model.generate_batch(&refs, args.new_tokens, None, &vec![None; b])?;
-            let total = t.elapsed().as_secs_f64();
-            let mut verify_secs = None;
-            if b == 1 {
-                let t = Instant::now();
-                let check = model.check_greedy(&prompt, &outs[0], GENERATE_MARGIN)?;
-                verify_secs = Some(t.elapsed().as_secs_f64());
-                if !check.accepted {
-                    bail!("{name}: the check rejected our own greedy output: {check:?}");
-                }
-                greedy = Some(outs[0].clone());
-            }
-            let row = GenRow {
-                implementation: name.clone(),
-                batch: b,
-                prompt: prompt.len(),
-                prefill_secs: prefill,
-                new: outs[0].len(),
-                decode_secs: (total - prefill).max(1e-9),
-                verify_secs,
+        let burn_gen = |refs: &[&[u32]], n: usize| {
+            model.generate_batch(refs, n, None, &vec![None; refs.len()])
+        };
+        let greedy = measure(&name, &args, &prompt, &burn_gen, &model, &mut rows)?;
+        // The quantized CPU decoder (what CPU workers generate with), once, verified by the
+        // Burn model of this backend.
+        if args.quantized && dev.adapter.is_none() && !quantized_done {
+            quantized_done = true;
+            let q = gleaner_models::qcpu::QuantLlama::load(&path, model.config())?;
+            let q_gen = |refs: &[&[u32]], n: usize| {
+                Ok(q.generate_batch(refs, n, None, &vec![None; refs.len()])?)
             };
-            eprintln!(
-                "{name} batch {b}: prompt {:.1} tok/s, new {:.1} tok/s",
-                (b * row.prompt) as f64 / row.prefill_secs,
-                (b * row.new) as f64 / row.decode_secs
-            );
-            rows.push(row);
+            let qname = "gleaner/quantized-cpu".to_owned();
+            measure(&qname, &args, &prompt, &q_gen, &model, &mut rows)?;
+            let mut ids = prompt.clone();
+            ids.extend(greedy.clone().unwrap_or_default());
+            let (a, b) = (model.forward_all(&ids)?, q.forward_all(&ids)?);
+            let d = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            calibration.push(format!(
+                "{qname} vs {name}: max |logit difference| {d:.2e} over {} positions",
+                ids.len()
+            ));
         }
         // Calibration: the same teacher-forced pass on each backend.
         let v = model.config().vocab;

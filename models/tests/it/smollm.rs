@@ -191,3 +191,68 @@ fn wgpu_decodes_the_reference_and_the_cpu_check_accepts_it() {
     let check = cpu.verify("The capital of France is", &out, &rule).unwrap();
     assert!(check.accepted && check.max_gap < 1e-2, "{check:?}");
 }
+
+/// The quantized CPU decoder (what CPU workers generate with) keeps the reference semantics:
+/// the reference ids, logits within 1e-3 of the Burn model's, batched rows equal to single
+/// ones, and the Burn verifier accepts its sampled output.
+#[test]
+fn quantized_cpu_decoder_matches_the_reference() {
+    use gleaner_models::qcpu::QuantLlama;
+    use gleaner_models::smollm::{Decoding, GENERATE_MARGIN, Sampling};
+    let path = gleaner_models::smollm_gguf();
+    let device = select_device(BackendChoice::Flex).unwrap().device;
+    let (model, tok) = Llama::load(&path, &device).unwrap_or_else(|e| panic!("{e}"));
+    let q = QuantLlama::load(&path, model.config()).unwrap();
+    let ids = |t: &str| tok.encode(t, false).unwrap().get_ids().to_vec();
+    let france = ids("The capital of France is");
+    let greedy = q.generate_batch(&[&france], 12, Some(2), &[None]).unwrap();
+    assert_eq!(
+        greedy[0],
+        vec![7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34, 32, 33]
+    );
+    let mut all = france.clone();
+    all.extend_from_slice(&greedy[0]);
+    let (a, b) = (
+        model.forward_all(&all).unwrap(),
+        q.forward_all(&all).unwrap(),
+    );
+    let d = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 1e-3, "max |logit difference| {d}");
+
+    let story = ids("Once upon a time, in a small village by the sea, there lived");
+    let chat = ids("<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n");
+    let s = Some(Sampling {
+        temperature: 0.8,
+        top_p: 0.9,
+        seed: 9,
+    });
+    let rules = [None, s, None];
+    let prompts: [&[u32]; 3] = [&france, &story, &chat];
+    let batch = q.generate_batch(&prompts, 16, Some(2), &rules).unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = q.generate_batch(&[p], 16, Some(2), &[rules[i]]).unwrap();
+        assert_eq!(batch[i], alone[0], "prompt {i}");
+    }
+    assert_eq!(
+        batch[2].last(),
+        Some(&2),
+        "the chat answer stops at <|im_end|>"
+    );
+    let check = model
+        .verify(
+            &story,
+            &batch[1],
+            &Decoding {
+                max_new: 16,
+                eos: Some(2),
+                sampling: s,
+                margin: GENERATE_MARGIN,
+            },
+        )
+        .unwrap();
+    assert!(check.accepted, "{check:?}");
+}
