@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use gleaner_models::smollm::{Llama, Sampling, chat_prompt};
-use gleaner_models::{BackendChoice, model_cache, select_device};
+use gleaner_models::smollm::{Decoding, GENERATE_MARGIN, Sampling, chat_prompt};
+use gleaner_models::{BackendChoice, Generator, select_device};
 
-/// Generate text with SmolLM2-135M-Instruct (weights dequantised to f32, as the verifier
-/// re-scores them).
+/// Generate text with SmolLM2-135M-Instruct: on a CPU with the quantized CPU decoder (the
+/// GGUF's weights, dequantised to the verifier's f32 values as they are used; set
+/// GLEANER_DECODER=burn for the Burn decoder), on a GPU with Burn on wgpu.
 ///
 /// The prompt comes from --prompt or stdin. Greedy by default; --temperature/--top-p/--seed
 /// sample with the seeded sampler specified in gleaner-protocol (reproducible by replicas).
@@ -78,31 +79,25 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<()> {
     if !(a.top_p > 0.0 && a.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1]");
     }
-    let path = a.model.unwrap_or_else(|| {
-        model_cache()
-            .join("smollm2-135m-instruct")
-            .join("SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
+    let path = a.model.unwrap_or_else(gleaner_models::smollm_gguf);
     let device = select_device(a.backend)?;
     tracing::info!("{}", device.describe());
-    let (model, tok) = Llama::load(&path, &device.device)?;
+    let generator = Generator::load(&path, device)?;
+    tracing::info!(decoder = generator.decoder(), "SmolLM2 loaded");
     let text = if a.chat { chat_prompt(&prompt) } else { prompt };
-    let prompt_ids = tok
-        .encode(text.as_str(), false)
-        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?
-        .get_ids()
-        .to_vec();
-    let sampling = a.temperature.map(|temperature| Sampling {
-        temperature,
-        top_p: a.top_p,
-        seed: a.seed,
-    });
-    let eos = tok.token_to_id("<|im_end|>").filter(|_| a.chat).or(Some(2));
-    let ids = model.generate(&prompt_ids, a.max_tokens as usize, eos, sampling)?;
-    let shown: Vec<u32> = ids.iter().copied().filter(|&i| Some(i) != eos).collect();
-    let out = tok
-        .decode(&shown, true)
-        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+    let prompt_ids = generator.prompt_ids(&text)?;
+    let rule = Decoding {
+        max_new: a.max_tokens as usize,
+        eos: generator.model().config().eos,
+        sampling: a.temperature.map(|temperature| Sampling {
+            temperature,
+            top_p: a.top_p,
+            seed: a.seed,
+        }),
+        margin: GENERATE_MARGIN,
+    };
+    let out = generator.generate(&text, &rule)?;
+    let (ids, out) = (out.ids, out.text);
     if a.json {
         println!(
             "{}",
