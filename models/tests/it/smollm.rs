@@ -256,3 +256,50 @@ fn quantized_cpu_decoder_matches_the_reference() {
         .unwrap();
     assert!(check.accepted, "{check:?}");
 }
+
+/// Two replicas that part at a near-tie are both valid: at the 6th token of the reference
+/// prompt the top two logits are ~0.22 apart, so an output that takes the runner-up there and
+/// continues greedily is accepted, while the same substitution under a tighter margin is not.
+#[test]
+fn a_divergence_at_a_near_tie_is_accepted_within_the_margin() {
+    use gleaner_models::smollm::{Decoding, GENERATE_MARGIN};
+    let device = select_device(BackendChoice::Flex).unwrap().device;
+    let (model, tok) =
+        Llama::load(&gleaner_models::smollm_gguf(), &device).unwrap_or_else(|e| panic!("{e}"));
+    let prompt = tok
+        .encode("The capital of France is", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    let honest = model.generate_greedy(&prompt, 12, Some(2)).unwrap();
+    // The runner-up at position 5 (0-based), where the reference gap is smallest.
+    let mut prefix = prompt.clone();
+    prefix.extend_from_slice(&honest[..5]);
+    let logits = model.forward(&prefix, &mut model.cache()).unwrap();
+    let top = honest[5] as usize;
+    let runner = (0..logits.len())
+        .filter(|&i| i != top)
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap();
+    let gap = logits[top] - logits[runner];
+    assert!(gap > 0.0 && gap < GENERATE_MARGIN, "gap {gap}");
+    prefix.push(runner as u32);
+    let rest = model.generate_greedy(&prefix, 6, Some(2)).unwrap();
+    let mut diverged = honest[..5].to_vec();
+    diverged.push(runner as u32);
+    diverged.extend(rest);
+    assert_ne!(diverged, honest);
+    let rule = |margin| Decoding {
+        max_new: 12,
+        eos: Some(2),
+        sampling: None,
+        margin,
+    };
+    let ok = model
+        .verify(&prompt, &diverged, &rule(GENERATE_MARGIN))
+        .unwrap();
+    assert!(ok.accepted, "{ok:?}");
+    assert!((ok.max_gap - gap).abs() < 1e-3, "{ok:?}");
+    let strict = model.verify(&prompt, &diverged, &rule(gap / 2.0)).unwrap();
+    assert!(!strict.accepted);
+}
