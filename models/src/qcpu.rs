@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use gleaner_protocol::sampling::{SplitMix64, argmax, sample};
 
 use crate::gguf::{GgmlType, Gguf, f16_to_f32};
-use crate::smollm::{LlamaConfig, Sampling};
+use crate::smollm::{LlamaConfig, Sampling, check_batch};
 use crate::{Error, Result};
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -455,18 +455,7 @@ impl QuantLlama {
         eos: Option<u32>,
         sampling: &[Option<Sampling>],
     ) -> Result<Vec<Vec<u32>>> {
-        if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
-            return Err(Error::Input {
-                index: i,
-                detail: "empty prompt".into(),
-            });
-        }
-        if sampling.len() != prompts.len() {
-            return Err(Error::Input {
-                index: 0,
-                detail: "one sampling rule per prompt".into(),
-            });
-        }
+        check_batch(prompts, sampling)?;
         let b = prompts.len();
         let mut outs = vec![Vec::new(); b];
         if b == 0 || max_new == 0 {

@@ -465,18 +465,7 @@ impl Llama {
         eos: Option<u32>,
         sampling: &[Option<Sampling>],
     ) -> Result<Vec<Vec<u32>>> {
-        if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
-            return Err(Error::Input {
-                index: i,
-                detail: "empty prompt".into(),
-            });
-        }
-        if sampling.len() != prompts.len() {
-            return Err(Error::Input {
-                index: 0,
-                detail: "one sampling rule per prompt".into(),
-            });
-        }
+        check_batch(prompts, sampling)?;
         let b = prompts.len();
         let mut outs = vec![Vec::new(); b];
         if b == 0 || max_new == 0 {
@@ -663,6 +652,23 @@ impl Llama {
             gaps,
         })
     }
+}
+
+/// The rules every batched decoder checks: no empty prompt, one sampling rule per prompt.
+pub(crate) fn check_batch(prompts: &[&[u32]], sampling: &[Option<Sampling>]) -> Result<()> {
+    if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
+        return Err(Error::Input {
+            index: i,
+            detail: "empty prompt".into(),
+        });
+    }
+    if sampling.len() != prompts.len() {
+        return Err(Error::Input {
+            index: 0,
+            detail: "one sampling rule per prompt".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Seeded sampling parameters.

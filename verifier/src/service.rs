@@ -23,7 +23,7 @@ use crate::chain::settle_and_slash;
 use crate::client::Client;
 use crate::decide::{
     Checked, Fetched, Policy, Replica, Verdict, accepted_blob, attributed, check_generations,
-    check_replica, decide,
+    check_output, decide,
 };
 use crate::reputation::conducts;
 use crate::settlement::{JobContext, TaskRecord, build_report, report_blob};
@@ -282,42 +282,31 @@ impl Service {
         for v in &views {
             let blob = self.client.blob(v.result_hash).await?;
             let fetched = blob.as_deref().map_or(Fetched::Missing, Fetched::Bytes);
-            let checked = match manifest.kind {
-                TaskKind::Embed => {
+            let attribution = attributed(
+                &domain,
+                task.task_hash,
+                v.worker,
+                v.result_hash,
+                &v.signature,
+                fetched,
+            );
+            let checked = match (attribution, manifest.kind) {
+                (Err(unattributable), _) => unattributable,
+                (Ok(bytes), TaskKind::Embed) => {
                     let rows = input
                         .as_deref()
                         .and_then(|b| decode_texts(b).ok())
                         .map(|t| t.len());
-                    check_replica(
-                        &domain,
-                        task.task_hash,
-                        v.worker,
-                        v.result_hash,
-                        &v.signature,
-                        fetched,
-                        rows,
-                    )
+                    check_output(bytes, rows)
                 }
-                TaskKind::Generate => {
-                    match attributed(
-                        &domain,
-                        task.task_hash,
-                        v.worker,
-                        v.result_hash,
-                        &v.signature,
-                        fetched,
-                    ) {
-                        Err(c) => c,
-                        Ok(bytes) => {
-                            let input = input.as_deref().ok_or_else(|| {
-                                Error::CoordinatorUnavailable(format!(
-                                    "task {index}: the input blob is missing"
-                                ))
-                            })?;
-                            self.verify_generations(manifest, task, v.result_hash, input, bytes)
-                                .await?
-                        }
-                    }
+                (Ok(bytes), TaskKind::Generate) => {
+                    let input = input.as_deref().ok_or_else(|| {
+                        Error::CoordinatorUnavailable(format!(
+                            "task {index}: the input blob is missing"
+                        ))
+                    })?;
+                    self.verify_generations(manifest, task, v.result_hash, input, bytes)
+                        .await?
                 }
             };
             replicas.push(Replica {
