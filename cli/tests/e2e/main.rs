@@ -229,33 +229,12 @@ impl Net {
             .map(|p| serde_json::json!({ "prompt": p }).to_string() + "\n")
             .collect();
         std::fs::write(&input, lines.concat()).unwrap();
-        let mut c = gleaner();
-        self.env(&mut c, "requester");
-        let out = c
-            .args(["job", "submit", "--kind", "generate", "--input"])
-            .arg(&input)
-            .args([
-                "--batch",
-                &batch.to_string(),
-                "--redundancy",
-                &redundancy.to_string(),
-            ])
-            .args(extra)
-            .args(["--budget", "90", "--deadline", "1h"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "submit failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        let mut args = vec!["--kind", "generate"];
+        args.extend_from_slice(extra);
+        self.run_submit(&input, batch, redundancy, &args)
     }
 
+    /// Submits an embed job over the first `sentences` lines of the demo corpus.
     fn submit(&self, sentences: usize, batch: u32, redundancy: u16) -> U256 {
         let corpus =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../demo/corpus.txt"))
@@ -263,17 +242,23 @@ impl Net {
         let input = self.dir.path().join("input.txt");
         let lines: Vec<&str> = corpus.lines().take(sentences).collect();
         std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        self.run_submit(&input, batch, redundancy, &[])
+    }
+
+    /// `gleaner job submit` as the requester; the job id it prints.
+    fn run_submit(&self, input: &Path, batch: u32, redundancy: u16, extra: &[&str]) -> U256 {
         let mut c = gleaner();
         self.env(&mut c, "requester");
         let out = c
             .args(["job", "submit", "--input"])
-            .arg(&input)
+            .arg(input)
             .args([
                 "--batch",
                 &batch.to_string(),
                 "--redundancy",
                 &redundancy.to_string(),
             ])
+            .args(extra)
             .args(["--budget", "90", "--deadline", "1h"])
             .output()
             .unwrap();

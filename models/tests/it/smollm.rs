@@ -2,28 +2,32 @@
 //! "The capital of France is", 12 new tokens → " Paris.\n\nThe answer is: 201".
 
 use gleaner_models::smollm::Llama;
-use gleaner_models::{BackendChoice, model_cache, select_device};
+use gleaner_models::{BackendChoice, select_device};
+use tokenizers::Tokenizer;
+
+/// SmolLM2 from the model cache on `backend`, with its tokenizer.
+fn load(backend: BackendChoice) -> (Llama, Tokenizer) {
+    let device = select_device(backend).unwrap().device;
+    Llama::load(&gleaner_models::smollm_gguf(), &device).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The token ids of `text` (no special tokens added).
+fn ids(tok: &Tokenizer, text: &str) -> Vec<u32> {
+    tok.encode(text, false).unwrap().get_ids().to_vec()
+}
 
 #[test]
 fn greedy_matches_the_reference_ids() {
-    let path = model_cache()
-        .join("smollm2-135m-instruct")
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let device = select_device(BackendChoice::Cpu).unwrap().device;
-    let (model, tok) = Llama::load(&path, &device).unwrap_or_else(|e| panic!("{e}"));
-    let prompt = tok
-        .encode("The capital of France is", false)
-        .unwrap()
-        .get_ids()
-        .to_vec();
-    let ids = model.generate_greedy(&prompt, 12, Some(2)).unwrap();
+    let (model, tok) = load(BackendChoice::Cpu);
+    let prompt = ids(&tok, "The capital of France is");
+    let out = model.generate_greedy(&prompt, 12, Some(2)).unwrap();
     assert_eq!(
-        ids,
+        out,
         vec![7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34, 32, 33],
         "prompt {prompt:?}"
     );
     assert_eq!(
-        tok.decode(&ids, false).unwrap(),
+        tok.decode(&out, false).unwrap(),
         " Paris.\n\nThe answer is: 201"
     );
 }
@@ -31,16 +35,8 @@ fn greedy_matches_the_reference_ids() {
 /// One teacher-forced pass accepts the honest continuation and rejects a substituted token.
 #[test]
 fn teacher_forced_check_accepts_honest_and_rejects_substituted_tokens() {
-    let path = model_cache()
-        .join("smollm2-135m-instruct")
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let device = select_device(BackendChoice::Cpu).unwrap().device;
-    let (model, tok) = Llama::load(&path, &device).unwrap_or_else(|e| panic!("{e}"));
-    let prompt = tok
-        .encode("The capital of France is", false)
-        .unwrap()
-        .get_ids()
-        .to_vec();
+    let (model, tok) = load(BackendChoice::Cpu);
+    let prompt = ids(&tok, "The capital of France is");
     let honest = model.generate_greedy(&prompt, 12, Some(2)).unwrap();
     let check = model.check_greedy(&prompt, &honest, 0.1).unwrap();
     assert!(check.accepted, "{check:?}");
@@ -50,7 +46,7 @@ fn teacher_forced_check_accepts_honest_and_rejects_substituted_tokens() {
     );
     // " London" instead of " Paris".
     let mut forged = honest.clone();
-    forged[0] = tok.encode(" London", false).unwrap().get_ids()[0];
+    forged[0] = ids(&tok, " London")[0];
     let check = model.check_greedy(&prompt, &forged, 0.1).unwrap();
     assert!(!check.accepted && check.gaps[0] > 1.0, "{check:?}");
 }
@@ -138,18 +134,13 @@ fn generator_verifies_honest_runs_and_rejects_substitutions() {
 #[test]
 fn batched_decoding_equals_one_at_a_time() {
     use gleaner_models::smollm::Sampling;
-    let device = select_device(BackendChoice::Cpu).unwrap().device;
-    let (model, tok) =
-        Llama::load(&gleaner_models::smollm_gguf(), &device).unwrap_or_else(|e| panic!("{e}"));
+    let (model, tok) = load(BackendChoice::Cpu);
     let texts = [
         "The capital of France is",
         "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n",
         "Once upon a time, in a small village by the sea, there lived",
     ];
-    let prompts: Vec<Vec<u32>> = texts
-        .iter()
-        .map(|t| tok.encode(*t, false).unwrap().get_ids().to_vec())
-        .collect();
+    let prompts: Vec<Vec<u32>> = texts.iter().map(|t| ids(&tok, t)).collect();
     let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
     let eos = model.config().eos;
     assert_eq!(eos, Some(2), "SmolLM2's <|im_end|>");
@@ -199,11 +190,9 @@ fn wgpu_decodes_the_reference_and_the_cpu_check_accepts_it() {
 fn quantized_cpu_decoder_matches_the_reference() {
     use gleaner_models::qcpu::QuantLlama;
     use gleaner_models::smollm::{Decoding, GENERATE_MARGIN, Sampling};
-    let path = gleaner_models::smollm_gguf();
-    let device = select_device(BackendChoice::Flex).unwrap().device;
-    let (model, tok) = Llama::load(&path, &device).unwrap_or_else(|e| panic!("{e}"));
-    let q = QuantLlama::load(&path, model.config()).unwrap();
-    let ids = |t: &str| tok.encode(t, false).unwrap().get_ids().to_vec();
+    let (model, tok) = load(BackendChoice::Flex);
+    let q = QuantLlama::load(&gleaner_models::smollm_gguf(), model.config()).unwrap();
+    let ids = |t: &str| ids(&tok, t);
     let france = ids("The capital of France is");
     let greedy = q.generate_batch(&[&france], 12, Some(2), &[None]).unwrap();
     assert_eq!(
@@ -263,14 +252,8 @@ fn quantized_cpu_decoder_matches_the_reference() {
 #[test]
 fn a_divergence_at_a_near_tie_is_accepted_within_the_margin() {
     use gleaner_models::smollm::{Decoding, GENERATE_MARGIN};
-    let device = select_device(BackendChoice::Flex).unwrap().device;
-    let (model, tok) =
-        Llama::load(&gleaner_models::smollm_gguf(), &device).unwrap_or_else(|e| panic!("{e}"));
-    let prompt = tok
-        .encode("The capital of France is", false)
-        .unwrap()
-        .get_ids()
-        .to_vec();
+    let (model, tok) = load(BackendChoice::Flex);
+    let prompt = ids(&tok, "The capital of France is");
     let honest = model.generate_greedy(&prompt, 12, Some(2)).unwrap();
     // The runner-up at position 5 (0-based), where the reference gap is smallest.
     let mut prefix = prompt.clone();
