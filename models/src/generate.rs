@@ -12,9 +12,10 @@ use gleaner_protocol::sampling::prompt_seed;
 use gleaner_protocol::task::SamplingParams;
 use tokenizers::Tokenizer;
 
+use crate::gguf::Gguf;
 use crate::qcpu::QuantLlama;
 use crate::smollm::{Decoding, GENERATE_MARGIN, Llama, Sampling, TokenCheck};
-use crate::{Error, Result, SelectedDevice, sha256_file};
+use crate::{Error, Result, SelectedDevice};
 
 /// SmolLM2 ready to generate and verify.
 pub struct Generator {
@@ -56,10 +57,12 @@ impl Generator {
                 path: path.to_path_buf(),
             });
         }
-        let weights_sha256 = sha256_file(path)?;
-        let (model, tokenizer) = Llama::load(path, &device.device)?;
+        // One read of the file serves the hash and both decoders.
+        let g = Gguf::open(path)?;
+        let weights_sha256 = g.sha256();
+        let (model, tokenizer) = Llama::from_gguf(&g, &device.device)?;
         let fast = if quantized {
-            Some(QuantLlama::load(path, model.config())?)
+            Some(QuantLlama::from_gguf(&g, model.config())?)
         } else {
             None
         };

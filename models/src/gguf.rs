@@ -237,6 +237,13 @@ impl Gguf {
         Self::parse(bytes)
     }
 
+    /// sha256 of the file's bytes (lowercase hex): what [`crate::sha256_file`] gives for the
+    /// file it was read from, without reading it again.
+    pub fn sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(&self.bytes))
+    }
+
     /// Parses GGUF bytes.
     pub fn parse(bytes: Vec<u8>) -> Result<Self> {
         let mut c = Cursor { b: &bytes, pos: 0 };

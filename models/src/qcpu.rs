@@ -287,28 +287,32 @@ struct SeqCache {
 impl QuantLlama {
     /// Loads the quantized weights of a SmolLM2 GGUF, with `cfg` read by [`crate::smollm::Llama`].
     pub fn load(path: &Path, cfg: LlamaConfig) -> Result<Self> {
-        let g = Gguf::open(path)?;
+        Self::from_gguf(&Gguf::open(path)?, cfg)
+    }
+
+    /// The quantized weights of an opened GGUF.
+    pub fn from_gguf(g: &Gguf, cfg: LlamaConfig) -> Result<Self> {
         let vec = |name: &str| g.dequantize(name);
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
             blocks.push(QBlock {
                 attn_norm: vec(&p("attn_norm"))?,
-                wq: QMat::load(&g, &p("attn_q"))?,
-                wk: QMat::load(&g, &p("attn_k"))?,
-                wv: QMat::load(&g, &p("attn_v"))?,
-                wo: QMat::load(&g, &p("attn_output"))?,
+                wq: QMat::load(g, &p("attn_q"))?,
+                wk: QMat::load(g, &p("attn_k"))?,
+                wv: QMat::load(g, &p("attn_v"))?,
+                wo: QMat::load(g, &p("attn_output"))?,
                 ffn_norm: vec(&p("ffn_norm"))?,
-                gate: QMat::load(&g, &p("ffn_gate"))?,
-                up: QMat::load(&g, &p("ffn_up"))?,
-                down: QMat::load(&g, &p("ffn_down"))?,
+                gate: QMat::load(g, &p("ffn_gate"))?,
+                up: QMat::load(g, &p("ffn_up"))?,
+                down: QMat::load(g, &p("ffn_down"))?,
             });
         }
         let hd = cfg.dim / cfg.heads;
         let inv_freq = (0..hd / 2)
             .map(|i| cfg.rope_base.powf(-2.0 * i as f64 / hd as f64))
             .collect();
-        let embed = QMat::load(&g, "token_embd.weight")?;
+        let embed = QMat::load(g, "token_embd.weight")?;
         if embed.rows != cfg.vocab || embed.cols != cfg.dim {
             return Err(bad("token_embd does not match the config"));
         }
@@ -334,16 +338,26 @@ impl QuantLlama {
         out
     }
 
-    /// Rotates adjacent pairs (2i, 2i+1) of every head of one row at position `pos`.
-    fn rope(&self, row: &mut [f32], pos: usize) {
+    /// cos and sin of the rope angles at `pos` (`half` of each): the same for every layer and
+    /// head, so computed once per row and step.
+    fn rope_angles(&self, pos: usize) -> (Vec<f32>, Vec<f32>) {
+        self.inv_freq
+            .iter()
+            .map(|f| {
+                let theta = pos as f64 * f;
+                (theta.cos() as f32, theta.sin() as f32)
+            })
+            .unzip()
+    }
+
+    /// Rotates adjacent pairs (2i, 2i+1) of every head of one row by `angles`.
+    fn rope(&self, row: &mut [f32], (cos, sin): &(Vec<f32>, Vec<f32>)) {
         let hd = self.cfg.dim / self.cfg.heads;
         for head in row.chunks_exact_mut(hd) {
-            for (i, f) in self.inv_freq.iter().enumerate() {
-                let theta = pos as f64 * f;
-                let (c, s) = (theta.cos() as f32, theta.sin() as f32);
+            for i in 0..hd / 2 {
                 let (x0, x1) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = x0 * c - x1 * s;
-                head[2 * i + 1] = x0 * s + x1 * c;
+                head[2 * i] = x0 * cos[i] - x1 * sin[i];
+                head[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
             }
         }
     }
@@ -379,6 +393,7 @@ impl QuantLlama {
             pos[r] = next[seq[r]];
             next[seq[r]] += 1;
         }
+        let angles: Vec<_> = pos.iter().map(|&p| self.rope_angles(p)).collect();
         let scale = 1.0 / (hd as f32).sqrt();
         for (l, b) in self.blocks.iter().enumerate() {
             let h = self.rms_norm(&x, &b.attn_norm);
@@ -386,8 +401,8 @@ impl QuantLlama {
             let mut k = b.wk.matmul(&h, n);
             let v = b.wv.matmul(&h, n);
             for r in 0..n {
-                self.rope(&mut q[r * d..(r + 1) * d], pos[r]);
-                self.rope(&mut k[r * kvd..(r + 1) * kvd], pos[r]);
+                self.rope(&mut q[r * d..(r + 1) * d], &angles[r]);
+                self.rope(&mut k[r * kvd..(r + 1) * kvd], &angles[r]);
                 let cache = &mut caches[seq[r]];
                 cache.k[l].extend_from_slice(&k[r * kvd..(r + 1) * kvd]);
                 cache.v[l].extend_from_slice(&v[r * kvd..(r + 1) * kvd]);

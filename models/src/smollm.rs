@@ -154,7 +154,11 @@ const MASKED: f32 = -1e9;
 impl Llama {
     /// Loads the model from a GGUF file (weights dequantised to f32).
     pub fn load(path: &Path, device: &Device) -> Result<(Self, Tokenizer)> {
-        let g = Gguf::open(path)?;
+        Self::from_gguf(&Gguf::open(path)?, device)
+    }
+
+    /// The model and tokenizer of an opened GGUF (weights dequantised to f32).
+    pub fn from_gguf(g: &Gguf, device: &Device) -> Result<(Self, Tokenizer)> {
         let u = |k: &str| {
             g.get(k)
                 .and_then(Value::as_u64)
@@ -166,7 +170,7 @@ impl Llama {
                 .and_then(Value::as_f64)
                 .ok_or_else(|| bad(format!("no {k}")))
         };
-        let tokenizer = tokenizer_from_gguf(&g)?;
+        let tokenizer = tokenizer_from_gguf(g)?;
         let cfg = LlamaConfig {
             vocab: tokenizer.get_vocab_size(false),
             dim: u("llama.embedding_length")?,

@@ -260,6 +260,26 @@ fn generate(args: GenerateBench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// For each batch size, the fastest gleaner row over each peer row:
+/// `batch B: {what}gleaner/x / peer = R x`. Rows are `(implementation, batch, rate)`.
+fn print_peer_ratios(rows: &[(&str, usize, f64)], what: &str) {
+    let batches: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.1).collect();
+    for b in batches {
+        let best = rows
+            .iter()
+            .filter(|r| r.1 == b && r.0.starts_with("gleaner"))
+            .max_by(|x, y| x.2.total_cmp(&y.2));
+        let peers = rows
+            .iter()
+            .filter(|r| r.1 == b && !r.0.starts_with("gleaner"));
+        for p in peers {
+            if let Some(g) = best {
+                println!("batch {b}: {what}{} / {} = {:.2}x", g.0, p.0, g.2 / p.2);
+            }
+        }
+    }
+}
+
 fn run_generate_peer(
     peer: &PathBuf,
     model: &std::path::Path,
@@ -332,26 +352,11 @@ fn print_gen_rows(rows: &[GenRow]) {
             ratio
         );
     }
-    let batches: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.batch).collect();
-    for b in batches {
-        let best = rows
-            .iter()
-            .filter(|r| r.batch == b && r.implementation.starts_with("gleaner"))
-            .max_by(|x, y| rate(x).total_cmp(&rate(y)));
-        let peers = rows
-            .iter()
-            .filter(|r| r.batch == b && !r.implementation.starts_with("gleaner"));
-        for p in peers {
-            if let Some(g) = best {
-                println!(
-                    "batch {b}: new tokens/s {} / {} = {:.2}x",
-                    g.implementation,
-                    p.implementation,
-                    rate(g) / rate(p)
-                );
-            }
-        }
-    }
+    let rates: Vec<(&str, usize, f64)> = rows
+        .iter()
+        .map(|r| (r.implementation.as_str(), r.batch, rate(r)))
+        .collect();
+    print_peer_ratios(&rates, "new tokens/s ");
 }
 
 /// Options of `gleaner bench embed`.
@@ -551,28 +556,16 @@ fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
             r.implementation, r.batch, r.sentences, r.secs, r.sentences_per_s, cos, diff
         );
     }
-    for b in rows
+    let rates: Vec<(&str, usize, f64)> = rows
         .iter()
-        .map(|r| r.batch)
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        let best = rows
-            .iter()
-            .filter(|r| r.batch == b && r.implementation.starts_with("gleaner"))
-            .max_by(|x, y| x.sentences_per_s.total_cmp(&y.sentences_per_s));
-        let peers = rows
-            .iter()
-            .filter(|r| r.batch == b && !r.implementation.starts_with("gleaner"));
-        for p in peers {
-            if let Some(g) = best {
-                println!(
-                    "batch {b}: {} / {} = {:.2}x",
-                    g.implementation,
-                    p.implementation,
-                    g.sentences_per_s / p.sentences_per_s
-                );
-            }
-        }
-    }
+        .map(|r| {
+            (
+                r.implementation.as_str(),
+                r.batch as usize,
+                r.sentences_per_s,
+            )
+        })
+        .collect();
+    print_peer_ratios(&rates, "");
     Ok(())
 }

@@ -223,9 +223,13 @@ fn build_inputs(a: &SubmitArgs, bytes: &[u8]) -> anyhow::Result<(Vec<Vec<u8>>, J
                 bail!("--chat applies to --kind generate only");
             }
             let texts = crate::input::read_lines(bytes)?;
+            // Work units: the input's bytes.
             let blobs = texts
                 .chunks(a.batch as usize)
-                .map(|c| encode_texts(&c.iter().map(String::as_str).collect::<Vec<_>>()))
+                .map(|c| {
+                    let b = encode_texts(&c.iter().map(String::as_str).collect::<Vec<_>>())?;
+                    Ok::<_, gleaner_protocol::Error>((b.len() as u64, b))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let model = ModelRef {
                 id: "sentence-transformers/all-MiniLM-L6-v2".into(),
@@ -245,9 +249,14 @@ fn build_inputs(a: &SubmitArgs, bytes: &[u8]) -> anyhow::Result<(Vec<Vec<u8>>, J
             } else {
                 prompts
             };
+            // Work units: the input's bytes plus 4 per token each prompt may generate.
             let blobs = prompts
                 .chunks(a.batch as usize)
-                .map(|c| encode_prompts(&c.iter().map(String::as_str).collect::<Vec<_>>()))
+                .map(|c| {
+                    let b = encode_prompts(&c.iter().map(String::as_str).collect::<Vec<_>>())?;
+                    let most = c.len() as u64 * u64::from(a.max_tokens) * 4;
+                    Ok::<_, gleaner_protocol::Error>((b.len() as u64 + most, b))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let model = ModelRef {
                 id: "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, dequantised to f32)".into(),
@@ -258,17 +267,9 @@ fn build_inputs(a: &SubmitArgs, bytes: &[u8]) -> anyhow::Result<(Vec<Vec<u8>>, J
     };
     let tasks = blobs
         .iter()
-        .map(|b| {
-            // Work units: input bytes, plus for generate the most tokens each prompt may cost.
-            let prompts = if kind == TaskKind::Generate {
-                b.iter().filter(|&&c| c == b'\n').count() as u64
-            } else {
-                0
-            };
-            TaskInput {
-                input_hash: blob_hash(b),
-                cost: b.len() as u64 + prompts * u64::from(max_tokens) * 4,
-            }
+        .map(|(cost, b)| TaskInput {
+            input_hash: blob_hash(b),
+            cost: *cost,
         })
         .collect();
     let manifest = JobManifest {
@@ -283,7 +284,7 @@ fn build_inputs(a: &SubmitArgs, bytes: &[u8]) -> anyhow::Result<(Vec<Vec<u8>>, J
         tasks,
     };
     manifest.validate()?;
-    Ok((blobs, manifest))
+    Ok((blobs.into_iter().map(|(_, b)| b).collect(), manifest))
 }
 
 async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
