@@ -1,6 +1,7 @@
 //! Options shared by several subcommands: the chain and the key.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
@@ -91,6 +92,13 @@ pub fn password_from(
     )
 }
 
+/// Reads all of `reader` as one text per line ([`gleaner_kinds::lines::read_lines`]).
+pub fn read_all(mut reader: impl std::io::Read) -> anyhow::Result<Vec<String>> {
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes)?;
+    Ok(gleaner_kinds::lines::read_lines(&bytes)?)
+}
+
 /// A multi-threaded tokio runtime for async subcommands.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -115,6 +123,30 @@ pub fn provider(
         .erased())
 }
 
+/// Parses `90s`, `30m`, `2h`, `1d` (or plain seconds).
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("bad duration {s:?}: use 90s, 30m, 2h or 1d"))?;
+    let secs = match unit {
+        "" | "s" => n.checked_mul(1),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => bail!("bad duration {s:?}: use 90s, 30m, 2h or 1d"),
+    }
+    .with_context(|| format!("duration {s:?} is too long"))?;
+    if secs == 0 {
+        bail!("deadline must be in the future");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 /// Parses a token amount in whole tokens with up to 18 decimals (`12.5`).
 pub fn parse_amount(s: &str) -> anyhow::Result<alloy::primitives::U256> {
     let v = alloy::primitives::utils::parse_units(s, 18)
@@ -127,36 +159,64 @@ pub fn format_amount(v: alloy::primitives::U256) -> String {
     alloy::primitives::utils::format_units(v, 18).unwrap_or_else(|_| v.to_string())
 }
 
-/// Waits for a transaction and fails clearly when it reverted.
-pub async fn confirm(
-    what: &str,
-    pending: Result<
-        alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
-        alloy::contract::Error,
-    >,
-) -> anyhow::Result<alloy::rpc::types::TransactionReceipt> {
-    let receipt = pending
-        .map_err(|e| anyhow::anyhow!("{what}: {}", decode_revert(&e)))?
-        .get_receipt()
-        .await
-        .with_context(|| format!("{what}: no receipt"))?;
-    if !receipt.status() {
-        anyhow::bail!("{what}: transaction {} reverted", receipt.transaction_hash);
-    }
-    Ok(receipt)
+pub use gleaner_protocol::bindings::confirm;
+
+/// Where the models are and what runs them (the miner and the verifier).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Models")]
+pub struct ModelArgs {
+    /// Where the model runs: auto, wgpu, cpu, flex or ndarray.
+    #[arg(long, env = "GLEANER_BACKEND", default_value = "auto")]
+    pub backend: gleaner_models::BackendChoice,
+    /// Directory with MiniLM's model.safetensors and tokenizer.json
+    /// [default: $GLEANER_HOME/models/all-minilm-l6-v2].
+    #[arg(long, env = "GLEANER_MINILM_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// SmolLM2 GGUF for generate tasks [default: $GLEANER_HOME/models/smollm2-135m-instruct/
+    /// SmolLM2-135M-Instruct.Q4_1.gguf]. Without the file a miner offers no generate tasks.
+    #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
+    pub smollm: Option<PathBuf>,
 }
 
-/// The contract error's name where the ABI knows it, else the raw error.
-pub fn decode_revert(e: &alloy::contract::Error) -> String {
-    use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry};
-    if let Some(err) = e.as_decoded_interface_error::<JobMarket::JobMarketErrors>() {
-        return format!("JobMarket reverted: {err:?}");
+impl ModelArgs {
+    /// Where the models are, under `home` unless a flag says otherwise.
+    pub fn setup(&self, home: &std::path::Path) -> gleaner_kinds::ModelSetup {
+        let mut setup = gleaner_kinds::ModelSetup::from_home(home);
+        if let Some(dir) = &self.model_dir {
+            setup.minilm = gleaner_models::MiniLmFiles::in_dir(dir);
+        }
+        if let Some(path) = &self.smollm {
+            setup.smollm = path.clone();
+        }
+        setup
     }
-    if let Some(err) = e.as_decoded_interface_error::<WorkerRegistry::WorkerRegistryErrors>() {
-        return format!("WorkerRegistry reverted: {err:?}");
+
+    /// The built-in task kinds on the chosen device (what `auto` picked is logged).
+    pub fn kinds(
+        &self,
+        setup: &gleaner_kinds::ModelSetup,
+    ) -> anyhow::Result<(gleaner_kinds::Registry, gleaner_models::SelectedDevice)> {
+        let device = gleaner_models::select_device(self.backend)?;
+        tracing::info!(target: "gleaner", "{}", device.describe());
+        Ok((
+            gleaner_kinds::Registry::standard(setup, device.clone()),
+            device,
+        ))
     }
-    if let Some(err) = e.as_decoded_interface_error::<GleanerToken::GleanerTokenErrors>() {
-        return format!("token reverted: {err:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
     }
-    e.to_string()
 }

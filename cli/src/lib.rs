@@ -7,10 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 pub mod common;
-mod input;
 mod output;
 
-pub use input::{InputError, read_lines};
 pub use output::write_safetensors;
 
 /// Gleaner: a verifiable compute market for foundation models.

@@ -576,7 +576,7 @@ async fn lease(
                 job_id: t.job_id,
                 index: t.index,
                 task_hash: t.task_hash,
-                kind: m.kind,
+                kind: m.kind.clone(),
                 model: m.model.clone(),
                 params: m.params.clone(),
                 input_hash: t.input_hash,

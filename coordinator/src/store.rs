@@ -678,13 +678,13 @@ impl Store {
                 .await?
                 .map(|r| r.try_get("capabilities"))
                 .transpose()?;
-        let kinds: Vec<&str> = caps
+        let kinds: Vec<String> = caps
             .and_then(|c| serde_json::from_str::<gleaner_protocol::api::Capabilities>(&c).ok())
             .map_or_else(
-                || vec!["embed"],
-                |c| c.kinds.into_iter().map(kind_name).collect(),
+                || vec!["embed".to_owned()],
+                |c| c.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
             );
-        let Some(&first_kind) = kinds.first() else {
+        let Some(first_kind) = kinds.first().cloned() else {
             tx.commit().await?;
             return Ok(None);
         };
@@ -695,8 +695,8 @@ impl Store {
         let Some(row) = sqlx::query(pick)
             .bind(w.clone())
             .bind(now_i)
-            .bind(first_kind)
-            .bind(kinds.get(1).copied().unwrap_or(first_kind))
+            .bind(first_kind.clone())
+            .bind(kinds.get(1).cloned().unwrap_or(first_kind))
             .fetch_optional(&mut *tx)
             .await?
         else {
@@ -1022,14 +1022,6 @@ pub struct ChainEvent {
     pub job_id: U256,
     /// Event-specific data (JSON).
     pub data: String,
-}
-
-/// The `kind` column's value for a task kind.
-fn kind_name(k: gleaner_protocol::task::TaskKind) -> &'static str {
-    match k {
-        gleaner_protocol::task::TaskKind::Embed => "embed",
-        gleaner_protocol::task::TaskKind::Generate => "generate",
-    }
 }
 
 const PICK_SQL: &str = "SELECT t.job_id AS job_id, t.idx AS idx, t.task_hash AS task_hash, \

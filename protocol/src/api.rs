@@ -27,7 +27,7 @@
 use alloy::primitives::{Address, B256, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
-use crate::task::{ModelRef, TaskKind, TaskParams};
+use crate::task::{KindId, ModelRef, TaskParams};
 
 /// Error body of every non-2xx reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +132,7 @@ pub struct Capabilities {
     /// Measured throughput in GFLOP/s: the resource score R_i.
     pub gflops: f64,
     /// Task kinds it runs.
-    pub kinds: Vec<TaskKind>,
+    pub kinds: Vec<KindId>,
 }
 
 impl Capabilities {
@@ -180,7 +180,7 @@ mod tests {
                 backend: "flex".into(),
                 memory_bytes: 0,
                 gflops: g,
-                kinds: vec![TaskKind::Embed],
+                kinds: vec![KindId::EMBED],
             }
             .round();
             let back: Capabilities =
@@ -235,7 +235,7 @@ pub struct Lease {
     /// Task hash (what the result signature binds).
     pub task_hash: B256,
     /// Task kind.
-    pub kind: TaskKind,
+    pub kind: KindId,
     /// Model to run.
     pub model: ModelRef,
     /// Parameters.

@@ -41,25 +41,6 @@ fn chain_err(what: &str) -> impl Fn(alloy::contract::Error) -> Error + '_ {
     move |e| Error::Invalid(format!("{what}: {e}"))
 }
 
-async fn confirm<N: alloy::network::Network>(
-    what: &str,
-    pending: std::result::Result<
-        alloy::providers::PendingTransactionBuilder<N>,
-        alloy::contract::Error,
-    >,
-) -> Result<()> {
-    let receipt = pending
-        .map_err(chain_err(what))?
-        .get_receipt()
-        .await
-        .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
-    use alloy::network::ReceiptResponse;
-    if !receipt.status() {
-        return Err(Error::Invalid(format!("{what}: transaction reverted")));
-    }
-    Ok(())
-}
-
 /// Deploys token, registry and market from the sender of `provider`, links them and grants
 /// the roles. The sender must be `params.admin`.
 pub async fn deploy<P: Provider + Clone>(
@@ -93,7 +74,7 @@ pub async fn deploy<P: Provider + Clone>(
     .await
     .map_err(chain_err("deploy market"))?;
 
-    confirm(
+    crate::bindings::confirm(
         "setMarket",
         registry.setMarket(*market.address()).send().await,
     )
@@ -113,7 +94,7 @@ pub async fn deploy<P: Provider + Clone>(
         .call()
         .await
         .map_err(chain_err("SLASHER_ROLE"))?;
-    confirm(
+    crate::bindings::confirm(
         "grant coordinator",
         market
             .grantRole(coordinator_role, params.coordinator)
@@ -121,7 +102,7 @@ pub async fn deploy<P: Provider + Clone>(
             .await,
     )
     .await?;
-    confirm(
+    crate::bindings::confirm(
         "grant verifier",
         market
             .grantRole(verifier_role, params.verifier)
@@ -129,7 +110,7 @@ pub async fn deploy<P: Provider + Clone>(
             .await,
     )
     .await?;
-    confirm(
+    crate::bindings::confirm(
         "grant slasher",
         registry
             .grantRole(slasher_role, params.verifier)
@@ -190,20 +171,21 @@ pub async fn fund_and_stake(
         .wallet(worker.clone())
         .connect_http(url);
     let token = GleanerToken::new(d.token, &p);
-    confirm(
+    crate::bindings::confirm(
         "faucet",
         token.faucet(worker.address(), tokens).send().await,
     )
     .await?;
-    confirm("approve", token.approve(d.registry, stake).send().await).await?;
-    confirm(
+    crate::bindings::confirm("approve", token.approve(d.registry, stake).send().await).await?;
+    crate::bindings::confirm(
         "stake",
         WorkerRegistry::new(d.registry, &p)
             .stake(stake)
             .send()
             .await,
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// The arguments of `createJob`.
@@ -238,8 +220,8 @@ pub async fn create_funded_job<P: Provider>(
         deadline,
     } = job;
     let token = GleanerToken::new(d.token, provider);
-    confirm("faucet", token.faucet(requester, budget).send().await).await?;
-    confirm("approve", token.approve(d.market, budget).send().await).await?;
+    crate::bindings::confirm("faucet", token.faucet(requester, budget).send().await).await?;
+    crate::bindings::confirm("approve", token.approve(d.market, budget).send().await).await?;
     let receipt = JobMarket::new(d.market, provider)
         .createJob(spec, tasks, redundancy, budget, deadline)
         .send()

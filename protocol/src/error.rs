@@ -10,6 +10,9 @@ pub enum Error {
     /// A checked arithmetic step overflowed.
     #[error("arithmetic overflow")]
     Overflow,
+    /// A JSON-RPC request failed (node unreachable, range refused).
+    #[error("chain: {0}")]
+    Chain(String),
 }
 
 /// Result with this crate's [`Error`].

@@ -1,5 +1,6 @@
 //! Gleaner's shared vocabulary: what every other crate agrees on.
 //!
+//! - [`logs`]: event logs read in bounded block ranges.
 //! - [`formulas`]: the seed's allocation, execution-time, aggregation, contribution and payout
 //!   formulas as checked pure functions (seed 4.1, worked example 4.3 as tests).
 //! - [`merkle`]: the task Merkle tree, compatible with OpenZeppelin's `MerkleProof`.
@@ -20,6 +21,7 @@ pub mod blob;
 pub mod devnet;
 pub mod eip712;
 pub mod formulas;
+pub mod logs;
 pub mod merkle;
 pub mod report;
 pub mod sampling;

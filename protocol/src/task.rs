@@ -11,6 +11,8 @@
 
 use alloy::primitives::{B256, U256, keccak256};
 use alloy::sol_types::SolValue;
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -18,14 +20,73 @@ use crate::{Error, Result};
 /// Manifest format version.
 pub const MANIFEST_VERSION: u32 = 1;
 
-/// What a task computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskKind {
+/// The name of a task kind (`embed`, `generate`, ...) in manifests, leases and capabilities.
+///
+/// Kinds are open: a kind is whatever a `TaskKind` implementation registers (see the
+/// `gleaner-kinds` crate); the coordinator only matches names. A name is 1 to 32 characters of
+/// `a-z`, `0-9`, `-` and `_`, starting with a letter, so it is the same string everywhere
+/// (JSON, SQL, logs). Parsing (and deserialising) refuses anything else.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct KindId(Cow<'static, str>);
+
+impl KindId {
     /// Sentence embeddings (all-MiniLM-L6-v2): f32 `[n, 384]`.
-    Embed,
-    /// Text generation (SmolLM2-135M-Instruct): token ids.
-    Generate,
+    pub const EMBED: Self = Self(Cow::Borrowed("embed"));
+    /// Text generation (SmolLM2-135M-Instruct): token ids and text.
+    pub const GENERATE: Self = Self(Cow::Borrowed("generate"));
+
+    /// A kind name known at compile time; panics (at compile time in a `const`) when invalid.
+    pub const fn from_static(name: &'static str) -> Self {
+        assert!(valid_kind_name(name.as_bytes()), "invalid kind name");
+        Self(Cow::Borrowed(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+const fn valid_kind_name(b: &[u8]) -> bool {
+    if b.is_empty() || b.len() > 32 || !b[0].is_ascii_lowercase() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_') {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+impl std::str::FromStr for KindId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if !valid_kind_name(s.as_bytes()) {
+            return Err(Error::Invalid(format!(
+                "task kind {s:?}: expected 1-32 characters of a-z, 0-9, '-', '_', starting with a letter"
+            )));
+        }
+        Ok(Self(Cow::Owned(s.to_owned())))
+    }
+}
+
+impl<'de> Deserialize<'de> for KindId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for KindId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The model a job runs, pinned by the sha256 of its weights file.
@@ -53,7 +114,7 @@ pub struct JobManifest {
     /// [`MANIFEST_VERSION`].
     pub version: u32,
     /// Task kind.
-    pub kind: TaskKind,
+    pub kind: KindId,
     /// Model and weights hash.
     pub model: ModelRef,
     /// Kind-specific parameters, hashed into every task spec (`paramsHash`).
@@ -130,18 +191,13 @@ impl JobManifest {
                 "batch and max_tokens must be positive".into(),
             ));
         }
-        match (self.kind, self.params.sampling) {
-            (TaskKind::Embed, Some(_)) => {
-                return Err(Error::Invalid("embed jobs take no sampling".into()));
-            }
-            (TaskKind::Generate, Some(s))
-                if s.temperature_milli == 0 || !(1..=1000).contains(&s.top_p_milli) =>
-            {
-                return Err(Error::Invalid(
-                    "sampling needs temperature_milli > 0 and top_p_milli in 1..=1000".into(),
-                ));
-            }
-            _ => {}
+        // Whether a kind takes sampling at all is the kind's rule (`TaskKind::validate`).
+        if let Some(s) = self.params.sampling
+            && (s.temperature_milli == 0 || !(1..=1000).contains(&s.top_p_milli))
+        {
+            return Err(Error::Invalid(
+                "sampling needs temperature_milli > 0 and top_p_milli in 1..=1000".into(),
+            ));
         }
         Ok(())
     }
@@ -236,7 +292,7 @@ mod tests {
     fn manifest() -> JobManifest {
         JobManifest {
             version: 1,
-            kind: TaskKind::Embed,
+            kind: KindId::EMBED,
             model: ModelRef {
                 id: "all-MiniLM-L6-v2".into(),
                 weights_sha256: B256::repeat_byte(0xab),
@@ -297,7 +353,7 @@ mod tests {
         // Greedy manifests carry no `sampling` key at all.
         assert!(!m_str().contains("sampling"));
         let mut m = manifest();
-        m.kind = TaskKind::Generate;
+        m.kind = KindId::GENERATE;
         m.params.sampling = Some(SamplingParams {
             temperature_milli: 800,
             top_p_milli: 900,
@@ -325,9 +381,33 @@ mod tests {
             });
             assert!(b.validate().is_err(), "{bad:?}");
         }
-        let mut e = m.clone();
-        e.kind = TaskKind::Embed;
-        assert!(e.validate().is_err());
+    }
+
+    #[test]
+    fn kind_names_are_checked_and_round_trip() {
+        for good in ["embed", "generate", "reverse-bytes", "train_gpt2"] {
+            let k: KindId = good.parse().unwrap();
+            assert_eq!(k.as_str(), good);
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{good}\""));
+            assert_eq!(serde_json::from_str::<KindId>(&json).unwrap(), k);
+        }
+        for bad in [
+            "",
+            "Embed",
+            "1st",
+            "a b",
+            "x'; DROP TABLE jobs",
+            &"a".repeat(33),
+        ] {
+            assert!(bad.parse::<KindId>().is_err(), "{bad:?}");
+            assert!(
+                serde_json::from_str::<KindId>(&format!("{bad:?}")).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(KindId::EMBED, "embed".parse().unwrap());
+        assert_eq!(KindId::from_static("generate"), KindId::GENERATE);
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! Deciding one task from its replicas: check, cluster, quorum, aggregate. Pure functions.
+//! Deciding one task from its replicas: check, cluster, quorum, accept. Pure functions; what
+//! differs between task kinds (the check, the comparator, the accepted output) is the kind's
+//! [`TaskKind`].
 //!
 //! Rules (DESIGN.md, "The job, end to end" step 4):
 //!
-//! 1. **Check** every replica ([`check_replica`]): a replica whose `TaskResult` signature does not
-//!    recover to its worker, or whose blob is missing or does not hash to the signed result, is
-//!    [`Checked::Unattributable`]: it loses, but nothing is held against the named worker (the
-//!    coordinator could have forged or lost it). A correctly signed blob that does not decode, has
-//!    the wrong shape (not `[rows, 384]`, or not one row per input text) or holds a non-finite
-//!    value is [`Checked::Malformed`]: the worker signed garbage, which contradicts any quorum.
-//! 2. **Cluster** the well-formed outputs ([`cluster`]) with the embed comparator (every row's
-//!    cosine ≥ [`EMBED_MIN_COSINE`]), complete linkage: a replica joins the first cluster (in
-//!    ascending worker order) with *every* member of which it agrees, else starts its own. Every
-//!    pair inside a cluster therefore agrees; the result does not depend on submission order.
+//! 1. **Check** every replica: a replica whose `TaskResult` signature does not recover to its
+//!    worker, or whose blob is missing or does not hash to the signed result, is
+//!    [`Checked::Unattributable`] ([`attributed`]): it loses, but nothing is held against the
+//!    named worker (the coordinator could have forged or lost it). A correctly signed blob that
+//!    the kind finds malformed or wrong ([`TaskKind::check`]: for embed not one finite 384-wide
+//!    row per input text; for generate a token the model would not have produced) is
+//!    [`Checked::Malformed`]: the worker signed garbage, which contradicts any quorum.
+//! 2. **Cluster** the valid outputs ([`cluster`]) with the kind's comparator
+//!    ([`TaskKind::agree`]), complete linkage: a replica joins the first cluster (in ascending
+//!    worker order) with *every* member of which it agrees, else starts its own. Every pair
+//!    inside a cluster therefore agrees; the result does not depend on submission order.
 //! 3. **Quorum** ([`Policy::quorum`]): a majority of the job's redundancy, ⌊r/2⌋ + 1 (so at
 //!    least 2 when r ≥ 2; r = 1 trusts a single replica, which is what the requester asked for).
 //! 4. **Decide** ([`decide`]): the cluster with the greatest confidence weight Σ P_j wins if it
@@ -19,65 +22,17 @@
 //!    [`Verdict::Accept`]. Otherwise, while fewer than [`Policy::max_replicas`] replicas are in
 //!    (default 2 × redundancy, at least redundancy + 1), [`Verdict::More`] asks for the replicas
 //!    the leading cluster lacks (at least one); beyond that, [`Verdict::Fail`].
-//! 5. **Aggregate** ([`aggregate`]): the accepted output is the confidence-weighted mean of the
-//!    winning cluster (seed 4.1.3), each row then re-normalised to unit length: the model's
-//!    outputs are L2-normalised, a mean of unit vectors is slightly shorter, and re-normalising
-//!    keeps the accepted output in the same format as any single replica (cosines unchanged).
+//! 5. **Accept** ([`accepted_blob`]): the kind makes the accepted output of the winning cluster
+//!    ([`TaskKind::accept`]; for embed the confidence-weighted mean of seed 4.1.3).
 
 use alloy::primitives::{Address, B256, Bytes, Signature};
 use alloy::sol_types::Eip712Domain;
-use gleaner_models::{EMBED_DIM, EMBED_MIN_COSINE, compare_embeddings};
-use gleaner_protocol::blob::{
-    Generation, blob_hash, decode_generations, decode_matrix, encode_generations, encode_matrix,
-};
+use gleaner_kinds::{Checked, Member, TaskKind};
+use gleaner_protocol::blob::blob_hash;
 use gleaner_protocol::eip712::{self, TaskResult};
-use gleaner_protocol::formulas::{self, ConfidenceBps, FULL_CONFIDENCE};
+use gleaner_protocol::formulas::ConfidenceBps;
 
 use crate::{Error, Result};
-
-/// Name of the tensor in an embed output blob.
-pub const EMBED_TENSOR: &str = "embeddings";
-
-/// A row-major `[rows, cols]` f32 matrix, every value finite.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Matrix {
-    /// Values, row after row.
-    pub data: Vec<f32>,
-    /// Rows (texts).
-    pub rows: usize,
-    /// Columns (embedding dimension).
-    pub cols: usize,
-}
-
-impl Matrix {
-    /// The safetensors blob of this matrix (tensor [`EMBED_TENSOR`], no metadata, so equal
-    /// matrices give equal bytes and equal hashes).
-    pub fn to_blob(&self) -> Result<Vec<u8>> {
-        Ok(encode_matrix(
-            EMBED_TENSOR,
-            &self.data,
-            self.rows,
-            self.cols,
-            &[],
-        )?)
-    }
-}
-
-/// What checking a replica found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Checked {
-    /// Signed by its worker and well formed (embed).
-    Output(Matrix),
-    /// Signed by its worker, well formed, and every generation passed the teacher-forced check
-    /// (generate). Any two such replicas agree: both are outputs the model could have produced,
-    /// even where they part at a near-tie.
-    Generated(Vec<Generation>),
-    /// Signed by its worker but malformed (the reason): contradicts any accepted quorum.
-    Malformed(String),
-    /// Cannot be held against the named worker (bad signature, blob missing or not matching its
-    /// hash): loses, changes nothing else.
-    Unattributable(String),
-}
 
 /// The blob behind a replica's result hash, as fetched.
 #[derive(Debug, Clone, Copy)]
@@ -86,10 +41,13 @@ pub enum Fetched<'a> {
     Bytes(&'a [u8]),
     /// The coordinator does not have it.
     Missing,
+    /// The coordinator served bytes that do not hash to the signed result (the client refused
+    /// them): not the worker's doing.
+    Corrupt,
 }
 
 /// One replica, checked, with its worker's confidence at decision time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Replica {
     /// The worker it claims to come from.
     pub worker: Address,
@@ -129,23 +87,6 @@ pub fn signature_valid(
     eip712::verify(&msg, domain, &sig, worker).is_ok()
 }
 
-/// Checks one embed replica: signature first, then the blob against its hash, then its format.
-/// `expected_rows` is the number of input texts, when known.
-pub fn check_replica(
-    domain: &Eip712Domain,
-    task_hash: B256,
-    worker: Address,
-    result_hash: B256,
-    signature: &[u8],
-    blob: Fetched<'_>,
-    expected_rows: Option<usize>,
-) -> Checked {
-    match attributed(domain, task_hash, worker, result_hash, signature, blob) {
-        Ok(bytes) => check_output(bytes, expected_rows),
-        Err(c) => c,
-    }
-}
-
 /// The blob's bytes when `worker` provably signed them for `task_hash`; otherwise the
 /// [`Checked::Unattributable`] verdict.
 pub fn attributed<'a>(
@@ -163,6 +104,11 @@ pub fn attributed<'a>(
     }
     let bytes = match blob {
         Fetched::Missing => return Err(Checked::Unattributable("output blob is missing".into())),
+        Fetched::Corrupt => {
+            return Err(Checked::Unattributable(
+                "the coordinator served bytes that do not hash to the signed result".into(),
+            ));
+        }
         Fetched::Bytes(b) => b,
     };
     if blob_hash(bytes) != result_hash {
@@ -173,55 +119,6 @@ pub fn attributed<'a>(
     Ok(bytes)
 }
 
-/// Checks a generate output blob: canonical, one generation per prompt, and each accepted by
-/// `verify(index, prompt, generation)`, which returns `None` to accept or the reason to reject
-/// (the model's teacher-forced check). An error from `verify` is the verifier's own failure and
-/// is passed on: it says nothing about the worker.
-pub fn check_generations(
-    bytes: &[u8],
-    prompts: &[String],
-    mut verify: impl FnMut(usize, &str, &Generation) -> Result<Option<String>>,
-) -> Result<Checked> {
-    let outputs = match decode_generations(bytes) {
-        Ok(o) => o,
-        Err(e) => return Ok(Checked::Malformed(e.to_string())),
-    };
-    if outputs.len() != prompts.len() {
-        return Ok(Checked::Malformed(format!(
-            "{} outputs for {} prompts",
-            outputs.len(),
-            prompts.len()
-        )));
-    }
-    for (i, (p, g)) in prompts.iter().zip(&outputs).enumerate() {
-        if let Some(reason) = verify(i, p, g)? {
-            return Ok(Checked::Malformed(format!("prompt {i}: {reason}")));
-        }
-    }
-    Ok(Checked::Generated(outputs))
-}
-
-/// Checks the format of an embed output blob: `[rows, 384]` F32, every value finite.
-pub fn check_output(bytes: &[u8], expected_rows: Option<usize>) -> Checked {
-    let (data, rows, cols) = match decode_matrix(EMBED_TENSOR, bytes) {
-        Ok(m) => m,
-        Err(e) => return Checked::Malformed(e.to_string()),
-    };
-    if cols != EMBED_DIM {
-        return Checked::Malformed(format!("{cols} columns, expected {EMBED_DIM}"));
-    }
-    if rows == 0 {
-        return Checked::Malformed("no rows".into());
-    }
-    if let Some(n) = expected_rows.filter(|&n| n != rows) {
-        return Checked::Malformed(format!("{rows} rows for {n} input texts"));
-    }
-    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-        return Checked::Malformed(format!("non-finite value at row {}", i / cols));
-    }
-    Checked::Output(Matrix { data, rows, cols })
-}
-
 /// How a job's tasks are decided.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
@@ -229,19 +126,15 @@ pub struct Policy {
     pub redundancy: u16,
     /// Most replicas to look at before giving up on a task.
     pub max_replicas: usize,
-    /// Row cosine at or above which two embeddings agree.
-    pub min_cosine: f32,
 }
 
 impl Policy {
-    /// The default policy for a job: cap 2 × redundancy (at least redundancy + 1), the
-    /// calibrated [`EMBED_MIN_COSINE`].
+    /// The default policy for a job: cap 2 × redundancy (at least redundancy + 1).
     pub fn new(redundancy: u16) -> Self {
         let r = usize::from(redundancy.max(1));
         Self {
             redundancy: redundancy.max(1),
             max_replicas: (2 * r).max(r + 1),
-            min_cosine: EMBED_MIN_COSINE,
         }
     }
 
@@ -260,16 +153,12 @@ pub struct Cluster {
     pub weight: u64,
 }
 
-/// Clusters the well-formed outputs (complete linkage, ascending worker order). Malformed and
-/// unattributable replicas are in no cluster: each is its own losing singleton.
-pub fn cluster(replicas: &[Replica], min_cosine: f32) -> Vec<Cluster> {
+/// Clusters the valid outputs with the kind's comparator (complete linkage, ascending worker
+/// order). Malformed and unattributable replicas are in no cluster: each is its own losing
+/// singleton.
+pub fn cluster(replicas: &[Replica], kind: &dyn TaskKind) -> Vec<Cluster> {
     let mut order: Vec<usize> = (0..replicas.len())
-        .filter(|&i| {
-            matches!(
-                replicas[i].checked,
-                Checked::Output(_) | Checked::Generated(_)
-            )
-        })
+        .filter(|&i| replicas[i].checked.output().is_some())
         .collect();
     order.sort_by_key(|&i| (replicas[i].worker, i));
     let mut clusters: Vec<Cluster> = Vec::new();
@@ -277,7 +166,7 @@ pub fn cluster(replicas: &[Replica], min_cosine: f32) -> Vec<Cluster> {
         let home = clusters.iter().position(|c| {
             c.members
                 .iter()
-                .all(|&j| agree(&replicas[i], &replicas[j], min_cosine))
+                .all(|&j| agree(kind, &replicas[i], &replicas[j]))
         });
         let w = u64::from(replicas[i].confidence);
         match home {
@@ -294,16 +183,9 @@ pub fn cluster(replicas: &[Replica], min_cosine: f32) -> Vec<Cluster> {
     clusters
 }
 
-fn agree(a: &Replica, b: &Replica, min_cosine: f32) -> bool {
-    match (&a.checked, &b.checked) {
-        (Checked::Output(x), Checked::Output(y)) => {
-            x.rows == y.rows
-                && x.cols == y.cols
-                && compare_embeddings(&x.data, &y.data, x.cols, min_cosine)
-                    .map(|g| g.agree)
-                    .unwrap_or(false)
-        }
-        (Checked::Generated(x), Checked::Generated(y)) => x.len() == y.len(),
+fn agree(kind: &dyn TaskKind, a: &Replica, b: &Replica) -> bool {
+    match (a.checked.output(), b.checked.output()) {
+        (Some(x), Some(y)) => kind.agree(x, y),
         _ => false,
     }
 }
@@ -326,8 +208,8 @@ pub enum Verdict {
 }
 
 /// Decides a task from its checked replicas (see the module docs for the rules).
-pub fn decide(replicas: &[Replica], policy: &Policy) -> Verdict {
-    let clusters = cluster(replicas, policy.min_cosine);
+pub fn decide(replicas: &[Replica], policy: &Policy, kind: &dyn TaskKind) -> Verdict {
+    let clusters = cluster(replicas, kind);
     let mut by_weight: Vec<&Cluster> = clusters.iter().collect();
     by_weight.sort_by_key(|c| std::cmp::Reverse(c.weight));
     let leader = by_weight.first().copied();
@@ -353,84 +235,31 @@ pub fn decide(replicas: &[Replica], policy: &Policy) -> Verdict {
     }
 }
 
-/// The accepted output's blob: for embed the [`aggregate`] of the members; for generate the
-/// output of the member with the greatest confidence (the first in ascending worker order on a
-/// tie), since token sequences have no mean.
-pub fn accepted_blob(replicas: &[Replica], members: &[usize]) -> Result<Vec<u8>> {
-    let generated: Vec<(usize, &Vec<Generation>)> = members
+/// The accepted output's blob: what the kind makes of the members' outputs
+/// ([`TaskKind::accept`]), members in ascending worker order.
+pub fn accepted_blob(
+    replicas: &[Replica],
+    members: &[usize],
+    kind: &dyn TaskKind,
+) -> Result<Vec<u8>> {
+    let members = members
         .iter()
-        .filter_map(|&i| match replicas.get(i).map(|r| &r.checked) {
-            Some(Checked::Generated(g)) => Some((i, g)),
-            _ => None,
+        .map(|&i| {
+            let r = replicas
+                .get(i)
+                .ok_or_else(|| Error::Invalid(format!("no replica {i}")))?;
+            let output = r
+                .checked
+                .output()
+                .ok_or_else(|| Error::Invalid(format!("replica {i} has no valid output")))?;
+            Ok(Member {
+                worker: r.worker,
+                confidence: r.confidence,
+                output,
+            })
         })
-        .collect();
-    if generated.is_empty() {
-        return aggregate(replicas, members)?.to_blob();
-    }
-    if generated.len() != members.len() {
-        return Err(Error::Invalid("a quorum mixes output kinds".into()));
-    }
-    let mut best = generated[0];
-    for &(i, g) in &generated[1..] {
-        let key = |k: usize| {
-            (
-                replicas[k].confidence,
-                std::cmp::Reverse(replicas[k].worker),
-            )
-        };
-        if key(i) > key(best.0) {
-            best = (i, g);
-        }
-    }
-    Ok(encode_generations(best.1))
-}
-
-/// The accepted output: the confidence-weighted mean (seed 4.1.3) of the members' outputs, each
-/// row re-normalised to unit length. Equal weights are used when every member's confidence is
-/// zero (the caller never accepts such a cluster; this only keeps the function total).
-pub fn aggregate(replicas: &[Replica], members: &[usize]) -> Result<Matrix> {
-    let mut outputs: Vec<&Matrix> = Vec::with_capacity(members.len());
-    let mut weights: Vec<f64> = Vec::with_capacity(members.len());
-    for &i in members {
-        let r = replicas
-            .get(i)
-            .ok_or_else(|| Error::Invalid(format!("no replica {i}")))?;
-        let Checked::Output(m) = &r.checked else {
-            return Err(Error::Invalid(format!("replica {i} has no valid output")));
-        };
-        outputs.push(m);
-        weights.push(f64::from(r.confidence) / f64::from(FULL_CONFIDENCE));
-    }
-    let first = *outputs
-        .first()
-        .ok_or_else(|| Error::Invalid("nothing to aggregate".into()))?;
-    if outputs
-        .iter()
-        .any(|m| m.rows != first.rows || m.cols != first.cols)
-    {
-        return Err(Error::Invalid("outputs differ in shape".into()));
-    }
-    if weights.iter().all(|&w| w == 0.0) {
-        weights.iter_mut().for_each(|w| *w = 1.0);
-    }
-    let slices: Vec<&[f32]> = outputs.iter().map(|m| m.data.as_slice()).collect();
-    let mut data = formulas::weighted_mean(&slices, &weights)?;
-    for row in data.chunks_exact_mut(first.cols) {
-        let norm = row
-            .iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum::<f64>()
-            .sqrt();
-        if norm > 0.0 && norm.is_finite() {
-            row.iter_mut()
-                .for_each(|v| *v = (f64::from(*v) / norm) as f32);
-        }
-    }
-    Ok(Matrix {
-        data,
-        rows: first.rows,
-        cols: first.cols,
-    })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(kind.accept(&members)?)
 }
 
 #[cfg(test)]
@@ -438,6 +267,17 @@ pub(crate) mod tests {
     use super::*;
     use alloy::signers::SignerSync;
     use alloy::signers::local::PrivateKeySigner;
+    use gleaner_kinds::{EMBED_TENSOR, EmbedKind, GenerateKind, Matrix, Output, TaskRef};
+    use gleaner_models::{CpuKind, EMBED_DIM, MiniLmFiles, SelectedDevice};
+    use gleaner_protocol::blob::{Generation, decode_generations, encode_matrix, encode_texts};
+
+    /// The embed kind; nothing here loads its model.
+    pub(crate) fn embed() -> EmbedKind {
+        EmbedKind::new(
+            MiniLmFiles::in_dir(std::path::Path::new("/nonexistent")),
+            SelectedDevice::cpu(CpuKind::Flex, "test"),
+        )
+    }
 
     /// A unit `[rows, 384]` matrix pointing along `axis` in every row, nudged by `eps`.
     pub(crate) fn embedding(rows: usize, axis: usize, eps: f32) -> Matrix {
@@ -446,16 +286,20 @@ pub(crate) mod tests {
             data[r * EMBED_DIM + axis] = 1.0;
             data[r * EMBED_DIM + (axis + 1) % EMBED_DIM] = eps;
         }
-        let mut m = Matrix {
-            data,
-            rows,
-            cols: EMBED_DIM,
-        };
-        for row in m.data.chunks_exact_mut(EMBED_DIM) {
+        for row in data.chunks_exact_mut(EMBED_DIM) {
             let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
             row.iter_mut().for_each(|v| *v /= n);
         }
-        m
+        Matrix {
+            data,
+            rows,
+            cols: EMBED_DIM,
+        }
+    }
+
+    /// A valid embed output.
+    pub(crate) fn valid(m: Matrix) -> Checked {
+        Checked::Valid(Output::new(m))
     }
 
     pub(crate) fn w(n: u8) -> Address {
@@ -473,7 +317,26 @@ pub(crate) mod tests {
     }
 
     fn out(axis: usize, eps: f32) -> Checked {
-        Checked::Output(embedding(2, axis, eps))
+        valid(embedding(2, axis, eps))
+    }
+
+    /// What the embed kind's check makes of `m` as the output for 2 input texts.
+    fn checked(m: &Matrix) -> Checked {
+        let kind = embed();
+        let model = kind.model().unwrap();
+        let params = gleaner_protocol::task::TaskParams {
+            batch: 2,
+            max_tokens: 128,
+            sampling: None,
+        };
+        let task = TaskRef {
+            job_id: alloy::primitives::U256::from(1),
+            index: 0,
+            model: &model,
+            params: &params,
+        };
+        let input = encode_texts(&["a", "b"]).unwrap();
+        kind.check(&task, &input, &m.to_blob().unwrap()).unwrap()
     }
 
     #[test]
@@ -492,7 +355,7 @@ pub(crate) mod tests {
         let nan = |n| {
             let mut m = embedding(2, 0, 0.0);
             m.data[5] = f32::NAN;
-            replica(n, 9_000, check_output(&m.to_blob().unwrap(), Some(2)))
+            replica(n, 9_000, checked(&m))
         };
         let cases: Vec<(&str, u16, Vec<Replica>, Verdict)> = vec![
             (
@@ -595,7 +458,7 @@ pub(crate) mod tests {
             ("nothing in", 2, vec![], Verdict::More { extra: 2 }),
         ];
         for (name, r, reps, want) in cases {
-            assert_eq!(decide(&reps, &Policy::new(r)), want, "{name}");
+            assert_eq!(decide(&reps, &Policy::new(r), &embed()), want, "{name}");
         }
     }
 
@@ -606,7 +469,7 @@ pub(crate) mod tests {
             replica(1, 9_000, out(7, 0.0)),
             replica(2, 9_000, out(0, 0.0)),
         ];
-        let c = cluster(&a, EMBED_MIN_COSINE);
+        let c = cluster(&a, &embed());
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].members, vec![1]);
         assert_eq!(c[1].members, vec![2, 0]);
@@ -614,16 +477,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn aggregate_is_the_weighted_mean_renormalised() {
+    fn the_accepted_embedding_is_the_weighted_mean_renormalised() {
         let mut a = embedding(1, 0, 0.0);
         let mut b = embedding(1, 0, 0.0);
         a.data[1] = 0.02; // both rows slightly off the axis, in different directions
         b.data[2] = 0.02;
         let reps = vec![
-            replica(1, 10_000, Checked::Output(a.clone())),
-            replica(2, 5_000, Checked::Output(b.clone())),
+            replica(1, 10_000, valid(a.clone())),
+            replica(2, 5_000, valid(b.clone())),
         ];
-        let m = aggregate(&reps, &[0, 1]).unwrap();
+        let blob = accepted_blob(&reps, &[0, 1], &embed()).unwrap();
+        let m = Matrix::from_blob(&blob, Some(1)).unwrap();
         let raw: Vec<f64> = (0..3)
             .map(|i| (f64::from(a.data[i]) * 1.0 + f64::from(b.data[i]) * 0.5) / 1.5)
             .collect();
@@ -633,9 +497,9 @@ pub(crate) mod tests {
         }
         let norm: f32 = m.data.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-6);
-        assert!(aggregate(&reps, &[2]).is_err());
+        assert!(accepted_blob(&reps, &[2], &embed()).is_err());
         let bad = vec![replica(1, 1, Checked::Malformed("x".into()))];
-        assert!(aggregate(&bad, &[0]).is_err());
+        assert!(accepted_blob(&bad, &[0], &embed()).is_err());
     }
 
     #[test]
@@ -643,7 +507,7 @@ pub(crate) mod tests {
         let signer = PrivateKeySigner::random();
         let d = eip712::domain(31337, w(0xaa));
         let task = B256::repeat_byte(7);
-        let good = embedding(3, 0, 0.0).to_blob().unwrap();
+        let good = embedding(2, 0, 0.0).to_blob().unwrap();
         let sign = |hash: B256| {
             let msg = TaskResult {
                 taskHash: task,
@@ -658,42 +522,21 @@ pub(crate) mod tests {
         };
         let h = blob_hash(&good);
         let sig = sign(h);
-        let check = |sig: &[u8], h, blob, rows| {
-            check_replica(&d, task, signer.address(), h, sig, blob, rows)
-        };
-        assert!(matches!(
-            check(&sig, h, Fetched::Bytes(&good), Some(3)),
-            Checked::Output(_)
-        ));
-        assert!(matches!(
-            check(&sig, h, Fetched::Bytes(&good), Some(4)),
-            Checked::Malformed(_)
-        ));
-        assert!(matches!(
-            check(&sig, h, Fetched::Missing, None),
-            Checked::Unattributable(_)
-        ));
-        assert!(matches!(
-            check(&sig, h, Fetched::Bytes(b"other"), None),
-            Checked::Unattributable(_)
-        ));
-        assert!(matches!(
-            check(&[1u8; 65], h, Fetched::Bytes(&good), None),
-            Checked::Unattributable(_)
-        ));
-        assert!(matches!(
-            check(&[], h, Fetched::Bytes(&good), None),
-            Checked::Unattributable(_)
-        ));
-        // A signed, hash-matching blob of garbage is the worker's fault.
+        let check = |sig: &[u8], h, blob| attributed(&d, task, signer.address(), h, sig, blob);
+        assert_eq!(check(&sig, h, Fetched::Bytes(&good)).unwrap(), &good[..]);
+        let unattributable =
+            |r: std::result::Result<&[u8], Checked>| matches!(r, Err(Checked::Unattributable(_)));
+        assert!(unattributable(check(&sig, h, Fetched::Missing)));
+        assert!(unattributable(check(&sig, h, Fetched::Corrupt)));
+        assert!(unattributable(check(&sig, h, Fetched::Bytes(b"other"))));
+        assert!(unattributable(check(&[1u8; 65], h, Fetched::Bytes(&good))));
+        assert!(unattributable(check(&[], h, Fetched::Bytes(&good))));
+        // A signed, hash-matching blob of garbage is attributed: the kind then finds it malformed.
         let junk = b"not safetensors".to_vec();
         let hj = blob_hash(&junk);
-        assert!(matches!(
-            check(&sign(hj), hj, Fetched::Bytes(&junk), None),
-            Checked::Malformed(_)
-        ));
+        assert!(check(&sign(hj), hj, Fetched::Bytes(&junk)).is_ok());
         let narrow = encode_matrix(EMBED_TENSOR, &[1.0; 6], 2, 3, &[]).unwrap();
-        assert!(matches!(check_output(&narrow, None), Checked::Malformed(_)));
+        assert!(Matrix::from_blob(&narrow, None).is_err());
     }
 
     fn generation(ids: &[u32]) -> Generation {
@@ -703,48 +546,16 @@ pub(crate) mod tests {
         }
     }
 
-    /// A stand-in for the model's check: accepts ids that are all even.
-    fn even(_: usize, _: &str, g: &Generation) -> Result<Option<String>> {
-        Ok(g.ids
-            .iter()
-            .position(|t| t % 2 == 1)
-            .map(|k| format!("token {k} is odd")))
-    }
-
     #[test]
-    fn generations_are_checked_then_any_two_valid_ones_agree() {
-        let prompts = vec!["a".to_owned(), "b".to_owned()];
-        let good = encode_generations(&[generation(&[2, 4]), generation(&[6])]);
-        let Checked::Generated(g) = check_generations(&good, &prompts, even).unwrap() else {
-            panic!("honest output rejected");
-        };
-        assert_eq!(g.len(), 2);
-        // One substituted token, a missing output, non-canonical bytes: malformed (slashable).
-        let forged = encode_generations(&[generation(&[2, 5]), generation(&[6])]);
-        match check_generations(&forged, &prompts, even).unwrap() {
-            Checked::Malformed(m) => assert!(m.contains("prompt 0: token 1 is odd"), "{m}"),
-            c => panic!("{c:?}"),
-        }
-        let short = encode_generations(&[generation(&[2])]);
-        assert!(matches!(
-            check_generations(&short, &prompts, even).unwrap(),
-            Checked::Malformed(_)
-        ));
-        let mut spaced = good.clone();
-        spaced.insert(1, b' ');
-        assert!(matches!(
-            check_generations(&spaced, &prompts, even).unwrap(),
-            Checked::Malformed(_)
-        ));
-        // The verifier's own failure is an error, not a verdict on the worker.
-        assert!(
-            check_generations(&good, &prompts, |_, _, _| Err(Error::Invalid("oom".into())))
-                .is_err()
+    fn any_two_valid_generations_agree_and_the_most_trusted_is_accepted() {
+        let kind = GenerateKind::new(
+            "/nonexistent.gguf".into(),
+            SelectedDevice::cpu(CpuKind::Flex, "test"),
+            true,
         );
-
         // Two valid replicas that part at a near-tie agree; a forged one does not join them.
-        let a = Checked::Generated(vec![generation(&[2, 4]), generation(&[6])]);
-        let b = Checked::Generated(vec![generation(&[2, 8]), generation(&[6])]);
+        let a = Checked::Valid(Output::new(vec![generation(&[2, 4]), generation(&[6])]));
+        let b = Checked::Valid(Output::new(vec![generation(&[2, 8]), generation(&[6])]));
         let reps = vec![
             replica(1, 9_000, a),
             replica(2, 9_500, b),
@@ -754,17 +565,18 @@ pub(crate) mod tests {
                 Checked::Malformed("prompt 0: token 1 is odd".into()),
             ),
         ];
-        let policy = Policy::new(3);
         assert_eq!(
-            decide(&reps, &policy),
+            decide(&reps, &Policy::new(3), &kind),
             Verdict::Accept { quorum: vec![0, 1] }
         );
         // The accepted output is the most trusted member's, byte for byte.
-        let blob = accepted_blob(&reps, &[0, 1]).unwrap();
+        let blob = accepted_blob(&reps, &[0, 1], &kind).unwrap();
         assert_eq!(
             decode_generations(&blob).unwrap(),
             vec![generation(&[2, 8]), generation(&[6])]
         );
-        assert!(accepted_blob(&reps, &[0, 2]).is_err());
+        assert!(accepted_blob(&reps, &[0, 2], &kind).is_err());
+        // Outputs of another kind never agree with these.
+        assert!(cluster(&[reps[0].clone(), replica(4, 1, out(0, 0.0))], &kind).len() == 2);
     }
 }

@@ -7,19 +7,13 @@ pub enum Error {
     /// A protocol value was malformed or a checked computation overflowed.
     #[error(transparent)]
     Protocol(#[from] gleaner_protocol::Error),
-    /// The coordinator could not be reached or answered 5xx; retried with backoff.
-    #[error("coordinator unreachable or failing: {0}")]
+    /// A request to the coordinator failed (unreachable, busy, refused, a blob with a wrong hash).
+    #[error(transparent)]
+    Client(#[from] gleaner_client::Error),
+    /// The coordinator's state is not yet usable (a session to renew, a blob it does not have
+    /// yet); retried with backoff.
+    #[error("coordinator not ready: {0}")]
     CoordinatorUnavailable(String),
-    /// The coordinator refused a request (4xx); the message is its [`ApiError`](gleaner_protocol::api::ApiError).
-    #[error("coordinator refused {what}: {status} {message}")]
-    CoordinatorRefused {
-        /// The request.
-        what: String,
-        /// HTTP status.
-        status: u16,
-        /// The coordinator's explanation.
-        message: String,
-    },
     /// A JSON-RPC call or transaction failed (node unreachable, reverted, not mined).
     #[error("chain: {0}")]
     Chain(String),
@@ -33,10 +27,10 @@ pub enum Error {
     /// The store's schema could not be migrated.
     #[error("store migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The verifier's model (for generate checks) failed to load or run: its own problem,
-    /// never held against a worker. A missing file names `scripts/setup`.
-    #[error("model: {0}")]
-    Model(#[from] gleaner_models::Error),
+    /// The task's kind is unknown here, or its check could not run (a missing model, the
+    /// wrong weights): the verifier's own problem, never held against a worker.
+    #[error(transparent)]
+    Kind(#[from] gleaner_kinds::Error),
     /// A job or task the verifier cannot handle (unknown kind, inconsistent data).
     #[error("invalid: {0}")]
     Invalid(String),
@@ -46,10 +40,11 @@ impl Error {
     /// Whether trying again later may succeed (network, node or coordinator hiccups). Everything
     /// else needs a person (a conflict, bad data, a misconfigured role).
     pub fn recoverable(&self) -> bool {
-        matches!(
-            self,
-            Self::CoordinatorUnavailable(_) | Self::Chain(_) | Self::Store(_)
-        )
+        match self {
+            Self::Client(e) => e.recoverable(),
+            Self::CoordinatorUnavailable(_) | Self::Chain(_) | Self::Store(_) => true,
+            _ => false,
+        }
     }
 }
 

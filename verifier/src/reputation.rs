@@ -14,7 +14,9 @@
 use alloy::primitives::Address;
 use gleaner_protocol::formulas::{ConfidenceBps, FULL_CONFIDENCE};
 
-use crate::decide::{Checked, Replica, Verdict};
+use gleaner_kinds::Checked;
+
+use crate::decide::{Replica, Verdict};
 
 /// Confidence of a worker never seen before.
 pub const INITIAL_CONFIDENCE: ConfidenceBps = 9_000;
@@ -56,7 +58,7 @@ pub fn conducts(replicas: &[Replica], verdict: &Verdict) -> Vec<(Address, Conduc
                 (Verdict::Accept { quorum }, _) if quorum.contains(&i) => Conduct::Agreed,
                 (Verdict::Accept { .. }, _) => Conduct::Contradicted,
                 (Verdict::Fail, Checked::Malformed(_)) => Conduct::Contradicted,
-                (Verdict::Fail, Checked::Output(_) | Checked::Generated(_)) => Conduct::Neutral,
+                (Verdict::Fail, Checked::Valid(_)) => Conduct::Neutral,
             };
             (r.worker, c)
         })
@@ -66,7 +68,7 @@ pub fn conducts(replicas: &[Replica], verdict: &Verdict) -> Vec<(Address, Conduc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::tests::{embedding, replica, w};
+    use crate::decide::tests::{embedding, replica, valid, w};
 
     #[test]
     fn updates_are_bounded() {
@@ -87,11 +89,11 @@ mod tests {
 
     #[test]
     fn conduct_per_verdict() {
-        let ok = || Checked::Output(embedding(1, 0, 0.0));
+        let ok = || valid(embedding(1, 0, 0.0));
         let reps = vec![
             replica(1, 9_000, ok()),
             replica(2, 9_000, ok()),
-            replica(3, 9_000, Checked::Output(embedding(1, 5, 0.0))),
+            replica(3, 9_000, valid(embedding(1, 5, 0.0))),
             replica(4, 9_000, Checked::Malformed("junk".into())),
             replica(5, 9_000, Checked::Unattributable("bad sig".into())),
         ];

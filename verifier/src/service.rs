@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,21 +9,18 @@ use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::Eip712Domain;
-use gleaner_models::{BackendChoice, Generator};
+use gleaner_client::{Backoff, Client};
+use gleaner_kinds::{Checked, Registry, TaskKind, TaskRef};
+use gleaner_protocol::api::{Capabilities, ReplicaView};
 use gleaner_protocol::api::{Decision, JobForReview, Settled, TaskForReview};
 use gleaner_protocol::bindings::{JobMarket, WorkerRegistry};
-use gleaner_protocol::blob::{decode_prompts, decode_texts};
 use gleaner_protocol::eip712;
 use gleaner_protocol::report::{ReplicaEntry, SettlementReport};
-use gleaner_protocol::task::{JobManifest, TaskKind};
+use gleaner_protocol::task::{JobManifest, KindId};
 use tracing::{debug, error, info, instrument, warn};
 
 use crate::chain::settle_and_slash;
-use crate::client::Client;
-use crate::decide::{
-    Checked, Fetched, Policy, Replica, Verdict, accepted_blob, attributed, check_generations,
-    check_output, decide,
-};
+use crate::decide::{Fetched, Policy, Replica, Verdict, accepted_blob, attributed, decide};
 use crate::reputation::conducts;
 use crate::settlement::{JobContext, TaskRecord, build_report, report_blob};
 use crate::store::Store;
@@ -49,15 +45,20 @@ pub struct Config {
     pub slash_amount: Option<U256>,
     /// First block of event searches (idempotency checks): the market's deployment block.
     pub logs_from_block: u64,
-    /// SmolLM2 GGUF for checking generate tasks (loaded on the first one).
-    pub smollm: PathBuf,
-    /// Where the verifier runs its teacher-forced checks.
-    pub backend: BackendChoice,
+    /// The task kinds the verifier can check, by name (their models load on first use).
+    pub kinds: Registry,
+    /// How many checked outputs to remember, so that a task polled again (more replicas
+    /// arriving) does not re-run a model on outputs already judged.
+    pub checked_cache: usize,
+    /// How long a sign-in signature stays valid.
+    pub sign_in_valid_for: Duration,
+    /// How each request to the coordinator is retried.
+    pub retry: gleaner_client::RetryPolicy,
 }
 
 impl Config {
-    /// A config with the defaults of `gleaner verifier run`.
-    pub fn new(coordinator_url: &str, rpc_url: &str, market: Address) -> Self {
+    /// A config with the defaults of `gleaner verifier run`, checking the `kinds`.
+    pub fn new(coordinator_url: &str, rpc_url: &str, market: Address, kinds: Registry) -> Self {
         Self {
             coordinator_url: coordinator_url.to_owned(),
             rpc_url: rpc_url.to_owned(),
@@ -67,39 +68,11 @@ impl Config {
             max_backoff: Duration::from_secs(30),
             slash_amount: None,
             logs_from_block: 0,
-            smollm: gleaner_models::smollm_gguf(),
-            backend: BackendChoice::Auto,
+            kinds,
+            checked_cache: 4096,
+            sign_in_valid_for: Duration::from_secs(300),
+            retry: gleaner_client::RetryPolicy::default(),
         }
-    }
-}
-
-/// Doubling pause from `base` up to `max`, reset on success.
-#[derive(Debug, Clone)]
-struct Backoff {
-    base: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(base: Duration, max: Duration) -> Self {
-        let base = base.max(Duration::from_millis(10));
-        Self {
-            base,
-            max: max.max(base),
-            next: base,
-        }
-    }
-
-    fn reset(&mut self) -> Duration {
-        self.next = self.base;
-        self.base
-    }
-
-    fn fail(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
     }
 }
 
@@ -117,14 +90,13 @@ pub async fn run(
         .parse()
         .map_err(|e| Error::Invalid(format!("RPC URL {}: {e}", config.rpc_url)))?;
     let mut svc = Service {
-        client: Client::new(&config.coordinator_url)?,
+        client: Client::new(&config.coordinator_url)?.with_retry(config.retry),
         store,
         signer,
         rpc,
         domain: None,
         asked_more: HashMap::new(),
-        generator: None,
-        verified: HashMap::new(),
+        checked: BoundedCache::new(config.checked_cache),
         config,
     };
     info!(target: "verifier", verifier = %svc.signer.address(), market = %svc.config.market,
@@ -133,9 +105,12 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         let pause = match svc.tick().await {
-            Ok(()) => backoff.reset(),
+            Ok(()) => {
+                backoff.reset();
+                svc.config.poll_interval
+            }
             Err(e) => {
-                let d = backoff.fail();
+                let d = backoff.next_delay();
                 if e.recoverable() {
                     warn!(target: "verifier", error = %e, retry_in_ms = d.as_millis() as u64, "poll failed");
                 } else {
@@ -162,11 +137,8 @@ struct Service {
     domain: Option<(u64, Eip712Domain)>,
     /// (job, task) → replica count when `more` was asked; not asked again until more arrive.
     asked_more: HashMap<(U256, u32), usize>,
-    /// SmolLM2, once a generate job needed it.
-    generator: Option<Arc<Generator>>,
-    /// (task hash, result hash) → the teacher-forced verdict on that output, so a task polled
-    /// again (more replicas arriving) does not re-run the model on outputs already judged.
-    verified: HashMap<(B256, B256), Checked>,
+    /// (task hash, result hash) → the kind's verdict on that output, bounded.
+    checked: BoundedCache<(B256, B256), Checked>,
 }
 
 impl Service {
@@ -195,11 +167,19 @@ impl Service {
     async fn tick(&mut self) -> Result<()> {
         let (_, domain) = self.domain().await?;
         if !self.client.signed_in(Duration::from_secs(60)) {
-            let s = self.client.sign_in(&self.signer, &domain).await?;
+            let s = self
+                .client
+                .sign_in(
+                    &self.signer,
+                    &domain,
+                    verifier_capabilities(),
+                    self.config.sign_in_valid_for,
+                )
+                .await?;
             info!(target: "verifier", role = %s.role, expires_at = s.expires_at, "signed in");
         }
-        let work = match self.client.work().await {
-            Err(Error::CoordinatorRefused { status: 401, .. }) => {
+        let work = match self.client.verifier_work().await {
+            Err(e) if e.refused_status() == Some(401) => {
                 self.client.sign_out();
                 return Err(Error::CoordinatorUnavailable(
                     "session refused; signing in again".into(),
@@ -261,10 +241,7 @@ impl Service {
         // One replica per worker: the first submitted counts.
         let mut views = Vec::with_capacity(task.replicas.len());
         for v in &task.replicas {
-            if !views
-                .iter()
-                .any(|x: &&gleaner_protocol::api::ReplicaView| x.worker == v.worker)
-            {
+            if !views.iter().any(|x: &&ReplicaView| x.worker == v.worker) {
                 views.push(v);
             }
         }
@@ -272,16 +249,32 @@ impl Service {
             return Ok(());
         }
         let (_, domain) = self.domain().await?;
-        let input = manifest.tasks[index as usize].input_hash;
-        let input = self.client.blob(input).await?;
+        let kind = Arc::clone(self.config.kinds.get(&manifest.kind)?);
+        let input_hash = manifest.tasks[index as usize].input_hash;
+        let input: Arc<[u8]> = self
+            .client
+            .blob_if_present(input_hash)
+            .await?
+            .ok_or_else(|| {
+                Error::CoordinatorUnavailable(format!("task {index}: the input blob is missing"))
+            })?
+            .into();
         let conf = self
             .store
-            .confidences(views.iter().map(|v| v.worker))
+            .confidences(views.iter().map(|v| v.worker).collect::<Vec<_>>())
             .await?;
         let mut replicas = Vec::with_capacity(views.len());
         for v in &views {
-            let blob = self.client.blob(v.result_hash).await?;
-            let fetched = blob.as_deref().map_or(Fetched::Missing, Fetched::Bytes);
+            let blob = match self.client.blob_if_present(v.result_hash).await {
+                Ok(blob) => Ok(blob),
+                Err(gleaner_client::Error::BadBlob { .. }) => Err(()),
+                Err(e) => return Err(e.into()),
+            };
+            let fetched = match &blob {
+                Ok(Some(bytes)) => Fetched::Bytes(bytes),
+                Ok(None) => Fetched::Missing,
+                Err(()) => Fetched::Corrupt,
+            };
             let attribution = attributed(
                 &domain,
                 task.task_hash,
@@ -290,23 +283,19 @@ impl Service {
                 &v.signature,
                 fetched,
             );
-            let checked = match (attribution, manifest.kind) {
-                (Err(unattributable), _) => unattributable,
-                (Ok(bytes), TaskKind::Embed) => {
-                    let rows = input
-                        .as_deref()
-                        .and_then(|b| decode_texts(b).ok())
-                        .map(|t| t.len());
-                    check_output(bytes, rows)
-                }
-                (Ok(bytes), TaskKind::Generate) => {
-                    let input = input.as_deref().ok_or_else(|| {
-                        Error::CoordinatorUnavailable(format!(
-                            "task {index}: the input blob is missing"
-                        ))
-                    })?;
-                    self.verify_generations(manifest, task, v.result_hash, input, bytes)
-                        .await?
+            let checked = match attribution {
+                Err(unattributable) => unattributable,
+                Ok(bytes) => {
+                    let task = TaskCheck {
+                        kind: Arc::clone(&kind),
+                        job_id,
+                        index,
+                        task_hash: task.task_hash,
+                        result_hash: v.result_hash,
+                        manifest: manifest.clone(),
+                        input: Arc::clone(&input),
+                    };
+                    self.check(task, bytes).await?
                 }
             };
             replicas.push(Replica {
@@ -317,7 +306,7 @@ impl Service {
                 checked,
             });
         }
-        let verdict = decide(&replicas, policy);
+        let verdict = decide(&replicas, policy, kind.as_ref());
         debug!(target: "verifier", %job_id, task = index, replicas = replicas.len(), ?verdict, "decided");
         let accepted = match &verdict {
             Verdict::More { extra } => {
@@ -337,7 +326,7 @@ impl Service {
             }
             Verdict::Accept { quorum } => Some(
                 self.client
-                    .put_blob(accepted_blob(&replicas, quorum)?)
+                    .put_blob(accepted_blob(&replicas, quorum, kind.as_ref())?)
                     .await?,
             ),
             Verdict::Fail => None,
@@ -350,76 +339,33 @@ impl Service {
         self.post_record(job_id, &rec).await
     }
 
-    /// SmolLM2, loaded on first use (off the async runtime).
-    async fn generator(&mut self) -> Result<Arc<Generator>> {
-        if let Some(g) = &self.generator {
-            return Ok(Arc::clone(g));
-        }
-        let (path, backend) = (self.config.smollm.clone(), self.config.backend);
-        info!(target: "verifier", path = %path.display(), "loading SmolLM2 to check generate tasks");
-        let g = tokio::task::spawn_blocking(move || -> Result<Generator> {
-            let device = gleaner_models::select_device(backend)?;
-            info!(target: "verifier", "{}", device.describe());
-            // The verifier never generates: no quantized decoder.
-            Ok(Generator::load_with(&path, device, false)?)
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("model thread: {e}")))??;
-        let g = Arc::new(g);
-        self.generator = Some(Arc::clone(&g));
-        Ok(g)
-    }
-
-    /// The teacher-forced check of one generate output: one forward pass per prompt.
-    async fn verify_generations(
-        &mut self,
-        manifest: &JobManifest,
-        task: &TaskForReview,
-        result_hash: B256,
-        input: &[u8],
-        output: &[u8],
-    ) -> Result<Checked> {
-        if let Some(c) = self.verified.get(&(task.task_hash, result_hash)) {
+    /// The kind's check of one attributed output, off the async runtime, remembered so that a
+    /// task polled again does not re-run a model on outputs already judged.
+    async fn check(&mut self, task: TaskCheck, output: &[u8]) -> Result<Checked> {
+        let key = (task.task_hash, task.result_hash);
+        if let Some(c) = self.checked.get(&key) {
             return Ok(c.clone());
         }
-        let generator = self.generator().await?;
-        let have: B256 = generator
-            .weights_sha256()
-            .parse()
-            .map_err(|_| Error::Invalid("model hash".into()))?;
-        if have != manifest.model.weights_sha256 {
-            return Err(Error::Invalid(format!(
-                "the job wants model {}, this verifier has {have}",
-                manifest.model.weights_sha256
-            )));
-        }
-        let prompts = match decode_prompts(input) {
-            Ok(p) => p,
-            Err(e) => {
-                return Err(Error::Invalid(format!(
-                    "task {}: input is not prompts: {e}",
-                    task.index
-                )));
-            }
-        };
-        let (params, index, output) = (manifest.params.clone(), task.index, output.to_vec());
+        let (index, result_hash, output) = (task.index, task.result_hash, output.to_vec());
         let started = std::time::Instant::now();
         let checked = tokio::task::spawn_blocking(move || {
-            check_generations(&output, &prompts, |i, prompt, claimed| {
-                let rule = generator.decoding(params.max_tokens, params.sampling, index, i as u32);
-                let check = generator.verify(prompt, claimed, &rule)?;
-                Ok(check.reason)
-            })
+            let manifest = &task.manifest;
+            let task_ref = TaskRef {
+                job_id: task.job_id,
+                index: task.index,
+                model: &manifest.model,
+                params: &manifest.params,
+            };
+            task.kind.check(&task_ref, &task.input, &output)
         })
         .await
-        .map_err(|e| Error::Invalid(format!("model thread: {e}")))??;
-        debug!(target: "verifier", task = task.index, %result_hash, ms = started.elapsed().as_millis() as u64,
-               accepted = matches!(checked, Checked::Generated(_)), "generate output checked");
+        .map_err(|e| Error::Invalid(format!("check thread: {e}")))??;
+        debug!(target: "verifier", task = index, %result_hash, ms = started.elapsed().as_millis() as u64,
+               valid = checked.output().is_some(), "output checked");
         if let Checked::Malformed(reason) = &checked {
-            warn!(target: "verifier", task = task.index, %result_hash, %reason, "generate output rejected");
+            warn!(target: "verifier", task = index, %result_hash, %reason, "output rejected");
         }
-        self.verified
-            .insert((task.task_hash, result_hash), checked.clone());
+        self.checked.insert(key, checked.clone());
         Ok(checked)
     }
 
@@ -448,8 +394,9 @@ impl Service {
             .await;
         // 409: the coordinator already has a decision for the task (ours, before a restart).
         match posted {
-            Err(Error::CoordinatorRefused { status: 409, .. }) | Ok(()) => {}
-            Err(e) => return Err(e),
+            Ok(()) => {}
+            Err(e) if e.refused_status() == Some(409) => {}
+            Err(e) => return Err(e.into()),
         }
         info!(target: "verifier", %job_id, task = rec.index, verdict,
               result = ?rec.accepted_result, contradictions = rec.contradictions.len(), "decision posted");
@@ -489,8 +436,9 @@ impl Service {
             .await;
         // 409: the coordinator already knows (we were told before a restart, or its watcher saw it).
         match told {
-            Err(Error::CoordinatorRefused { status: 409, .. }) | Ok(()) => {}
-            Err(e) => return Err(e),
+            Ok(()) => {}
+            Err(e) if e.refused_status() == Some(409) => {}
+            Err(e) => return Err(e.into()),
         }
         self.store.mark_notified(job_id, outcome.settle_tx).await?;
         info!(target: "verifier", %job_id, report_keccak = %report.hash(), report_blob = %sha,
@@ -560,7 +508,7 @@ impl Service {
             .iter()
             .flat_map(|r| r.replicas.iter().filter(|x| x.in_quorum).map(|x| x.worker))
             .collect();
-        let conf = self.store.confidences(members.iter().copied()).await?;
+        let conf = self.store.confidences(members.to_vec()).await?;
         let mut bonded = HashMap::new();
         for (w, p) in &conf {
             let b = registry
@@ -579,18 +527,82 @@ impl Service {
     }
 }
 
+/// What the verifier states at sign-in: it runs no tasks.
+fn verifier_capabilities() -> Capabilities {
+    Capabilities {
+        adapter: "verifier".into(),
+        backend: "none".into(),
+        memory_bytes: 0,
+        gflops: 0.0,
+        kinds: vec![KindId::EMBED],
+    }
+}
+
+/// One output to check, owned, for the checking thread.
+struct TaskCheck {
+    kind: Arc<dyn TaskKind>,
+    job_id: U256,
+    index: u32,
+    task_hash: B256,
+    result_hash: B256,
+    manifest: JobManifest,
+    input: Arc<[u8]>,
+}
+
+/// A map that forgets its oldest entries beyond `cap`.
+struct BoundedCache<K, V> {
+    cap: usize,
+    map: HashMap<K, V>,
+    order: std::collections::VecDeque<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V> BoundedCache<K, V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            map: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k)
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+        }
+        while self.map.len() > self.cap {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let got: Vec<u128> = (0..4).map(|_| b.fail().as_millis()).collect();
-        assert_eq!(got, vec![100, 200, 350, 350]);
-        assert_eq!(b.reset().as_millis(), 100);
-        assert_eq!(b.fail().as_millis(), 100);
-        let mut z = Backoff::new(Duration::ZERO, Duration::ZERO);
-        assert_eq!(z.fail().as_millis(), 10);
+    fn the_checked_cache_forgets_its_oldest_entries() {
+        let mut c = BoundedCache::new(2);
+        c.insert(1, "a");
+        c.insert(2, "b");
+        c.insert(1, "a2");
+        assert_eq!(c.get(&1), Some(&"a2"));
+        c.insert(3, "c");
+        assert_eq!(
+            (c.get(&1), c.get(&2), c.get(&3)),
+            (None, Some(&"b"), Some(&"c"))
+        );
+        for i in 0..100 {
+            c.insert(i, "x");
+        }
+        assert_eq!((c.map.len(), c.order.len()), (2, 2));
     }
 }

@@ -335,8 +335,10 @@ impl SettlementPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::tests::{embedding, replica, w};
-    use crate::decide::{Checked, Policy, decide};
+    use crate::decide::tests::embed;
+    use crate::decide::tests::{embedding, replica, valid, w};
+    use crate::decide::{Policy, decide};
+    use gleaner_kinds::Checked;
 
     fn ctx(n: usize) -> JobContext {
         JobContext {
@@ -351,7 +353,7 @@ mod tests {
     }
 
     fn decided(index: u32, reps: &[Replica], redundancy: u16) -> TaskRecord {
-        let v = decide(reps, &Policy::new(redundancy));
+        let v = decide(reps, &Policy::new(redundancy), &embed());
         let result = matches!(v, Verdict::Accept { .. }).then(|| B256::repeat_byte(0xee));
         TaskRecord::new(
             index,
@@ -364,11 +366,11 @@ mod tests {
     }
 
     fn ok(n: u8) -> Replica {
-        replica(n, 9_000, Checked::Output(embedding(1, 0, 0.0)))
+        replica(n, 9_000, valid(embedding(1, 0, 0.0)))
     }
 
     fn liar(n: u8) -> Replica {
-        replica(n, 9_000, Checked::Output(embedding(1, 9, 0.0)))
+        replica(n, 9_000, valid(embedding(1, 9, 0.0)))
     }
 
     #[test]

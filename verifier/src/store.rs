@@ -213,8 +213,8 @@ fn bps(v: i64) -> ConfidenceBps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::tests::{embedding, replica, w};
-    use crate::decide::{Checked, Verdict};
+    use crate::decide::Verdict;
+    use crate::decide::tests::{embedding, replica, valid, w};
     use gleaner_protocol::report::REPORT_VERSION;
 
     #[tokio::test]
@@ -227,9 +227,9 @@ mod tests {
         let store = Store::open(&url).await.unwrap();
         assert_eq!(store.confidence(w(1)).await.unwrap(), INITIAL_CONFIDENCE);
         let reps = vec![
-            replica(1, 9_000, Checked::Output(embedding(1, 0, 0.0))),
-            replica(2, 9_000, Checked::Output(embedding(1, 0, 0.0))),
-            replica(3, 9_000, Checked::Output(embedding(1, 7, 0.0))),
+            replica(1, 9_000, valid(embedding(1, 0, 0.0))),
+            replica(2, 9_000, valid(embedding(1, 0, 0.0))),
+            replica(3, 9_000, valid(embedding(1, 7, 0.0))),
         ];
         let v = Verdict::Accept { quorum: vec![0, 1] };
         let rec = TaskRecord::new(0, B256::ZERO, &reps, &v, Some(B256::ZERO)).unwrap();

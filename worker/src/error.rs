@@ -4,45 +4,44 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The coordinator could not be reached or answered with a server error: retry later.
-    #[error("coordinator unreachable: {0}")]
-    Transport(String),
-    /// The coordinator refused a request (4xx): retrying the same request will not help.
-    #[error("coordinator refused {what}: {status} {message}")]
-    Refused {
-        /// The request.
-        what: String,
-        /// HTTP status.
-        status: u16,
-        /// The coordinator's message.
-        message: String,
-    },
-    /// A fetched blob does not have the hash it was asked for.
-    #[error("blob {0} failed its hash check")]
-    BadBlob(String),
-    /// The task names a model this worker does not have.
-    #[error("task needs model weights {want}, this worker has {have}")]
-    WrongModel {
-        /// The task's weights hash.
-        want: String,
-        /// The local weights hash.
-        have: String,
-    },
-    /// Running the model failed.
+    /// Talking to the coordinator failed (unreachable, busy, refused, a blob with a wrong hash).
     #[error(transparent)]
-    Model(#[from] gleaner_models::Error),
-    /// A protocol value is malformed.
+    Client(#[from] gleaner_client::Error),
+    /// Running the task's kind failed (its model is missing or not the task's, bad input).
     #[error(transparent)]
-    Protocol(#[from] gleaner_protocol::Error),
-    /// Signing failed.
-    #[error("signing: {0}")]
-    Sign(String),
+    Kind(#[from] gleaner_kinds::Error),
+    /// None of the worker's kinds can run here: their model files are missing.
+    #[error(
+        "no task kind can run here ({known}): their model files are missing; fetch them with \
+         `scripts/setup` (or point GLEANER_HOME at the directory that holds models/)"
+    )]
+    NoKinds {
+        /// The kinds the worker knows.
+        known: String,
+    },
+    /// The thread that runs the model panicked or was cancelled.
+    #[error("model thread: {0}")]
+    ModelThread(String),
 }
 
 impl Error {
     /// Whether waiting and retrying may succeed (network trouble, coordinator restarts).
     pub fn recoverable(&self) -> bool {
-        matches!(self, Self::Transport(_))
+        matches!(self, Self::Client(e) if e.recoverable())
+    }
+
+    /// Whether the worker must stop: it was handed a task whose model it does not have, so
+    /// every later lease of that job would fail the same way.
+    pub fn fatal(&self) -> bool {
+        matches!(self, Self::Kind(gleaner_kinds::Error::WrongModel { .. }))
+    }
+
+    /// The HTTP status when the coordinator refused the request (401: the session expired).
+    pub fn refused_status(&self) -> Option<u16> {
+        match self {
+            Self::Client(e) => e.refused_status(),
+            _ => None,
+        }
     }
 }
 

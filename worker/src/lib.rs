@@ -1,85 +1,86 @@
-//! The Gleaner worker ("miner"): it probes its adapter, measures itself, signs in with its
-//! staking key, long-polls the coordinator for leases, fetches and hash-checks inputs, runs the
-//! model off the async runtime, uploads the output and an EIP-712 signed result, and retries
-//! with backoff. On shutdown it finishes the task in hand (or releases its lease) and stops.
+//! The Gleaner worker ("miner"): it prepares the task kinds it can run (loading and measuring
+//! their models), signs in with its staking key, long-polls the coordinator for leases, fetches
+//! hash-checked inputs, runs the lease's kind off the async runtime, uploads the output and an
+//! EIP-712 signed result, and retries with backoff. On shutdown it finishes the task in hand (or
+//! releases its lease) and stops.
+//!
+//! [`stake`] holds the miner's registry calls (stake, unstake, eligibility).
+//!
+//! What a task computes is its kind's business ([`gleaner_kinds::TaskKind::run`]); the worker
+//! only moves bytes, signs and keeps going.
 //!
 //! ```no_run
 //! # async fn f(signer: alloy::signers::local::PrivateKeySigner) -> gleaner_worker::Result<()> {
+//! use gleaner_kinds::{ModelSetup, Registry};
 //! use gleaner_worker::{Worker, WorkerConfig};
-//! let worker = Worker::start(WorkerConfig::new("http://127.0.0.1:8080"), signer).await?;
+//! let device = gleaner_models::select_device(gleaner_models::BackendChoice::Auto)?;
+//! let kinds = Registry::standard(&ModelSetup::from_home(&gleaner_models::gleaner_home()), device.clone());
+//! let worker = Worker::start(WorkerConfig::new("http://127.0.0.1:8080", kinds, &device), signer).await?;
 //! let stats = worker.run(std::future::pending::<()>()).await?;
 //! # Ok(()) }
 //! ```
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
-mod client;
 mod error;
-mod probe;
+pub mod stake;
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use alloy::primitives::B256;
-use alloy::signers::SignerSync;
+use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::Eip712Domain;
-use gleaner_models::{BackendChoice, EMBED_DIM, Embedder, Generator, MiniLmFiles};
-use gleaner_protocol::api::{Capabilities, Lease, SignIn, SubmitResult};
-use gleaner_protocol::blob::{
-    Generation, decode_prompts, decode_texts, encode_generations, encode_matrix,
-};
-use gleaner_protocol::eip712::{self, TaskResult, WorkerSignIn};
-use gleaner_protocol::task::TaskKind;
+use gleaner_client::{Backoff, Client};
+use gleaner_kinds::{Registry, TaskKind, TaskRef};
+use gleaner_models::SelectedDevice;
+use gleaner_protocol::api::{Capabilities, Lease, SubmitResult};
+use gleaner_protocol::eip712;
 
-pub use client::CoordinatorClient;
 pub use error::{Error, Result};
-pub use probe::{FLOPS_PER_TOKEN, Probe, probe};
-
-/// Deliberate misbehaviour, for tests and demonstrations of slashing only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// Return embeddings of reversed rows (plausible-looking but wrong vectors).
-    CorruptEmbeddings,
-    /// Generate honestly, then replace the second token of every output with another token
-    /// (ids and text stay consistent; only the model's logits can tell).
-    SubstituteTokens,
-}
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Coordinator base URL.
     pub coordinator_url: String,
-    /// Backend choice (`auto` by default).
-    pub backend: BackendChoice,
-    /// all-MiniLM-L6-v2 files (default: the model cache).
-    pub model: MiniLmFiles,
-    /// SmolLM2 GGUF for generate tasks (default: the model cache); loaded on the first generate
-    /// lease. When the file is absent the worker does not offer the generate kind.
-    pub smollm: PathBuf,
+    /// The task kinds this worker offers (those whose models are present).
+    pub kinds: Registry,
+    /// Adapter name it reports (`NVIDIA H200`, `llvmpipe`, `cpu`).
+    pub adapter: String,
+    /// Backend it reports (`wgpu`, `flex`, `ndarray`).
+    pub backend: String,
     /// Long-poll wait per lease request.
     pub wait_ms: u32,
     /// Stop after this many tasks (None: run until shutdown).
     pub max_tasks: Option<u64>,
-    /// Fault injection (tests only).
-    pub fault: Option<Fault>,
-    /// Where to log progress lines (None: tracing only).
+    /// The name progress lines carry.
     pub name: String,
+    /// How long a sign-in signature stays valid (the coordinator accepts at most its own limit).
+    pub sign_in_valid_for: Duration,
+    /// First wait after the coordinator could not be reached; doubled up to `backoff_max`.
+    pub backoff_initial: Duration,
+    /// Longest wait between two tries to reach the coordinator.
+    pub backoff_max: Duration,
 }
 
 impl WorkerConfig {
-    /// Defaults for a coordinator URL.
-    pub fn new(coordinator_url: &str) -> Self {
+    /// Defaults for a coordinator URL, running `kinds` on `device`.
+    pub fn new(coordinator_url: &str, kinds: Registry, device: &SelectedDevice) -> Self {
         Self {
             coordinator_url: coordinator_url.to_owned(),
-            backend: BackendChoice::Auto,
-            model: MiniLmFiles::from_cache(),
-            smollm: gleaner_models::smollm_gguf(),
+            kinds,
+            adapter: device
+                .adapter
+                .as_ref()
+                .map_or_else(|| "cpu".to_owned(), |a| a.name.clone()),
+            backend: device.backend.to_owned(),
             wait_ms: 10_000,
             max_tasks: None,
-            fault: None,
             name: "worker".into(),
+            sign_in_valid_for: Duration::from_secs(300),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
         }
     }
 }
@@ -95,139 +96,110 @@ pub struct WorkerStats {
     pub failed: u64,
 }
 
-/// A signed-in worker with its model loaded.
+/// A signed-in worker with its kinds prepared.
 pub struct Worker {
     config: WorkerConfig,
     signer: PrivateKeySigner,
-    client: CoordinatorClient,
+    client: Client,
     domain: Eip712Domain,
-    embedder: Arc<Embedder>,
-    weights_sha256: B256,
-    probe: Probe,
-    generator: Mutex<Option<Arc<Generator>>>,
+    capabilities: Capabilities,
 }
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
             .field("address", &self.signer.address())
+            .field("kinds", &self.capabilities.kinds)
             .finish_non_exhaustive()
     }
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// A model thread that panicked or was cancelled.
+fn model_thread(e: tokio::task::JoinError) -> Error {
+    Error::ModelThread(e.to_string())
 }
 
 impl Worker {
-    /// Loads the model, measures the device, and signs in.
+    /// Prepares every kind this host can run (loading and measuring models), then signs in.
     pub async fn start(config: WorkerConfig, signer: PrivateKeySigner) -> Result<Self> {
-        let client = CoordinatorClient::new(&config.coordinator_url);
+        let client = Client::new(&config.coordinator_url)?;
         let info = client.info().await?;
         let domain = eip712::domain(info.chain_id, info.market);
-        let (files, backend) = (config.model.clone(), config.backend);
-        let (embedder, weights_sha256, probe) =
-            tokio::task::spawn_blocking(move || -> Result<_> {
-                files.ensure_present()?;
-                let sha = files.weights_sha256()?;
-                let device = gleaner_models::select_device(backend)?;
-                tracing::info!(target: "worker", "{}", device.describe());
-                let embedder = Embedder::load(&files, device)?;
-                let probe = probe(&embedder)?;
-                Ok((embedder, sha, probe))
-            })
-            .await
-            .map_err(|e| Error::Transport(format!("model thread: {e}")))??;
-        let weights_sha256: B256 = weights_sha256
-            .parse()
-            .map_err(|_| Error::Sign("hash".into()))?;
+        let kinds = config.kinds.available();
+        if kinds.is_empty() {
+            return Err(Error::NoKinds {
+                known: config.kinds.names(),
+            });
+        }
+        let mut gflops = None;
+        for id in &kinds {
+            let kind = Arc::clone(config.kinds.get(id)?);
+            let measured = tokio::task::spawn_blocking(move || kind.prepare())
+                .await
+                .map_err(model_thread)??;
+            gflops = gflops.or(measured);
+        }
+        let gflops = gflops.unwrap_or(0.0);
         tracing::info!(
             target: "worker",
             address = %signer.address(),
-            gflops = format!("{:.1}", probe.gflops),
+            gflops = format!("{gflops:.1}"),
+            kinds = ?kinds,
             "measured"
         );
+        let capabilities = Capabilities {
+            adapter: config.adapter.clone(),
+            backend: config.backend.clone(),
+            memory_bytes: 0,
+            gflops,
+            kinds,
+        }
+        .round();
         let mut worker = Self {
             config,
             signer,
             client,
             domain,
-            embedder: Arc::new(embedder),
-            weights_sha256,
-            probe,
-            generator: Mutex::new(None),
+            capabilities,
         };
         worker.sign_in().await?;
         Ok(worker)
     }
 
     /// The signed-in coordinator client (Bearer token set).
-    pub fn client(&self) -> &CoordinatorClient {
+    pub fn client(&self) -> &Client {
         &self.client
     }
 
     /// The worker's address.
-    pub fn address(&self) -> alloy::primitives::Address {
+    pub fn address(&self) -> Address {
         self.signer.address()
     }
 
-    fn capabilities(&self) -> Capabilities {
-        let dev = self.embedder.device();
-        Capabilities {
-            adapter: dev
-                .adapter
-                .as_ref()
-                .map_or_else(|| "cpu".to_owned(), |a| a.name.clone()),
-            backend: dev.backend.to_owned(),
-            memory_bytes: 0,
-            gflops: self.probe.gflops,
-            kinds: if self.config.smollm.is_file() {
-                vec![TaskKind::Embed, TaskKind::Generate]
-            } else {
-                vec![TaskKind::Embed]
-            },
-        }
-        .round()
+    /// What the worker told the coordinator at sign-in.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     async fn sign_in(&mut self) -> Result<()> {
-        let capabilities = self.capabilities();
-        let nonce = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let msg = WorkerSignIn {
-            worker: self.signer.address(),
-            capabilitiesHash: capabilities.hash(),
-            nonce,
-            expiry: now_secs() + 300,
-        };
-        let sig = self
-            .signer
-            .sign_hash_sync(&eip712::digest(&msg, &self.domain))
-            .map_err(|e| Error::Sign(e.to_string()))?;
-        let session = self
-            .client
-            .sign_in(&SignIn {
-                address: msg.worker,
-                capabilities,
-                nonce,
-                expiry: msg.expiry,
-                signature: sig.as_bytes().to_vec().into(),
-            })
+        self.client
+            .sign_in(
+                &self.signer,
+                &self.domain,
+                self.capabilities.clone(),
+                self.config.sign_in_valid_for,
+            )
             .await?;
-        self.client =
-            CoordinatorClient::new(&self.config.coordinator_url).with_token(session.token);
         tracing::info!(target: "worker", address = %self.signer.address(), "signed in");
         Ok(())
     }
 
     /// Runs until `shutdown` resolves (or `max_tasks` are done): lease, compute, submit.
-    /// Transport errors back off exponentially (1 s … 30 s); an expired session signs in again.
+    /// A coordinator that cannot be reached is tried again with exponential backoff
+    /// (`backoff_initial` … `backoff_max`); an expired session signs in again.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<WorkerStats> {
         let mut stats = WorkerStats::default();
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             if self.config.max_tasks.is_some_and(|m| stats.submitted >= m) {
@@ -240,22 +212,22 @@ impl Worker {
             let lease = match lease {
                 Ok(Some(l)) => l,
                 Ok(None) => continue,
-                Err(Error::Refused { status: 401, .. }) => {
+                Err(e) if e.refused_status() == Some(401) => {
                     self.sign_in().await?;
                     continue;
                 }
                 Err(e) if e.recoverable() => {
-                    tracing::warn!(target: "worker", error = %e, retry_in = ?backoff, "lease failed");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(target: "worker", error = %e, retry_in = ?delay, "lease failed");
                     tokio::select! {
                         _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
-            backoff = Duration::from_secs(1);
+            backoff.reset();
             // A task in hand is finished even if shutdown is asked meanwhile.
             match self.execute(&lease).await {
                 Ok(()) => {
@@ -265,6 +237,7 @@ impl Worker {
                         worker = %self.config.name,
                         job = %lease.job_id,
                         task = lease.index,
+                        kind = %lease.kind,
                         done = stats.submitted,
                         "result submitted"
                     );
@@ -275,7 +248,7 @@ impl Worker {
                     if self.client.release(&lease.lease_id).await.is_ok() {
                         stats.released += 1;
                     }
-                    if !e.recoverable() && matches!(e, Error::WrongModel { .. }) {
+                    if e.fatal() {
                         return Err(e);
                     }
                 }
@@ -284,121 +257,37 @@ impl Worker {
         Ok(stats)
     }
 
-    /// SmolLM2, loaded on first use on the embedder's device.
-    async fn generator(&self) -> Result<Arc<Generator>> {
-        if let Some(g) = self.generator.lock().expect("lock").as_ref() {
-            return Ok(Arc::clone(g));
-        }
-        let path = self.config.smollm.clone();
-        let device = self.embedder.device().clone();
-        tracing::info!(target: "worker", path = %path.display(), "loading SmolLM2 for generate tasks");
-        let g = tokio::task::spawn_blocking(move || Generator::load(&path, device))
-            .await
-            .map_err(|e| Error::Transport(format!("model thread: {e}")))??;
-        let g = Arc::new(g);
-        *self.generator.lock().expect("lock") = Some(Arc::clone(&g));
-        Ok(g)
-    }
-
-    fn check_model(&self, lease: &Lease, have: B256) -> Result<()> {
-        if lease.model.weights_sha256 != have {
-            return Err(Error::WrongModel {
-                want: format!("{:x}", lease.model.weights_sha256),
-                have: format!("{have:x}"),
-            });
-        }
-        Ok(())
-    }
-
     /// Fetches, computes, uploads and signs one leased task.
     pub async fn execute(&self, lease: &Lease) -> Result<()> {
-        let output = match lease.kind {
-            TaskKind::Embed => self.embed(lease).await?,
-            TaskKind::Generate => self.generate(lease).await?,
-        };
+        let kind: Arc<dyn TaskKind> = Arc::clone(self.config.kinds.get(&lease.kind)?);
+        let input = self.client.blob(lease.input_hash).await?;
+        let task = lease.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            let task_ref = TaskRef {
+                job_id: task.job_id,
+                index: task.index,
+                model: &task.model,
+                params: &task.params,
+            };
+            kind.run(&task_ref, &input)
+        })
+        .await
+        .map_err(model_thread)??;
         let result_hash = self.client.put_blob(output).await?;
-        let msg = TaskResult {
-            taskHash: lease.task_hash,
-            resultHash: result_hash,
-            worker: self.signer.address(),
-        };
-        let sig = self
-            .signer
-            .sign_hash_sync(&eip712::digest(&msg, &self.domain))
-            .map_err(|e| Error::Sign(e.to_string()))?;
+        let signature = gleaner_client::sign::task_result(
+            &self.signer,
+            &self.domain,
+            lease.task_hash,
+            result_hash,
+        )?;
         self.client
             .submit(&SubmitResult {
                 lease_id: lease.lease_id.clone(),
                 task_hash: lease.task_hash,
                 result_hash,
-                signature: sig.as_bytes().to_vec().into(),
+                signature,
             })
-            .await
-    }
-}
-
-impl Worker {
-    async fn embed(&self, lease: &Lease) -> Result<Vec<u8>> {
-        self.check_model(lease, self.weights_sha256)?;
-        let input = self.client.get_blob(lease.input_hash).await?;
-        let texts = decode_texts(&input)?;
-        let embedder = Arc::clone(&self.embedder);
-        let batch = lease.params.batch.max(1) as usize;
-        let fault = self.config.fault;
-        tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let mut v = embedder.embed(&refs, batch, |_| {})?;
-            if fault == Some(Fault::CorruptEmbeddings) {
-                let rows: Vec<Vec<f32>> = v
-                    .chunks_exact(EMBED_DIM)
-                    .rev()
-                    .map(|r| r.iter().map(|x| -x).collect())
-                    .collect();
-                v = rows.concat();
-            }
-            Ok(encode_matrix("embeddings", &v, refs.len(), EMBED_DIM, &[])?)
-        })
-        .await
-        .map_err(|e| Error::Transport(format!("model thread: {e}")))?
-    }
-
-    /// Each prompt decoded as the job's params say (greedy, or seeded per task and prompt).
-    async fn generate(&self, lease: &Lease) -> Result<Vec<u8>> {
-        if !self.config.smollm.is_file() {
-            return Err(Error::Model(gleaner_models::Error::MissingModel {
-                path: self.config.smollm.clone(),
-            }));
-        }
-        let generator = self.generator().await?;
-        let have: B256 = generator
-            .weights_sha256()
-            .parse()
-            .map_err(|_| Error::Sign("hash".into()))?;
-        self.check_model(lease, have)?;
-        let input = self.client.get_blob(lease.input_hash).await?;
-        let prompts = decode_prompts(&input)?;
-        let (params, task, fault) = (lease.params.clone(), lease.index, self.config.fault);
-        tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            // All the task's prompts in one batch: the weights are read once per step.
-            let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-            let rules: Vec<_> = (0..prompts.len() as u32)
-                .map(|i| generator.decoding(params.max_tokens, params.sampling, task, i))
-                .collect();
-            let mut outputs = Vec::with_capacity(prompts.len());
-            for mut g in generator.generate_many(&refs, &rules)? {
-                if fault == Some(Fault::SubstituteTokens) && g.ids.len() > 1 {
-                    let vocab = generator.model().config().vocab as u32;
-                    g.ids[1] = (g.ids[1] + vocab / 2) % vocab;
-                    g = Generation {
-                        text: generator.text(&g.ids)?,
-                        ids: g.ids,
-                    };
-                }
-                outputs.push(g);
-            }
-            Ok(encode_generations(&outputs))
-        })
-        .await
-        .map_err(|e| Error::Transport(format!("model thread: {e}")))?
+            .await?;
+        Ok(())
     }
 }

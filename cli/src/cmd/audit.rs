@@ -1,19 +1,14 @@
-//! `gleaner audit`: rebuild settlements from chain events and the published report.
+//! `gleaner audit`: rebuild settlements from chain events and the published report (the audit
+//! library does the work; this prints it).
 
-use alloy::primitives::{Address, B256, Signature, U256, keccak256};
+use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider, ProviderBuilder};
-use alloy::rpc::types::Filter;
-use alloy::sol_types::SolEventInterface;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use gleaner_protocol::bindings::{JobMarket, WorkerRegistry};
-use gleaner_protocol::eip712::{self, TaskResult};
-use gleaner_protocol::formulas;
-use gleaner_protocol::merkle::MerkleTree;
-use gleaner_protocol::report::SettlementReport;
-use gleaner_worker::CoordinatorClient;
+use gleaner_audit::AuditReport;
+use gleaner_client::Client;
 
-use crate::common::runtime;
+use crate::common::{format_amount, runtime};
 
 /// Check settlements independently: anyone can run this.
 ///
@@ -72,27 +67,6 @@ pub struct JobAudit {
     pub json: bool,
 }
 
-/// What `audit job` found.
-#[derive(Debug, Default, serde::Serialize)]
-struct AuditOutcome {
-    job_id: U256,
-    verdict: &'static str,
-    differences: Vec<String>,
-    workers: Vec<WorkerLine>,
-    pool: U256,
-    fee: U256,
-    refund: U256,
-    slashed: Vec<Address>,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct WorkerLine {
-    worker: Address,
-    tasks: usize,
-    units: U256,
-    payout: U256,
-}
-
 /// Options of `audit events`.
 #[derive(Debug, Args)]
 pub struct EventsArgs {
@@ -110,335 +84,102 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<()> {
     let rt = runtime()?;
     match cmd {
         AuditCommand::Job(a) => {
-            let mut out = rt.block_on(audit_job(&a))?;
-            out.verdict = if out.differences.is_empty() {
-                "OK"
-            } else {
-                "MISMATCH"
-            };
+            let report = rt.block_on(audit_job(&a))?;
             if a.json {
-                println!("{}", serde_json::to_string(&out)?);
+                println!("{}", serde_json::to_string(&json(&report))?);
             } else {
-                for w in &out.workers {
-                    println!(
-                        "{}  tasks {:>4}  units {:>12}  payout {}",
-                        w.worker,
-                        w.tasks,
-                        w.units,
-                        crate::common::format_amount(w.payout)
-                    );
-                }
-                println!(
-                    "refund to requester {}",
-                    crate::common::format_amount(out.refund)
+                print_report(&report);
+            }
+            if !report.ok() {
+                bail!(
+                    "job {}: {} difference(s)",
+                    a.job_id,
+                    report.differences.len()
                 );
             }
-            let diffs = out.differences;
-            if diffs.is_empty() {
-                if !a.json {
-                    println!(
-                        "OK: job {} settlement matches the report and the formulas",
-                        a.job_id
-                    );
-                }
-                Ok(())
-            } else {
-                if !a.json {
-                    for d in &diffs {
-                        println!("MISMATCH: {d}");
-                    }
-                }
-                bail!("job {}: {} difference(s)", a.job_id, diffs.len())
-            }
+            Ok(())
         }
         AuditCommand::Events(a) => rt.block_on(events(a)),
     }
 }
 
-/// Every event of a job, decoded.
-#[derive(Debug, Default)]
-struct JobEvents {
-    created: Option<JobMarket::JobCreated>,
-    posted: Option<JobMarket::TasksPosted>,
-    settled: Option<JobMarket::JobSettled>,
-    paid: Vec<JobMarket::WorkerPaid>,
-    slashed: Vec<WorkerRegistry::Slashed>,
+fn read_provider(chain: &ReadChain) -> anyhow::Result<impl Provider> {
+    let url = chain.rpc_url.parse().context("bad --rpc-url")?;
+    Ok(ProviderBuilder::new().connect_http(url))
 }
 
-async fn job_events(
-    p: &impl Provider,
-    market: Address,
-    registry: Address,
-    job: U256,
-    from: u64,
-) -> anyhow::Result<JobEvents> {
-    let mut ev = JobEvents::default();
-    let logs = p
-        .get_logs(&Filter::new().address(market).from_block(from))
-        .await?;
-    for log in logs {
-        let Ok(decoded) = JobMarket::JobMarketEvents::decode_log(&log.inner) else {
-            continue;
-        };
-        match decoded.data {
-            JobMarket::JobMarketEvents::JobCreated(e) if e.jobId == job => ev.created = Some(e),
-            JobMarket::JobMarketEvents::TasksPosted(e) if e.jobId == job => ev.posted = Some(e),
-            JobMarket::JobMarketEvents::JobSettled(e) if e.jobId == job => ev.settled = Some(e),
-            JobMarket::JobMarketEvents::WorkerPaid(e) if e.jobId == job => ev.paid.push(e),
-            _ => {}
-        }
-    }
-    let logs = p
-        .get_logs(&Filter::new().address(registry).from_block(from))
-        .await?;
-    for log in logs {
-        if let Ok(d) = WorkerRegistry::WorkerRegistryEvents::decode_log(&log.inner)
-            && let WorkerRegistry::WorkerRegistryEvents::Slashed(e) = d.data
-            && e.jobId == job
-        {
-            ev.slashed.push(e);
-        }
-    }
-    Ok(ev)
-}
-
-/// Recomputes a job's settlement; the differences are empty when it is OK.
-async fn audit_job(a: &JobAudit) -> anyhow::Result<AuditOutcome> {
-    let url = a.chain.rpc_url.parse().context("bad --rpc-url")?;
-    let p = ProviderBuilder::new().connect_http(url);
-    let market = JobMarket::new(a.chain.market, &p);
-    let registry = market.registry().call().await?;
-    let chain_id = p.get_chain_id().await?;
-    let job = market.getJob(a.job_id).call().await?;
-    let ev = job_events(&p, a.chain.market, registry, a.job_id, a.from_block).await?;
-    let mut diffs = Vec::new();
-    let Some(created) = ev.created else {
-        bail!("no JobCreated event for job {}", a.job_id)
-    };
-    let Some(settled) = ev.settled else {
-        bail!("job {} is not settled (no JobSettled event)", a.job_id)
-    };
-    let posted = ev.posted.context("no TasksPosted event")?;
-
-    // The report: fetched by its sha256, bound to the chain by keccak256.
-    let client = CoordinatorClient::new(&a.coordinator_url);
-    let results = client.job_results(a.job_id).await?;
-    let sha = results
-        .report_hash
-        .context("the coordinator has no report for this job")?;
-    let bytes = client.get_blob(sha).await?;
-    if keccak256(&bytes) != settled.reportHash {
-        diffs.push(format!(
-            "report keccak256 {} != on-chain reportHash {}",
-            keccak256(&bytes),
-            settled.reportHash
-        ));
-    }
-    let report = SettlementReport::from_canonical(&bytes)?;
-    let mut check = |ok: bool, msg: String| {
-        if !ok {
-            diffs.push(msg);
-        }
-    };
-    check(
-        report.job_id == a.job_id,
-        format!("report is for job {}", report.job_id),
-    );
-    check(
-        report.chain_id == chain_id && report.market == a.chain.market,
-        "report names another deployment".into(),
-    );
-    check(
-        report.spec_hash == created.specHash,
-        format!(
-            "spec hash {} != JobCreated {}",
-            report.spec_hash, created.specHash
-        ),
-    );
-    check(
-        report.tasks_root == posted.tasksRoot,
-        format!(
-            "tasks root {} != TasksPosted {}",
-            report.tasks_root, posted.tasksRoot
-        ),
-    );
-    let hashes: Vec<B256> = report.tasks.iter().map(|t| t.task_hash).collect();
-    let root = MerkleTree::from_task_hashes(&hashes).root();
-    check(
-        root == posted.tasksRoot,
-        format!(
-            "Merkle root of the report's tasks {root} != posted {}",
-            posted.tasksRoot
-        ),
-    );
-    check(
-        report.tasks.len() == created.taskCount as usize,
-        format!(
-            "report has {} tasks, job {}",
-            report.tasks.len(),
-            created.taskCount
-        ),
-    );
-
-    // Every replica signature.
-    let domain = eip712::domain(chain_id, a.chain.market);
-    for t in &report.tasks {
-        for r in &t.replicas {
-            let msg = TaskResult {
-                taskHash: t.task_hash,
-                resultHash: r.result_hash,
-                worker: r.worker,
-            };
-            let ok = Signature::try_from(r.signature.as_ref())
-                .ok()
-                .is_some_and(|s| eip712::verify(&msg, &domain, &s, r.worker).is_ok());
-            check(
-                ok,
-                format!(
-                    "task {}: replica of {} has no valid signature",
-                    t.index, r.worker
-                ),
-            );
-        }
-    }
-
-    // Units from the contribution formula; payouts from the payout formula.
-    let re = report.recompute()?;
-    check(
-        re.accepted_tasks == settled.acceptedTasks,
-        format!(
-            "accepted tasks {} != JobSettled {}",
-            re.accepted_tasks, settled.acceptedTasks
-        ),
-    );
-    let total: U256 = re.units.iter().map(|(_, u)| *u).sum();
-    check(
-        total == settled.totalUnits,
-        format!("total units {total} != JobSettled {}", settled.totalUnits),
-    );
-    let pool = formulas::pool(
-        created.budget.to::<u128>(),
-        u64::from(settled.acceptedTasks),
-        u64::from(created.taskCount),
-    )?;
-    check(
-        U256::from(pool) == settled.pool,
-        format!("pool {pool} != JobSettled {}", settled.pool),
-    );
-    let distributable = settled.pool.saturating_sub(settled.fee);
-    let mut paid_sum = U256::ZERO;
-    for (w, units) in &re.units {
-        let want = U256::from(formulas::mul_div(
-            distributable.to::<u128>(),
-            units.to::<u128>(),
-            total.to::<u128>().max(1),
-        )?);
-        match ev.paid.iter().find(|p| p.worker == *w) {
-            Some(p) => {
-                check(
-                    p.units == *units,
-                    format!("{w}: units {} on-chain, {units} by the formula", p.units),
-                );
-                check(
-                    p.amount == want,
-                    format!("{w}: paid {} on-chain, {want} by the formula", p.amount),
-                );
-                paid_sum += p.amount;
-            }
-            None => check(
-                false,
-                format!("{w}: earned {units} units but has no WorkerPaid event"),
-            ),
-        }
-    }
-    for p in &ev.paid {
-        check(
-            re.units.iter().any(|(w, _)| *w == p.worker),
-            format!("{} was paid but earned nothing in the report", p.worker),
-        );
-    }
-    check(
-        paid_sum + settled.fee + settled.refund == created.budget,
-        format!(
-            "payouts {paid_sum} + fee {} + refund {} != budget {}",
-            settled.fee, settled.refund, created.budget
-        ),
-    );
-    for s in &ev.slashed {
-        check(
-            report.slashes.iter().any(|e| e.worker == s.worker),
-            format!("{} was slashed without a report entry", s.worker),
-        );
-    }
+async fn audit_job(a: &JobAudit) -> anyhow::Result<AuditReport> {
+    let p = read_provider(&a.chain)?;
+    let client = Client::new(&a.coordinator_url)?;
+    let r = gleaner_audit::audit_job(&p, a.chain.market, &client, a.job_id, a.from_block).await?;
     eprintln!(
         "job {}: {} tasks, {} accepted, {} workers paid, {} slashed, status {}",
-        a.job_id,
-        created.taskCount,
-        settled.acceptedTasks,
-        ev.paid.len(),
-        ev.slashed.len(),
-        job.status
+        r.job_id,
+        r.task_count,
+        r.accepted_tasks,
+        r.workers.len(),
+        r.slashed.len(),
+        r.status
     );
-    let workers = ev
-        .paid
+    Ok(r)
+}
+
+/// The `--json` object: verdict, differences, each worker's tasks, units and payout.
+fn json(r: &AuditReport) -> serde_json::Value {
+    let workers: Vec<_> = r
+        .workers
         .iter()
-        .map(|p| WorkerLine {
-            worker: p.worker,
-            tasks: report
-                .tasks
-                .iter()
-                .filter(|t| t.accepted_result.is_some())
-                .filter(|t| {
-                    t.replicas
-                        .iter()
-                        .any(|r| r.in_quorum && r.worker == p.worker)
-                })
-                .count(),
-            units: p.units,
-            payout: p.amount,
+        .map(|w| {
+            serde_json::json!({
+                "worker": w.worker, "tasks": w.tasks, "units": w.units, "payout": w.payout
+            })
         })
         .collect();
-    Ok(AuditOutcome {
-        job_id: a.job_id,
-        verdict: "",
-        differences: diffs,
-        workers,
-        pool: settled.pool,
-        fee: settled.fee,
-        refund: settled.refund,
-        slashed: ev.slashed.iter().map(|s| s.worker).collect(),
+    serde_json::json!({
+        "job_id": r.job_id,
+        "verdict": if r.ok() { "OK" } else { "MISMATCH" },
+        "differences": r.differences.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "difference_kinds": r.differences,
+        "workers": workers,
+        "pool": r.pool,
+        "fee": r.fee,
+        "refund": r.refund,
+        "slashed": r.slashed,
     })
 }
 
+fn print_report(r: &AuditReport) {
+    for w in &r.workers {
+        println!(
+            "{}  tasks {:>4}  units {:>12}  payout {}",
+            w.worker,
+            w.tasks,
+            w.units,
+            format_amount(w.payout)
+        );
+    }
+    println!("refund to requester {}", format_amount(r.refund));
+    if r.ok() {
+        println!(
+            "OK: job {} settlement matches the report and the formulas",
+            r.job_id
+        );
+    }
+    for d in &r.differences {
+        println!("MISMATCH: {d}");
+    }
+}
+
 async fn events(a: EventsArgs) -> anyhow::Result<()> {
-    let url = a.chain.rpc_url.parse().context("bad --rpc-url")?;
-    let p = ProviderBuilder::new().connect_http(url);
-    let market = JobMarket::new(a.chain.market, &p);
-    let registry = market.registry().call().await?;
-    let mut logs = p
-        .get_logs(
-            &Filter::new()
-                .address(vec![a.chain.market, registry])
-                .from_block(a.from_block),
-        )
-        .await?;
-    logs.sort_by_key(|l| (l.block_number, l.log_index));
-    for log in logs {
-        let block = log.block_number.unwrap_or_default();
-        let text = if let Ok(d) = JobMarket::JobMarketEvents::decode_log(&log.inner) {
-            format!("{:?}", d.data)
-        } else if let Ok(d) = WorkerRegistry::WorkerRegistryEvents::decode_log(&log.inner) {
-            format!("{:?}", d.data)
-        } else {
-            continue;
-        };
+    let p = read_provider(&a.chain)?;
+    for e in gleaner_audit::events(&p, a.chain.market, a.from_block).await? {
         if a.json {
             println!(
                 "{}",
-                serde_json::json!({"block": block, "tx": log.transaction_hash, "event": text})
+                serde_json::json!({"block": e.block, "tx": e.tx, "event": e.event})
             );
         } else {
-            println!("{block:>8}  {text}");
+            println!("{:>8}  {}", e.block, e.event);
         }
     }
     Ok(())

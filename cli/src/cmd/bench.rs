@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use gleaner_models::smollm::GENERATE_MARGIN;
 use gleaner_models::{BackendChoice, EMBED_MIN_COSINE, compare_embeddings};
 
-use crate::input::read_all;
+use crate::common::read_all;
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use gleaner_models::{BackendChoice, Embedder, MiniLmFiles, select_device};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::input::read_all;
+use crate::common::read_all;
 use crate::output::{write_jsonl, write_safetensors};
 
 /// Embed sentences with all-MiniLM-L6-v2.

@@ -1,26 +1,19 @@
-//! `gleaner job`: submit work, follow it, collect results.
+//! `gleaner job`: submit work, follow it, collect results (the requester library does the work).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::U256;
-use alloy::signers::SignerSync;
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand, ValueEnum};
-use gleaner_models::smollm::chat_prompt;
-use gleaner_protocol::api::RegisterJob;
-use gleaner_protocol::bindings::{GleanerToken, JobMarket};
-use gleaner_protocol::blob::{
-    blob_hash, decode_generations, decode_matrix, decode_prompts, encode_prompts, encode_texts,
-};
-use gleaner_protocol::eip712::{self, JobRegistration};
-use gleaner_protocol::task::{
-    JobManifest, MANIFEST_VERSION, ModelRef, SamplingParams, TaskInput, TaskKind, TaskParams,
-};
-use gleaner_worker::CoordinatorClient;
+use clap::{Args, Subcommand};
+use gleaner_client::Client;
+use gleaner_protocol::task::KindId;
+use gleaner_requester::JobRequest;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{ChainArgs, KeyArgs, confirm, format_amount, parse_amount, provider, runtime};
+use crate::common::{
+    ChainArgs, KeyArgs, format_amount, parse_amount, parse_duration, provider, runtime,
+};
 
 /// Submit jobs and collect their results.
 ///
@@ -70,9 +63,10 @@ pub struct SubmitArgs {
     key: KeyArgs,
     #[command(flatten)]
     coord: CoordinatorArg,
-    /// Task kind.
-    #[arg(long, value_enum, default_value_t = Kind::Embed)]
-    pub kind: Kind,
+    /// Task kind: embed (sentence embeddings with all-MiniLM-L6-v2) or generate (text with
+    /// SmolLM2-135M-Instruct, greedy or seeded sampling).
+    #[arg(long, default_value = "embed")]
+    pub kind: KindId,
     /// Input file. embed: one text per line. generate: JSON lines, one {"prompt": "..."} each.
     #[arg(long)]
     pub input: PathBuf,
@@ -106,15 +100,6 @@ pub struct SubmitArgs {
     /// Wait, with a progress bar, until the job is settled.
     #[arg(long)]
     pub wait: bool,
-}
-
-/// Task kinds `job submit` offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
-    /// Sentence embeddings with all-MiniLM-L6-v2.
-    Embed,
-    /// Text generation with SmolLM2-135M-Instruct (greedy or seeded sampling).
-    Generate,
 }
 
 /// Options of `job status`.
@@ -164,233 +149,73 @@ pub(crate) fn run(cmd: JobCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Parses `90s`, `30m`, `2h`, `1d` (or plain seconds).
-pub(crate) fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let (num, unit) = s.trim().split_at(
-        s.trim()
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.trim().len()),
-    );
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("bad duration {s:?}: use 90s, 30m, 2h or 1d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("bad duration {s:?}: use 90s, 30m, 2h or 1d"),
-    };
-    if secs == 0 {
-        bail!("deadline must be in the future");
-    }
-    Ok(Duration::from_secs(secs))
-}
-
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-/// `temperature`/`top_p` as the manifest's integer thousandths, refusing what would not survive.
-fn sampling_params(a: &SubmitArgs) -> anyhow::Result<Option<SamplingParams>> {
-    let Some(t) = a.temperature else {
-        return Ok(None);
-    };
-    if a.kind != Kind::Generate {
-        bail!("--temperature applies to --kind generate only");
-    }
-    if !(t.is_finite() && (0.001..=100.0).contains(&t)) {
-        bail!("--temperature must be between 0.001 and 100");
-    }
-    if !(a.top_p.is_finite() && (0.001..=1.0).contains(&a.top_p)) {
-        bail!("--top-p must be between 0.001 and 1");
-    }
-    Ok(Some(SamplingParams {
-        temperature_milli: (t * 1000.0).round() as u32,
-        top_p_milli: (a.top_p * 1000.0).round() as u32,
-        seed: a.seed,
-    }))
-}
-
-/// The task inputs and the manifest (without uploading): embed texts, or generate prompts.
-fn build_inputs(a: &SubmitArgs, bytes: &[u8]) -> anyhow::Result<(Vec<Vec<u8>>, JobManifest)> {
-    let sampling = sampling_params(a)?;
-    let (blobs, kind, model, max_tokens) = match a.kind {
-        Kind::Embed => {
-            if a.chat {
-                bail!("--chat applies to --kind generate only");
-            }
-            let texts = crate::input::read_lines(bytes)?;
-            // Work units: the input's bytes.
-            let blobs = texts
-                .chunks(a.batch as usize)
-                .map(|c| {
-                    let b = encode_texts(&c.iter().map(String::as_str).collect::<Vec<_>>())?;
-                    Ok::<_, gleaner_protocol::Error>((b.len() as u64, b))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let model = ModelRef {
-                id: "sentence-transformers/all-MiniLM-L6-v2".into(),
-                weights_sha256: gleaner_models::MINILM_WEIGHTS_SHA256.parse()?,
-            };
-            (
-                blobs,
-                TaskKind::Embed,
-                model,
-                gleaner_models::MAX_TOKENS as u32,
-            )
-        }
-        Kind::Generate => {
-            let prompts = decode_prompts(bytes)?;
-            let prompts: Vec<String> = if a.chat {
-                prompts.iter().map(|p| chat_prompt(p)).collect()
-            } else {
-                prompts
-            };
-            // Work units: the input's bytes plus 4 per token each prompt may generate.
-            let blobs = prompts
-                .chunks(a.batch as usize)
-                .map(|c| {
-                    let b = encode_prompts(&c.iter().map(String::as_str).collect::<Vec<_>>())?;
-                    let most = c.len() as u64 * u64::from(a.max_tokens) * 4;
-                    Ok::<_, gleaner_protocol::Error>((b.len() as u64 + most, b))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let model = ModelRef {
-                id: "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, dequantised to f32)".into(),
-                weights_sha256: gleaner_models::SMOLLM_GGUF_SHA256.parse()?,
-            };
-            (blobs, TaskKind::Generate, model, a.max_tokens)
-        }
-    };
-    let tasks = blobs
-        .iter()
-        .map(|(cost, b)| TaskInput {
-            input_hash: blob_hash(b),
-            cost: *cost,
-        })
-        .collect();
-    let manifest = JobManifest {
-        version: MANIFEST_VERSION,
-        kind,
-        model,
-        params: TaskParams {
-            batch: a.batch,
-            max_tokens,
-            sampling,
-        },
-        tasks,
-    };
-    manifest.validate()?;
-    Ok((blobs.into_iter().map(|(_, b)| b).collect(), manifest))
+/// The built-in kinds, to prepare jobs and write results (no model runs here).
+fn kinds() -> gleaner_kinds::Registry {
+    gleaner_kinds::Registry::standard_cpu(&gleaner_kinds::ModelSetup::from_home(
+        &gleaner_models::gleaner_home(),
+    ))
 }
 
 async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
+    let sampling = match a.temperature {
+        Some(t) => Some(gleaner_requester::sampling(t, a.top_p, a.seed)?),
+        None => None,
+    };
+    let request = JobRequest {
+        kind: a.kind.clone(),
+        batch: a.batch,
+        max_tokens: a.max_tokens,
+        sampling,
+        chat: a.chat,
+    };
     let bytes =
         std::fs::read(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
-    let (blobs, manifest) =
-        build_inputs(&a, &bytes).with_context(|| format!("in {}", a.input.display()))?;
+    let job = gleaner_requester::prepare(&kinds(), &request, &bytes)
+        .with_context(|| format!("in {}", a.input.display()))?;
     let budget = parse_amount(&a.budget)?;
     if budget.is_zero() {
         bail!("--budget must be positive");
     }
     let deadline = now() + parse_duration(&a.deadline)?.as_secs();
     let signer = a.key.signer()?;
-    let me = signer.address();
-    let client = CoordinatorClient::new(&a.coord.coordinator_url);
-    let info = client.info().await.context("coordinator")?;
-    if info.market != a.chain.market {
-        bail!(
-            "the coordinator serves market {}, not {}",
-            info.market,
-            a.chain.market
-        );
-    }
-
-    // Inputs first: content-addressed, so uploading twice is harmless.
-    for (blob, task) in blobs.into_iter().zip(&manifest.tasks) {
-        let h = client.put_blob(blob).await?;
-        if h != task.input_hash {
-            bail!(
-                "the coordinator stored input {h}, expected {}",
-                task.input_hash
-            );
-        }
-    }
-    manifest.validate()?;
-    let task_count = u32::try_from(manifest.tasks.len()).context("too many tasks")?;
-
+    let client = Client::new(&a.coord.coordinator_url)?;
     let p = provider(&a.chain, signer.clone())?;
-    let market = JobMarket::new(a.chain.market, &p);
-    let token = GleanerToken::new(market.token().call().await?, &p);
-    let have = token.balanceOf(me).call().await?;
-    if have < budget {
-        bail!(
-            "{me} holds {} tokens, the budget is {}",
-            format_amount(have),
-            format_amount(budget)
-        );
-    }
-    confirm(
-        "approve",
-        token.approve(a.chain.market, budget).send().await,
+    let submitted = gleaner_requester::submit(
+        &client,
+        &p,
+        &signer,
+        a.chain.market,
+        &job,
+        a.redundancy,
+        budget,
+        deadline,
+        |step| eprintln!("{step}"),
     )
-    .await?;
-    let receipt = confirm(
-        "createJob",
-        market
-            .createJob(
-                manifest.spec_hash(),
-                task_count,
-                a.redundancy,
-                budget,
-                deadline,
-            )
-            .send()
-            .await,
-    )
-    .await?;
-    let job_id = receipt
-        .decoded_log::<JobMarket::JobCreated>()
-        .map(|l| l.data.jobId)
-        .context("no JobCreated event in the receipt")?;
+    .await
+    .context("submitting the job")?;
     eprintln!(
-        "job {job_id}: {task_count} tasks × {} replicas escrowing {} tokens",
+        "job {}: {} tasks × {} replicas escrowing {} tokens",
+        submitted.job_id,
+        submitted.tasks,
         a.redundancy,
         format_amount(budget)
     );
-
-    let msg = JobRegistration {
-        jobId: job_id,
-        specHash: manifest.spec_hash(),
-        requester: me,
-        expiry: now() + 300,
-    };
-    let sig = signer.sign_hash_sync(&eip712::digest(
-        &msg,
-        &eip712::domain(info.chain_id, info.market),
-    ))?;
-    client
-        .register_job(&RegisterJob {
-            job_id,
-            manifest: String::from_utf8(manifest.canonical())?,
-            requester: me,
-            expiry: msg.expiry,
-            signature: sig.as_bytes().to_vec().into(),
-        })
-        .await
-        .context("registering the manifest with the coordinator")?;
-    println!("{job_id}");
+    println!("{}", submitted.job_id);
     if a.wait {
-        wait_settled(&client, job_id).await?;
+        wait_settled(&client, submitted.job_id).await?;
     }
     Ok(())
 }
 
-/// Polls the coordinator with a progress bar until the job is settled.
-pub(crate) async fn wait_settled(client: &CoordinatorClient, job_id: U256) -> anyhow::Result<()> {
+/// Polls the coordinator with a progress bar until the job ends; an end other than settled is
+/// an error.
+pub(crate) async fn wait_settled(client: &Client, job_id: U256) -> anyhow::Result<()> {
     let bar = ProgressBar::new(1);
     bar.set_style(
         ProgressStyle::with_template(
@@ -398,30 +223,24 @@ pub(crate) async fn wait_settled(client: &CoordinatorClient, job_id: U256) -> an
         )
         .expect("template"),
     );
-    loop {
-        let s = client.job_status(job_id).await?;
+    let waited = gleaner_requester::wait(client, job_id, Duration::from_millis(500), |s| {
         bar.set_length(u64::from(s.tasks) * u64::from(s.redundancy));
         bar.set_position(u64::from(s.replicas_done));
         bar.set_message(format!(
             "{job_id} {} ({}/{} accepted)",
             s.state, s.tasks_accepted, s.tasks
         ));
-        match s.state.as_str() {
-            "settled" => {
-                bar.finish();
-                return Ok(());
-            }
-            "cancelled" | "expired" | "reclaimed" => {
-                bar.abandon();
-                bail!("job {job_id} ended {}", s.state);
-            }
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
+    })
+    .await;
+    match waited {
+        Ok(_) => bar.finish(),
+        Err(_) => bar.abandon(),
     }
+    Ok(waited.map(drop)?)
 }
 
 async fn status(a: StatusArgs) -> anyhow::Result<()> {
-    let s = CoordinatorClient::new(&a.coord.coordinator_url)
+    let s = Client::new(&a.coord.coordinator_url)?
         .job_status(a.job_id)
         .await?;
     if a.json {
@@ -446,114 +265,36 @@ async fn status(a: StatusArgs) -> anyhow::Result<()> {
 }
 
 async fn results(a: ResultsArgs) -> anyhow::Result<()> {
-    let client = CoordinatorClient::new(&a.coord.coordinator_url);
-    let r = client.job_results(a.job_id).await?;
-    let manifest = JobManifest::from_canonical(r.manifest.as_bytes())
-        .context("the coordinator's manifest for the job")?;
-    if manifest.kind == TaskKind::Generate {
-        return generate_results(&client, &a, &manifest, &r).await;
+    let client = Client::new(&a.coord.coordinator_url)?;
+    let written = gleaner_requester::results(&client, &kinds(), a.job_id, &a.out).await?;
+    if !written.missing.is_empty() {
+        eprintln!(
+            "tasks without an accepted result (skipped): {:?}",
+            written.missing
+        );
     }
-    let mut rows = Vec::new();
-    let mut n = 0usize;
-    let mut dim = 0usize;
-    let mut missing = Vec::new();
-    for t in &r.tasks {
-        let Some(h) = t.result else {
-            missing.push(t.index);
-            continue;
-        };
-        let (data, rws, cols) = decode_matrix("embeddings", &client.get_blob(h).await?)?;
-        n += rws;
-        dim = cols;
-        rows.extend(data);
-    }
-    if !missing.is_empty() {
-        eprintln!("tasks without an accepted result (skipped): {missing:?}");
-    }
-    let file = std::fs::File::create(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let w = std::io::BufWriter::new(file);
-    if a.out.extension().is_some_and(|e| e == "safetensors") {
-        crate::output::write_safetensors(
-            w,
-            "embeddings",
-            &rows,
-            n,
-            dim,
-            &[("job", &a.job_id.to_string())],
-        )?;
-    } else if dim > 0 {
-        crate::output::write_jsonl(w, &rows, dim)?;
-    }
-    eprintln!("wrote {n} rows to {}", a.out.display());
-    Ok(())
-}
-
-/// Writes one JSON line per prompt, in input order: {"prompt", "ids", "text"}.
-async fn generate_results(
-    client: &CoordinatorClient,
-    a: &ResultsArgs,
-    manifest: &JobManifest,
-    r: &gleaner_protocol::api::JobResults,
-) -> anyhow::Result<()> {
-    use std::io::Write;
-    let file = std::fs::File::create(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    let (mut n, mut missing) = (0usize, Vec::new());
-    for t in &r.tasks {
-        let Some(h) = t.result else {
-            missing.push(t.index);
-            continue;
-        };
-        let input = manifest
-            .tasks
-            .get(t.index as usize)
-            .context("result for a task outside the manifest")?;
-        let prompts = decode_prompts(&client.get_blob(input.input_hash).await?)?;
-        let outputs = decode_generations(&client.get_blob(h).await?)?;
-        for (p, g) in prompts.iter().zip(&outputs) {
-            let line = serde_json::json!({ "prompt": p, "ids": g.ids, "text": g.text });
-            writeln!(w, "{line}")?;
-            n += 1;
-        }
-    }
-    w.flush()?;
-    if !missing.is_empty() {
-        eprintln!("tasks without an accepted result (skipped): {missing:?}");
-    }
-    eprintln!("wrote {n} generations to {}", a.out.display());
-    Ok(())
-}
-
-async fn cancel_or_reclaim(a: OnChainArgs, cancel: bool) -> anyhow::Result<()> {
-    let signer = a.key.signer()?;
-    let p = provider(&a.chain, signer)?;
-    let market = JobMarket::new(a.chain.market, &p);
-    let (what, pending) = if cancel {
-        ("cancel", market.cancel(a.job_id).send().await)
-    } else {
-        ("reclaim", market.reclaim(a.job_id).send().await)
-    };
-    let r = confirm(what, pending).await?;
-    println!(
-        "{what} of job {} done (tx {})",
-        a.job_id, r.transaction_hash
+    eprintln!(
+        "wrote {} {} to {}",
+        written.items,
+        written.unit,
+        a.out.display()
     );
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("1y").is_err());
-        assert!(parse_duration("h").is_err());
-    }
+async fn cancel_or_reclaim(a: OnChainArgs, cancel: bool) -> anyhow::Result<()> {
+    let p = provider(&a.chain, a.key.signer()?)?;
+    let (what, tx) = if cancel {
+        (
+            "cancel",
+            gleaner_requester::cancel(&p, a.chain.market, a.job_id).await?,
+        )
+    } else {
+        (
+            "reclaim",
+            gleaner_requester::reclaim(&p, a.chain.market, a.job_id).await?,
+        )
+    };
+    println!("{what} of job {} done (tx {tx})", a.job_id);
+    Ok(())
 }

@@ -1,13 +1,12 @@
 //! `gleaner miner`: stake, run, earn.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use gleaner_models::{BackendChoice, MiniLmFiles};
-use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry};
+use gleaner_worker::stake;
 
-use crate::common::{ChainArgs, KeyArgs, confirm, format_amount, parse_amount, provider, runtime};
+use crate::common::{
+    ChainArgs, KeyArgs, ModelArgs, format_amount, parse_amount, provider, runtime,
+};
 
 /// Work for the market: stake tokens, run tasks, withdraw earnings.
 ///
@@ -78,16 +77,8 @@ pub struct RunArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub coordinator_url: String,
-    /// Where the model runs: auto, wgpu, cpu, flex or ndarray.
-    #[arg(long, env = "GLEANER_BACKEND", default_value = "auto")]
-    pub backend: BackendChoice,
-    /// Directory with model.safetensors and tokenizer.json [default: the model cache].
-    #[arg(long, env = "GLEANER_MINILM_DIR")]
-    pub model_dir: Option<PathBuf>,
-    /// SmolLM2 GGUF for generate tasks [default: the model cache]. Without the file the
-    /// miner offers embed only.
-    #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
-    pub smollm: Option<PathBuf>,
+    #[command(flatten)]
+    models: ModelArgs,
     /// Stop after this many tasks.
     #[arg(long)]
     pub max_tasks: Option<u64>,
@@ -108,41 +99,21 @@ pub(crate) fn run(cmd: MinerCommand) -> anyhow::Result<()> {
 
 async fn stake(a: StakeArgs) -> anyhow::Result<()> {
     let amount = parse_amount(&a.amount)?;
-    let signer = a.ck.key.signer()?;
-    let p = provider(&a.ck.chain, signer)?;
-    let market = JobMarket::new(a.ck.chain.market, &p);
-    let registry = WorkerRegistry::new(market.registry().call().await?, &p);
-    let token = GleanerToken::new(market.token().call().await?, &p);
-    confirm(
-        "approve",
-        token.approve(*registry.address(), amount).send().await,
-    )
-    .await?;
-    confirm("stake", registry.stake(amount).send().await).await?;
-    println!("staked {}", format_amount(amount));
+    let p = provider(&a.ck.chain, a.ck.key.signer()?)?;
+    let tx = stake::stake(&p, a.ck.chain.market, amount).await?;
+    println!("staked {} (tx {tx})", format_amount(amount));
     Ok(())
 }
 
 async fn unstake(a: UnstakeArgs) -> anyhow::Result<()> {
-    let signer = a.ck.key.signer()?;
-    let p = provider(&a.ck.chain, signer)?;
-    let market = JobMarket::new(a.ck.chain.market, &p);
-    let registry = WorkerRegistry::new(market.registry().call().await?, &p);
+    let p = provider(&a.ck.chain, a.ck.key.signer()?)?;
     if let Some(amount) = &a.amount {
         let amount = parse_amount(amount)?;
-        let r = confirm(
-            "requestUnstake",
-            registry.requestUnstake(amount).send().await,
-        )
-        .await?;
-        println!(
-            "unstake of {} requested (tx {})",
-            format_amount(amount),
-            r.transaction_hash
-        );
+        let tx = stake::request_unstake(&p, a.ck.chain.market, amount).await?;
+        println!("unstake of {} requested (tx {tx})", format_amount(amount));
     }
     if a.withdraw {
-        confirm("withdraw stake", registry.withdraw().send().await).await?;
+        stake::withdraw_stake(&p, a.ck.chain.market).await?;
         println!("unbonded stake withdrawn");
     }
     Ok(())
@@ -152,26 +123,18 @@ async fn status(a: ChainKeyArgs) -> anyhow::Result<()> {
     let signer = a.key.signer()?;
     let me = signer.address();
     let p = provider(&a.chain, signer)?;
-    let market = JobMarket::new(a.chain.market, &p);
-    let registry = WorkerRegistry::new(market.registry().call().await?, &p);
-    let s = registry.getStake(me).call().await?;
-    let min = registry.minStake().call().await?;
+    let b = gleaner_requester::wallet::balances(&p, a.chain.market, me).await?;
+    let (eligible, min) = stake::eligibility(&p, a.chain.market, me).await?;
     println!("worker        {me}");
-    println!(
-        "staked        {}",
-        format_amount(alloy::primitives::U256::from(s.stake))
-    );
+    println!("staked        {}", format_amount(b.staked));
     println!("min stake     {}", format_amount(min));
-    println!("eligible      {}", registry.isEligible(me).call().await?);
+    println!("eligible      {eligible}");
     println!(
         "unbonding     {} (unlocks at {})",
-        format_amount(alloy::primitives::U256::from(s.unbonding)),
-        s.unlockAt
+        format_amount(b.unbonding),
+        b.unlock_at
     );
-    println!(
-        "earnings      {}",
-        format_amount(market.withdrawable(me).call().await?)
-    );
+    println!("earnings      {}", format_amount(b.withdrawable));
     Ok(())
 }
 
@@ -180,24 +143,19 @@ async fn mine(a: RunArgs) -> anyhow::Result<()> {
     let me = signer.address();
     // Fail early, with the fix, when the key is not staked.
     let p = provider(&a.ck.chain, signer.clone())?;
-    let market = JobMarket::new(a.ck.chain.market, &p);
-    let registry = WorkerRegistry::new(market.registry().call().await?, &p);
-    if !registry.isEligible(me).call().await? {
+    let (eligible, min) = stake::eligibility(&p, a.ck.chain.market, me).await?;
+    if !eligible {
         anyhow::bail!(
             "{me} is not eligible: stake at least {} with `gleaner miner stake --amount N`",
-            format_amount(registry.minStake().call().await?)
+            format_amount(min)
         );
     }
-    let mut config = gleaner_worker::WorkerConfig::new(&a.coordinator_url);
-    config.backend = a.backend;
+    let (kinds, device) = a
+        .models
+        .kinds(&a.models.setup(&gleaner_models::gleaner_home()))?;
+    let mut config = gleaner_worker::WorkerConfig::new(&a.coordinator_url, kinds, &device);
     config.max_tasks = a.max_tasks;
     config.name = a.name;
-    if let Some(dir) = &a.model_dir {
-        config.model = MiniLmFiles::in_dir(dir);
-    }
-    if let Some(path) = &a.smollm {
-        config.smollm = path.clone();
-    }
     let worker = gleaner_worker::Worker::start(config, signer)
         .await
         .context("worker start")?;
@@ -207,7 +165,9 @@ async fn mine(a: RunArgs) -> anyhow::Result<()> {
             eprintln!("stopping: finishing the task in hand");
         })
         .await?;
-    let earned = market.withdrawable(me).call().await?;
+    let earned = gleaner_requester::wallet::balances(&p, a.ck.chain.market, me)
+        .await?
+        .withdrawable;
     println!(
         "submitted {} results ({} released, {} failed); withdrawable earnings {}",
         stats.submitted,

@@ -6,7 +6,7 @@ use alloy::primitives::U256;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::common::{ChainArgs, KeyArgs, runtime};
+use crate::common::{ChainArgs, KeyArgs, ModelArgs, runtime};
 
 /// The verifier: compares the replicas of every task, accepts the agreeing ones, settles jobs
 /// on-chain and slashes workers whose signed results contradict an accepted quorum.
@@ -70,12 +70,8 @@ pub struct RunArgs {
     /// First block searched for settlement and slash events (the market's deployment block).
     #[arg(long, env = "GLEANER_LOGS_FROM_BLOCK", default_value_t = 0)]
     pub logs_from_block: u64,
-    /// SmolLM2 GGUF that generate outputs are re-scored with [default: the model cache].
-    #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
-    pub smollm: Option<std::path::PathBuf>,
-    /// Where the teacher-forced checks run: auto, wgpu, cpu, flex or ndarray.
-    #[arg(long, env = "GLEANER_BACKEND", default_value = "auto")]
-    pub backend: gleaner_models::BackendChoice,
+    #[command(flatten)]
+    models: ModelArgs,
 }
 
 fn parse_tokens(s: &str) -> Result<U256, String> {
@@ -85,22 +81,28 @@ fn parse_tokens(s: &str) -> Result<U256, String> {
 }
 
 impl RunArgs {
-    fn config(&self) -> gleaner_verifier::Config {
+    /// The service's config, checking `kinds`.
+    fn config(&self, kinds: gleaner_kinds::Registry) -> gleaner_verifier::Config {
         let mut c = gleaner_verifier::Config::new(
             &self.coordinator_url,
             &self.chain.rpc_url,
             self.chain.market,
+            kinds,
         );
         c.db_url = self.db.clone();
         c.poll_interval = Duration::from_millis(self.poll_ms);
         c.max_backoff = Duration::from_millis(self.max_backoff_ms);
         c.slash_amount = self.slash_amount;
         c.logs_from_block = self.logs_from_block;
-        if let Some(p) = &self.smollm {
-            c.smollm = p.clone();
-        }
-        c.backend = self.backend;
         c
+    }
+
+    /// The kinds the verifier checks; the teacher-forced checks run the Burn model (the
+    /// verifier never generates, so no quantized decoder is loaded).
+    fn kinds(&self) -> anyhow::Result<gleaner_kinds::Registry> {
+        let mut setup = self.models.setup(&gleaner_models::gleaner_home());
+        setup.quantized_on_cpu = false;
+        Ok(self.models.kinds(&setup)?.0)
     }
 }
 
@@ -108,7 +110,7 @@ pub(crate) fn run(cmd: VerifierCommand) -> anyhow::Result<()> {
     match cmd {
         VerifierCommand::Run(a) => {
             let signer = a.key.signer()?;
-            let config = a.config();
+            let config = a.config(a.kinds()?);
             runtime()?
                 .block_on(gleaner_verifier::run(config, signer, async {
                     let _ = tokio::signal::ctrl_c().await;
@@ -136,11 +138,12 @@ mod tests {
         let Cli {
             cmd: VerifierCommand::Run(a),
         } = Cli::try_parse_from(base).unwrap();
-        let c = a.config();
+        let c = a.config(gleaner_kinds::Registry::new());
         let d = gleaner_verifier::Config::new(
             "http://127.0.0.1:8080",
             "http://127.0.0.1:8545",
             m.parse().unwrap(),
+            gleaner_kinds::Registry::new(),
         );
         assert_eq!(
             (
@@ -181,7 +184,10 @@ mod tests {
             a.slash_amount,
             Some(U256::from(25u64) * U256::from(10u64).pow(U256::from(17)))
         );
-        assert_eq!(a.config().poll_interval, Duration::from_millis(250));
+        assert_eq!(
+            a.config(gleaner_kinds::Registry::new()).poll_interval,
+            Duration::from_millis(250)
+        );
         assert_eq!(a.db, "sqlite::memory:");
         let bad: Vec<&str> = base
             .iter()

@@ -2,15 +2,14 @@
 
 use std::path::PathBuf;
 
-use alloy::primitives::{Address, U256};
-use alloy::providers::Provider;
+use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry};
+use gleaner_requester::wallet;
 
 use crate::common::{
-    ChainArgs, KeyArgs, confirm, format_amount, parse_amount, password_from, provider, runtime,
+    ChainArgs, KeyArgs, format_amount, parse_amount, password_from, provider, runtime,
 };
 
 /// Keys and money.
@@ -171,22 +170,13 @@ async fn balance(ck: ChainKey) -> anyhow::Result<()> {
     let signer = ck.key.signer()?;
     let me = signer.address();
     let p = provider(&ck.chain, signer)?;
-    let market = JobMarket::new(ck.chain.market, &p);
-    let token = GleanerToken::new(market.token().call().await?, &p);
-    let registry = WorkerRegistry::new(market.registry().call().await?, &p);
-    let eth = p.get_balance(me).await?;
-    let tok = token.balanceOf(me).call().await?;
-    let stake = registry.getStake(me).call().await?;
-    let due = market.withdrawable(me).call().await?;
+    let b = wallet::balances(&p, ck.chain.market, me).await?;
     println!("address       {me}");
-    println!("eth           {}", format_amount(eth));
-    println!("tokens        {}", format_amount(tok));
-    println!("staked        {}", format_amount(U256::from(stake.stake)));
-    println!(
-        "unbonding     {}",
-        format_amount(U256::from(stake.unbonding))
-    );
-    println!("withdrawable  {}", format_amount(due));
+    println!("eth           {}", format_amount(b.eth));
+    println!("tokens        {}", format_amount(b.tokens));
+    println!("staked        {}", format_amount(b.staked));
+    println!("unbonding     {}", format_amount(b.unbonding));
+    println!("withdrawable  {}", format_amount(b.withdrawable));
     Ok(())
 }
 
@@ -195,9 +185,7 @@ async fn faucet(a: FaucetArgs) -> anyhow::Result<()> {
     let to = a.to.unwrap_or(signer.address());
     let amount = parse_amount(&a.amount)?;
     let p = provider(&a.ck.chain, signer)?;
-    let market = JobMarket::new(a.ck.chain.market, &p);
-    let token = GleanerToken::new(market.token().call().await?, &p);
-    confirm("faucet", token.faucet(to, amount).send().await).await?;
+    wallet::faucet(&p, a.ck.chain.market, to, amount).await?;
     println!("minted {} to {to}", format_amount(amount));
     Ok(())
 }
@@ -206,13 +194,11 @@ async fn withdraw(ck: ChainKey) -> anyhow::Result<()> {
     let signer = ck.key.signer()?;
     let me = signer.address();
     let p = provider(&ck.chain, signer)?;
-    let market = JobMarket::new(ck.chain.market, &p);
-    let due = market.withdrawable(me).call().await?;
+    let due = wallet::withdraw(&p, ck.chain.market, me).await?;
     if due.is_zero() {
         println!("nothing to withdraw");
-        return Ok(());
+    } else {
+        println!("withdrew {}", format_amount(due));
     }
-    confirm("withdraw", market.withdraw().send().await).await?;
-    println!("withdrew {}", format_amount(due));
     Ok(())
 }

@@ -5,22 +5,26 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, U256};
 use alloy::providers::ProviderBuilder;
 use alloy::signers::local::{LocalSigner, PrivateKeySigner};
+use gleaner_client::Client;
+use gleaner_kinds::{ModelSetup, Registry, TaskKind};
 use gleaner_models::{BackendChoice, MiniLmFiles};
-use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry};
-use gleaner_protocol::devnet::{DeployParams, Deployment, deploy, find_anvil, fund_and_stake};
-use gleaner_worker::{CoordinatorClient, Fault, Worker, WorkerConfig};
+use gleaner_protocol::bindings::{JobMarket, WorkerRegistry};
+use gleaner_protocol::devnet::Deployment;
+use gleaner_test_utils::{DevChain, Options, Roles, e18};
+use gleaner_worker::{Worker, WorkerConfig};
+
+mod cheats;
+mod reverse;
+
+use cheats::{Cheat, corrupt_embeddings, substitute_tokens};
 
 const PASSWORD: &str = "e2e-password";
-
-fn e18(n: u64) -> U256 {
-    U256::from(n) * U256::from(10u64).pow(U256::from(18))
-}
 
 /// Kills its child on drop, and prints the child's log when the test failed.
 struct Service {
@@ -44,7 +48,7 @@ impl Drop for Service {
 }
 
 struct Net {
-    anvil: AnvilInstance,
+    chain: DevChain,
     dir: tempfile::TempDir,
     d: Deployment,
     admin: PrivateKeySigner,
@@ -67,12 +71,13 @@ impl Net {
         if let Err(e) = files.ensure_present() {
             panic!("{e}");
         }
-        let anvil = Anvil::at(find_anvil(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap())
-            .arg("--accounts")
-            .arg("12")
-            .try_spawn()
-            .expect("anvil starts");
-        let keys: Vec<PrivateKeySigner> = anvil.keys().iter().map(|k| k.clone().into()).collect();
+        let chain = DevChain::start(Options {
+            accounts: 12,
+            roles: Roles::Separate,
+            ..Options::default()
+        })
+        .await;
+        let keys = chain.keys.clone();
         let (admin, coordinator, verifier, requester) = (
             keys[0].clone(),
             keys[1].clone(),
@@ -80,37 +85,9 @@ impl Net {
             keys[3].clone(),
         );
         let workers: Vec<PrivateKeySigner> = keys[4..4 + workers].to_vec();
-        let p = ProviderBuilder::new()
-            .wallet(admin.clone())
-            .connect_http(anvil.endpoint_url());
-        let d = deploy(
-            &p,
-            &DeployParams {
-                admin: admin.address(),
-                coordinator: coordinator.address(),
-                verifier: verifier.address(),
-                min_stake: e18(100),
-                unbonding_delay: 3600,
-            },
-        )
-        .await
-        .unwrap();
-        let token = GleanerToken::new(d.token, &p);
-        {
-            token
-                .faucet(requester.address(), e18(1_000))
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-        }
-        for w in &workers {
-            fund_and_stake(anvil.endpoint().as_str(), &d, w, e18(1_000), e18(100))
-                .await
-                .unwrap();
-        }
+        chain.faucet(requester.address(), e18(1_000)).await;
+        chain.stake(&workers, e18(1_000), e18(100)).await;
+        let d = chain.d.clone();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("password"), PASSWORD).unwrap();
         for (name, k) in [
@@ -133,7 +110,7 @@ impl Net {
             .unwrap()
             .port();
         Self {
-            anvil,
+            chain,
             dir,
             d,
             admin,
@@ -146,7 +123,7 @@ impl Net {
     }
 
     fn env(&self, c: &mut Command, key: &str) {
-        c.env("GLEANER_RPC_URL", self.anvil.endpoint())
+        c.env("GLEANER_RPC_URL", self.chain.anvil.endpoint())
             .env("GLEANER_MARKET", self.d.market.to_string())
             .env("GLEANER_COORDINATOR_URL", &self.api)
             .env("GLEANER_PASSWORD_FILE", self.dir.path().join("password"))
@@ -175,6 +152,21 @@ impl Net {
     }
 
     async fn services(&self, lease_secs: u64) -> (Service, Service) {
+        let coord = self.coordinator(lease_secs).await;
+        let vdb = format!(
+            "sqlite://{}?mode=rwc",
+            self.dir.path().join("verifier.db").display()
+        );
+        let ver = self.spawn(
+            "verifier",
+            "verifier",
+            &["verifier", "run", "--db", &vdb, "--poll-ms", "300"],
+        );
+        (coord, ver)
+    }
+
+    /// `gleaner coordinator run`, once it answers.
+    async fn coordinator(&self, lease_secs: u64) -> Service {
         let listen = self.api.trim_start_matches("http://").to_owned();
         let db = format!(
             "sqlite://{}?mode=rwc",
@@ -203,16 +195,7 @@ impl Net {
             assert!(Instant::now() < deadline, "coordinator did not come up");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let vdb = format!(
-            "sqlite://{}?mode=rwc",
-            self.dir.path().join("verifier.db").display()
-        );
-        let ver = self.spawn(
-            "verifier",
-            "verifier",
-            &["verifier", "run", "--db", &vdb, "--poll-ms", "300"],
-        );
-        (coord, ver)
+        coord
     }
 
     /// Submits a generate job over `prompts` (`extra`: sampling flags and the like).
@@ -274,17 +257,33 @@ impl Net {
             .unwrap()
     }
 
-    async fn worker(&self, i: usize, fault: Option<Fault>) -> Worker {
-        let mut cfg = WorkerConfig::new(&self.api);
-        cfg.backend = BackendChoice::Flex;
+    /// Worker `i` with the built-in kinds on the CPU, `cheat` registered over its honest kind.
+    async fn worker(&self, i: usize, cheat: Option<Arc<dyn TaskKind>>) -> Worker {
+        let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
+        let mut kinds = Registry::standard(
+            &ModelSetup::from_home(&gleaner_models::gleaner_home()),
+            device.clone(),
+        );
+        if let Some(k) = cheat {
+            kinds.register(k);
+        }
+        self.worker_with(i, kinds, &device).await
+    }
+
+    async fn worker_with(
+        &self,
+        i: usize,
+        kinds: Registry,
+        device: &gleaner_models::SelectedDevice,
+    ) -> Worker {
+        let mut cfg = WorkerConfig::new(&self.api, kinds, device);
         cfg.wait_ms = 1_000;
-        cfg.fault = fault;
         cfg.name = format!("w{i}");
         Worker::start(cfg, self.workers[i].clone()).await.unwrap()
     }
 
     async fn wait_state(&self, job: U256, state: &str, secs: u64) {
-        let client = CoordinatorClient::new(&self.api);
+        let client = Client::new(&self.api).unwrap();
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Ok(s) = client.job_status(job).await
@@ -354,8 +353,16 @@ async fn corrupt_worker_is_slashed_and_honest_ones_are_paid() {
     let (_c, _v) = net.services(60).await;
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let mut handles = Vec::new();
-    for (i, fault) in [(0, None), (1, None), (2, Some(Fault::CorruptEmbeddings))] {
-        handles.push(run_worker(net.worker(i, fault).await, stop.clone()));
+    let cheat = || -> Arc<dyn TaskKind> {
+        let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
+        let setup = ModelSetup::from_home(&gleaner_models::gleaner_home());
+        Arc::new(Cheat {
+            honest: gleaner_kinds::EmbedKind::new(setup.minilm, device),
+            tamper: corrupt_embeddings,
+        })
+    };
+    for (i, cheat) in [(0, None), (1, None), (2, Some(cheat()))] {
+        handles.push(run_worker(net.worker(i, cheat).await, stop.clone()));
     }
     let job = net.submit(12, 4, 3);
     net.wait_state(job, "settled", 240).await;
@@ -369,7 +376,7 @@ async fn corrupt_worker_is_slashed_and_honest_ones_are_paid() {
     assert_eq!(paid.len(), 2, "{audit}");
     assert_eq!(slashed(&audit), vec![cheat]);
 
-    let p = ProviderBuilder::new().connect_http(net.anvil.endpoint_url());
+    let p = ProviderBuilder::new().connect_http(net.chain.anvil.endpoint_url());
     let registry = WorkerRegistry::new(net.d.registry, &p);
     assert!(
         registry.stakeOf(cheat).call().await.unwrap() < e18(100),
@@ -407,8 +414,15 @@ async fn generate_job_settles_and_a_token_substitute_is_slashed() {
     let (_c, _v) = net.services(120).await;
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let mut handles = Vec::new();
-    for (i, fault) in [(0, None), (1, None), (2, Some(Fault::SubstituteTokens))] {
-        handles.push(run_worker(net.worker(i, fault).await, stop.clone()));
+    let cheat = || -> Arc<dyn TaskKind> {
+        let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
+        Arc::new(Cheat {
+            honest: gleaner_kinds::GenerateKind::new(path.clone(), device, true),
+            tamper: substitute_tokens,
+        })
+    };
+    for (i, cheat) in [(0, None), (1, None), (2, Some(cheat()))] {
+        handles.push(run_worker(net.worker(i, cheat).await, stop.clone()));
     }
     let prompts = [
         "The capital of France is",

@@ -15,7 +15,7 @@ use gleaner_protocol::api::{Capabilities, Info, RegisterJob, SignIn};
 use gleaner_protocol::bindings::job_status;
 use gleaner_protocol::blob::blob_hash;
 use gleaner_protocol::eip712::{self, JobRegistration, WorkerSignIn};
-use gleaner_protocol::task::{JobManifest, ModelRef, TaskInput, TaskKind, TaskParams};
+use gleaner_protocol::task::{JobManifest, KindId, ModelRef, TaskInput, TaskParams};
 use tower::ServiceExt;
 
 pub(crate) const MARKET: Address = address!("0x5FbDB2315678afecb367f032d93F642f64180aa3");
@@ -226,7 +226,7 @@ impl Harness {
 pub(crate) fn manifest(tasks: Vec<TaskInput>) -> JobManifest {
     JobManifest {
         version: 1,
-        kind: TaskKind::Embed,
+        kind: KindId::EMBED,
         model: ModelRef {
             id: "all-MiniLM-L6-v2".into(),
             weights_sha256: B256::repeat_byte(0xab),
@@ -246,7 +246,7 @@ pub(crate) fn caps(gflops: f64) -> Capabilities {
         backend: "ndarray".into(),
         memory_bytes: 0,
         gflops,
-        kinds: vec![TaskKind::Embed],
+        kinds: vec![KindId::EMBED],
     }
 }
 

@@ -1,34 +1,16 @@
-use alloy::node_bindings::Anvil;
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::ProviderBuilder;
 use alloy::signers::local::PrivateKeySigner;
 use gleaner_protocol::bindings::{JobMarket, WorkerRegistry, job_status};
-use gleaner_protocol::devnet::{
-    DeployParams, NewJob, create_funded_job, deploy, find_anvil, fund_and_stake,
-};
+use gleaner_protocol::devnet::{NewJob, create_funded_job, fund_and_stake};
 use gleaner_protocol::formulas;
-
-fn e18(n: u64) -> U256 {
-    U256::from(n) * U256::from(10u64).pow(U256::from(18))
-}
+use gleaner_test_utils::{DevChain, Options, e18};
 
 #[tokio::test]
 async fn deploy_link_and_settle_match_the_formulas() {
-    let anvil_bin = find_anvil(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let anvil = Anvil::at(anvil_bin).try_spawn().expect("anvil starts");
-    let admin: PrivateKeySigner = anvil.keys()[0].clone().into();
-    let admin_addr = admin.address();
-    let provider = ProviderBuilder::new()
-        .wallet(admin)
-        .connect_http(anvil.endpoint_url());
-    let params = DeployParams {
-        admin: admin_addr,
-        coordinator: admin_addr,
-        verifier: admin_addr,
-        min_stake: e18(100),
-        unbonding_delay: 60,
-    };
-    let d = deploy(&provider, &params).await.unwrap();
+    let chain = DevChain::start(Options::default()).await;
+    let (anvil, d) = (&chain.anvil, chain.d.clone());
+    let admin_addr = chain.admin().address();
+    let provider = chain.provider(chain.admin());
     assert_eq!(d.chain_id, 31337);
     let market = JobMarket::new(d.market, &provider);
     let registry = WorkerRegistry::new(d.registry, &provider);

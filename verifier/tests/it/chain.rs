@@ -1,20 +1,13 @@
-use alloy::node_bindings::Anvil;
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::ProviderBuilder;
 use alloy::signers::local::PrivateKeySigner;
 use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry, job_status};
-use gleaner_protocol::devnet::{
-    DeployParams, NewJob, create_funded_job, deploy, find_anvil, fund_and_stake,
-};
+use gleaner_protocol::devnet::{NewJob, create_funded_job, fund_and_stake};
 use gleaner_protocol::formulas;
 use gleaner_protocol::report::ReplicaEntry;
+use gleaner_test_utils::{DevChain, Options, e18};
 use gleaner_verifier::{
     Error, JobContext, SettlementPlan, TaskRecord, build_report, evidence_hash, settle_and_slash,
 };
-
-fn e18(n: u64) -> U256 {
-    U256::from(n) * U256::from(10u64).pow(U256::from(18))
-}
 
 /// A decided task: `quorum` workers agree, `liars` signed something else.
 fn record(index: u32, hash: B256, quorum: &[Address], liars: &[Address]) -> TaskRecord {
@@ -45,25 +38,10 @@ fn record(index: u32, hash: B256, quorum: &[Address], liars: &[Address]) -> Task
 
 #[tokio::test]
 async fn settles_in_proportion_slashes_the_liar_and_never_twice() {
-    let anvil_bin = find_anvil(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let anvil = Anvil::at(anvil_bin).try_spawn().expect("anvil starts");
-    let admin: PrivateKeySigner = anvil.keys()[0].clone().into();
+    let chain = DevChain::start(Options::default()).await;
+    let (anvil, d, admin) = (&chain.anvil, chain.d.clone(), chain.admin().clone());
     let requester = admin.address();
-    let provider = ProviderBuilder::new()
-        .wallet(admin.clone())
-        .connect_http(anvil.endpoint_url());
-    let d = deploy(
-        &provider,
-        &DeployParams {
-            admin: requester,
-            coordinator: requester,
-            verifier: requester,
-            min_stake: e18(100),
-            unbonding_delay: 60,
-        },
-    )
-    .await
-    .unwrap();
+    let provider = chain.provider(&admin);
     let market = JobMarket::new(d.market, &provider);
     let registry = WorkerRegistry::new(d.registry, &provider);
     let token = GleanerToken::new(d.token, &provider);

@@ -1,14 +1,11 @@
-use alloy::node_bindings::Anvil;
 use alloy::primitives::{B256, Bytes, U256};
-use alloy::providers::ProviderBuilder;
 use alloy::providers::ext::AnvilApi;
 use alloy::signers::local::PrivateKeySigner;
 use gleaner_protocol::bindings::{JobMarket, job_status};
-use gleaner_protocol::devnet::{
-    DeployParams, NewJob, create_funded_job, deploy, find_anvil, fund_and_stake,
-};
+use gleaner_protocol::devnet::{NewJob, create_funded_job, fund_and_stake};
 use gleaner_protocol::formulas;
 use gleaner_protocol::report::ReplicaEntry;
+use gleaner_test_utils::{DevChain, Options};
 use gleaner_verifier::{
     JobContext, MAX_SETTLEMENT_CHUNK, SettlementPlan, TaskRecord, build_report, settle_and_slash,
 };
@@ -18,26 +15,15 @@ const WORKERS: usize = 260;
 /// More workers than one call can pay: the chunked path, fresh and resumed after a crash.
 #[tokio::test]
 async fn chunked_settlement_pays_everyone_and_resumes() {
-    let anvil_bin = find_anvil(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let anvil = Anvil::at(anvil_bin).try_spawn().expect("anvil starts");
-    let admin: PrivateKeySigner = anvil.keys()[0].clone().into();
-    let requester = admin.address();
-    let provider = ProviderBuilder::new()
-        .wallet(admin.clone())
-        .connect_http(anvil.endpoint_url());
     let stake = U256::from(1_000u64);
-    let d = deploy(
-        &provider,
-        &DeployParams {
-            admin: requester,
-            coordinator: requester,
-            verifier: requester,
-            min_stake: stake,
-            unbonding_delay: 60,
-        },
-    )
-    .await
-    .unwrap();
+    let chain = DevChain::start(Options {
+        min_stake: stake,
+        ..Options::default()
+    })
+    .await;
+    let (anvil, d, admin) = (&chain.anvil, chain.d.clone(), chain.admin().clone());
+    let requester = admin.address();
+    let provider = chain.provider(&admin);
     let market = JobMarket::new(d.market, &provider);
 
     // Workers set up in parallel, each from its own key (faucet, approve, stake).

@@ -1,7 +1,5 @@
 //! Reading one text per line, with errors that name the line.
 
-use std::io::Read;
-
 /// A line that cannot be used as an input text.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
@@ -45,13 +43,6 @@ pub fn read_lines(bytes: &[u8]) -> Result<Vec<String>, InputError> {
         out.push(text.to_owned());
     }
     Ok(out)
-}
-
-/// Reads all of `reader` then [`read_lines`].
-pub(crate) fn read_all(mut reader: impl Read) -> anyhow::Result<Vec<String>> {
-    let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes)?;
-    Ok(read_lines(&bytes)?)
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! [`Registry`]: the kinds a process knows, by name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gleaner_models::{MiniLmFiles, SelectedDevice};
+use gleaner_protocol::task::KindId;
+
+use crate::{EmbedKind, Error, GenerateKind, Result, TaskKind};
+
+/// Where the built-in kinds find their models, and how they run them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSetup {
+    /// all-MiniLM-L6-v2's files (`embed`).
+    pub minilm: MiniLmFiles,
+    /// SmolLM2's GGUF (`generate`).
+    pub smollm: PathBuf,
+    /// Generate with the quantized CPU decoder where the device is a CPU (checks always run
+    /// the Burn model).
+    pub quantized_on_cpu: bool,
+}
+
+impl ModelSetup {
+    /// The models `scripts/setup` put under `home` (`$GLEANER_HOME`, default `~/.cache/gleaner`).
+    pub fn from_home(home: &Path) -> Self {
+        let models = home.join("models");
+        Self {
+            minilm: MiniLmFiles::in_dir(&models.join(gleaner_models::MINILM_DIR)),
+            smollm: models
+                .join("smollm2-135m-instruct")
+                .join("SmolLM2-135M-Instruct.Q4_1.gguf"),
+            quantized_on_cpu: true,
+        }
+    }
+}
+
+/// The task kinds this process can handle, by name; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<KindId, Arc<dyn TaskKind>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.kinds.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// No kinds.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The built-in kinds, their models as `setup` says, run on `device`. A new built-in kind
+    /// is one more `.with(..)` line here.
+    pub fn standard(setup: &ModelSetup, device: SelectedDevice) -> Self {
+        let quantized = setup.quantized_on_cpu && device.adapter.is_none();
+        Self::new()
+            .with(EmbedKind::new(setup.minilm.clone(), device.clone()))
+            .with(GenerateKind::new(setup.smollm.clone(), device, quantized))
+    }
+
+    /// The built-in kinds on a CPU device: enough to prepare jobs and write results (no model
+    /// loads until a task runs or an output is checked).
+    pub fn standard_cpu(setup: &ModelSetup) -> Self {
+        let cpu = SelectedDevice::cpu(gleaner_models::CpuKind::Flex, "no model runs here");
+        Self::standard(setup, cpu)
+    }
+
+    /// Adds `kind` (replacing a kind of the same name).
+    pub fn with(mut self, kind: impl TaskKind) -> Self {
+        self.register(Arc::new(kind));
+        self
+    }
+
+    /// Adds `kind` (replacing a kind of the same name).
+    pub fn register(&mut self, kind: Arc<dyn TaskKind>) {
+        self.kinds.insert(kind.id(), kind);
+    }
+
+    /// The kind named `id`, or an error that lists the known ones.
+    pub fn get(&self, id: &KindId) -> Result<&Arc<dyn TaskKind>> {
+        self.kinds.get(id).ok_or_else(|| Error::Unknown {
+            kind: id.clone(),
+            known: self.names(),
+        })
+    }
+
+    /// The registered names, comma-separated (for messages and `--help`).
+    pub fn names(&self) -> String {
+        self.kinds
+            .keys()
+            .map(KindId::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Every registered kind, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn TaskKind>> {
+        self.kinds.values()
+    }
+
+    /// The kinds this host can run now (their model files are present), in name order.
+    pub fn available(&self) -> Vec<KindId> {
+        self.kinds
+            .iter()
+            .filter(|(_, k)| k.available())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_kinds_are_found_by_name_and_unknown_ones_are_named() {
+        let device = SelectedDevice::cpu(gleaner_models::CpuKind::Flex, "test");
+        let r = Registry::standard(&ModelSetup::from_home(Path::new("/nonexistent")), device);
+        assert_eq!(r.names(), "embed, generate");
+        assert_eq!(r.get(&KindId::GENERATE).unwrap().id(), KindId::GENERATE);
+        let Err(err) = r.get(&"train".parse().unwrap()) else {
+            panic!("train is not registered");
+        };
+        assert_eq!(
+            err.to_string(),
+            "task kind train is not known here (this build knows: embed, generate)"
+        );
+        // Nothing under /nonexistent: no kind can run here.
+        assert!(r.available().is_empty());
+    }
+}

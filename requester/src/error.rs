@@ -1,0 +1,52 @@
+//! Errors of the requester.
+
+use alloy::primitives::U256;
+
+/// What can go wrong for a requester.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request does not fit the kind or the protocol (bad input file, bad parameters).
+    #[error(transparent)]
+    Kind(#[from] gleaner_kinds::Error),
+    /// A protocol value is malformed, or a transaction failed or reverted.
+    #[error(transparent)]
+    Protocol(#[from] gleaner_protocol::Error),
+    /// Talking to the coordinator failed.
+    #[error(transparent)]
+    Client(#[from] gleaner_client::Error),
+    /// A JSON-RPC call failed.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// The coordinator serves another deployment, or stored something else than was sent.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The requester's balance does not cover the budget.
+    #[error("{who} holds {have} base units of the token, the budget is {budget}")]
+    Funds {
+        /// The requester.
+        who: alloy::primitives::Address,
+        /// Its balance.
+        have: U256,
+        /// The budget.
+        budget: U256,
+    },
+    /// The job ended without being settled (cancelled, reclaimed, expired, failed).
+    #[error("job {job_id} ended {state}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Ended {
+        /// The job.
+        job_id: U256,
+        /// Its terminal state.
+        state: String,
+        /// Why, when the coordinator says.
+        reason: Option<String>,
+    },
+}
+
+/// Result with the requester's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A chain error, with what was being asked.
+pub(crate) fn chain(what: &'static str) -> impl Fn(alloy::contract::Error) -> Error {
+    move |e| Error::Chain(format!("{what}: {e}"))
+}
