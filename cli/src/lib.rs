@@ -91,7 +91,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Our crates log at info; dependencies (wgpu, cubecl's autotuner, sqlx) only warnings.
 /// `RUST_LOG` overrides it.
 const DEFAULT_LOG: &str = "warn,gleaner_cli=info,gleaner_models=info,gleaner_coordinator=info,\
-gleaner_worker=info,gleaner_verifier=info,models=info,coordinator=info,worker=info,verifier=info";
+gleaner_worker=info,gleaner_verifier=info,models=info,coordinator=info,worker=info,verifier=info,\
+kinds=info,gleaner=info";
 
 fn init_tracing() {
     use std::io::IsTerminal;

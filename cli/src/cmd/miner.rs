@@ -1,5 +1,7 @@
 //! `gleaner miner`: stake, run, earn.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use gleaner_worker::stake;
@@ -85,6 +87,19 @@ pub struct RunArgs {
     /// A name for log lines.
     #[arg(long, env = "GLEANER_WORKER_NAME", default_value = "miner")]
     pub name: String,
+    /// How long one lease request waits for work (long poll), in milliseconds (at most 30000).
+    #[arg(long, env = "GLEANER_LEASE_WAIT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=30_000))]
+    pub lease_wait_ms: u32,
+    /// How long a sign-in signature stays valid, in seconds (the coordinator caps it).
+    #[arg(long, env = "GLEANER_SIGN_IN_VALID_SECS", default_value_t = 300)]
+    pub sign_in_valid_secs: u64,
+    /// First wait, in milliseconds, after the coordinator could not be reached; it doubles.
+    #[arg(long, env = "GLEANER_BACKOFF_INITIAL_MS", default_value_t = 1_000)]
+    pub backoff_initial_ms: u64,
+    /// Longest wait, in milliseconds, between two tries to reach the coordinator.
+    #[arg(long, env = "GLEANER_BACKOFF_MAX_MS", default_value_t = 30_000)]
+    pub backoff_max_ms: u64,
 }
 
 pub(crate) fn run(cmd: MinerCommand) -> anyhow::Result<()> {
@@ -156,6 +171,10 @@ async fn mine(a: RunArgs) -> anyhow::Result<()> {
     let mut config = gleaner_worker::WorkerConfig::new(&a.coordinator_url, kinds, &device);
     config.max_tasks = a.max_tasks;
     config.name = a.name;
+    config.wait_ms = a.lease_wait_ms;
+    config.sign_in_valid_for = Duration::from_secs(a.sign_in_valid_secs);
+    config.backoff_initial = Duration::from_millis(a.backoff_initial_ms);
+    config.backoff_max = Duration::from_millis(a.backoff_max_ms);
     let worker = gleaner_worker::Worker::start(config, signer)
         .await
         .context("worker start")?;

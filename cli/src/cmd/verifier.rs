@@ -70,6 +70,12 @@ pub struct RunArgs {
     /// First block searched for settlement and slash events (the market's deployment block).
     #[arg(long, env = "GLEANER_LOGS_FROM_BLOCK", default_value_t = 0)]
     pub logs_from_block: u64,
+    /// How long a sign-in signature stays valid, in seconds (the coordinator caps it).
+    #[arg(long, env = "GLEANER_SIGN_IN_VALID_SECS", default_value_t = 300)]
+    pub sign_in_valid_secs: u64,
+    /// Checked outputs remembered, so that a task polled again is not re-checked.
+    #[arg(long, env = "GLEANER_VERIFIER_CHECKED_CACHE", default_value_t = 4096)]
+    pub checked_cache: usize,
     #[command(flatten)]
     models: ModelArgs,
 }
@@ -94,6 +100,8 @@ impl RunArgs {
         c.max_backoff = Duration::from_millis(self.max_backoff_ms);
         c.slash_amount = self.slash_amount;
         c.logs_from_block = self.logs_from_block;
+        c.sign_in_valid_for = Duration::from_secs(self.sign_in_valid_secs);
+        c.checked_cache = self.checked_cache;
         c
     }
 
