@@ -11,7 +11,7 @@ use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::Eip712Domain;
 use gleaner_models::{BackendChoice, Generator};
-use gleaner_protocol::api::{Decision, JobForReview, Settled, TaskForReview};
+use gleaner_protocol::api::{self, Decision, JobForReview, Settled, TaskForReview};
 use gleaner_protocol::bindings::{JobMarket, WorkerRegistry};
 use gleaner_protocol::blob::{decode_prompts, decode_texts};
 use gleaner_protocol::eip712;
@@ -325,10 +325,9 @@ impl Service {
                     .decide(&Decision {
                         job_id,
                         index,
-                        verdict: "more".into(),
-                        result: None,
-                        quorum: Vec::new(),
-                        extra_replicas: *extra,
+                        verdict: api::Verdict::More {
+                            extra_replicas: *extra,
+                        },
                     })
                     .await?;
                 self.asked_more.insert((job_id, index), views.len());
@@ -430,20 +429,17 @@ impl Service {
             .filter(|r| r.in_quorum)
             .map(|r| r.worker)
             .collect();
-        let verdict = if rec.accepted_result.is_some() {
-            "accept"
-        } else {
-            "fail"
+        let verdict = match rec.accepted_result {
+            Some(result) => api::Verdict::Accept { result, quorum },
+            None => api::Verdict::Fail,
         };
+        let name = verdict.name();
         let posted = self
             .client
             .decide(&Decision {
                 job_id,
                 index: rec.index,
-                verdict: verdict.into(),
-                result: rec.accepted_result,
-                quorum,
-                extra_replicas: 0,
+                verdict,
             })
             .await;
         // 409: the coordinator already has a decision for the task (ours, before a restart).
@@ -451,7 +447,7 @@ impl Service {
             Err(Error::CoordinatorRefused { status: 409, .. }) | Ok(()) => {}
             Err(e) => return Err(e),
         }
-        info!(target: "verifier", %job_id, task = rec.index, verdict,
+        info!(target: "verifier", %job_id, task = rec.index, verdict = name,
               result = ?rec.accepted_result, contradictions = rec.contradictions.len(), "decision posted");
         Ok(())
     }

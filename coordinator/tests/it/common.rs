@@ -9,7 +9,7 @@ use alloy::signers::local::PrivateKeySigner;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use gleaner_coordinator::{
-    ApiSettings, AppState, BoxFuture, Chain, OnChainJob, Result, Store, app,
+    ApiSettings, AppState, BoxFuture, Chain, JobState, OnChainJob, Result, Store, app,
 };
 use gleaner_protocol::api::{Capabilities, Info, RegisterJob, SignIn};
 use gleaner_protocol::bindings::job_status;
@@ -75,6 +75,7 @@ impl Harness {
             max_blob_bytes: 4096,
             verifier: Some(verifier.address()),
             session_secs: 3600,
+            ..ApiSettings::default()
         };
         let state = AppState::new(store, chain.clone(), info(), settings);
         Self {
@@ -179,7 +180,7 @@ impl Harness {
         assert!(
             self.state
                 .store()
-                .set_job_state(U256::from(id), "registered", "posted")
+                .set_job_state(U256::from(id), JobState::Registered, JobState::Posted)
                 .await
                 .unwrap()
         );
