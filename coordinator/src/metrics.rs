@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::store::QueueStats;
+use crate::db::QueueStats;
 
 /// The coordinator's counters (monotonic, since start).
 #[derive(Debug, Default)]

@@ -82,8 +82,8 @@ pub struct RegisterJob {
 pub struct JobStatus {
     /// On-chain job id.
     pub job_id: U256,
-    /// `registered`, `posted` (root on-chain), `verifying`, `settled`, `cancelled`, `expired`.
-    pub state: String,
+    /// Where the job is in its life; see [`JobState`].
+    pub state: JobState,
     /// Number of tasks.
     pub tasks: u32,
     /// Replicas per task.
@@ -96,6 +96,114 @@ pub struct JobStatus {
     pub tasks_failed: u32,
     /// Settlement report hash, once settled.
     pub report_hash: Option<B256>,
+}
+
+/// A job's state as the coordinator reports it, with exactly one string form each (the JSON).
+///
+/// `registered` → `posted` (root on-chain) → `verifying` (every task decided) → `settled`;
+/// or `cancelled`, `expired` (reclaimed, or the deadline passed before posting), or
+/// `root_mismatch` (someone else's task root is on-chain: the coordinator never leases it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JobState {
+    /// Manifest accepted, root not yet posted (or not yet confirmed).
+    Registered,
+    /// Root posted and confirmed: tasks are leased.
+    Posted,
+    /// Every task is decided; settlement is on its way.
+    Verifying,
+    /// The verifier settled it on-chain.
+    Settled,
+    /// Cancelled by the requester before posting.
+    Cancelled,
+    /// Reclaimed after the deadline, or the deadline passed before posting.
+    Expired,
+    /// A task root other than the manifest's was posted on-chain: the job will never run.
+    RootMismatch,
+}
+
+impl JobState {
+    /// Every state, in life order.
+    pub const ALL: [Self; 7] = [
+        Self::Registered,
+        Self::Posted,
+        Self::Verifying,
+        Self::Settled,
+        Self::Cancelled,
+        Self::Expired,
+        Self::RootMismatch,
+    ];
+
+    /// The one string form (JSON, database, logs).
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Posted => "posted",
+            Self::Verifying => "verifying",
+            Self::Settled => "settled",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+            Self::RootMismatch => "root_mismatch",
+        }
+    }
+
+    /// Whether the job can no longer change: waiting on it is pointless.
+    pub const fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::Settled | Self::Cancelled | Self::Expired | Self::RootMismatch
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not one of [`JobState::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job state {0:?}")]
+pub struct UnknownJobState(
+    /// The string that was given.
+    pub String,
+);
+
+impl std::str::FromStr for JobState {
+    type Err = UnknownJobState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownJobState(s.to_owned()))
+    }
+}
+
+impl PartialEq<str> for JobState {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for JobState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for JobState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for JobState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Accepted outputs in task order.
@@ -165,6 +273,89 @@ fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_states_have_one_string_form() {
+        for st in JobState::ALL {
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+            assert_eq!(serde_json::from_str::<JobState>(&json).unwrap(), st);
+            assert_eq!(st.as_str().parse::<JobState>().unwrap(), st);
+            assert_eq!(st.to_string(), st.as_str());
+        }
+        assert!("verified".parse::<JobState>().is_err());
+        assert!(serde_json::from_str::<JobState>("\"Posted\"").is_err());
+        let terminal: Vec<_> = JobState::ALL
+            .into_iter()
+            .filter(JobState::is_terminal)
+            .collect();
+        assert_eq!(
+            terminal,
+            [
+                JobState::Settled,
+                JobState::Cancelled,
+                JobState::Expired,
+                JobState::RootMismatch
+            ]
+        );
+    }
+
+    #[test]
+    fn decisions_round_trip_per_verdict() {
+        let cases = [
+            (
+                Verdict::Accept {
+                    result: B256::repeat_byte(7),
+                    quorum: vec![Address::repeat_byte(1), Address::repeat_byte(2)],
+                },
+                serde_json::json!({
+                    "verdict": "accept",
+                    "result": B256::repeat_byte(7),
+                    "quorum": [Address::repeat_byte(1), Address::repeat_byte(2)],
+                }),
+            ),
+            (
+                Verdict::More { extra_replicas: 3 },
+                serde_json::json!({"verdict": "more", "extra_replicas": 3}),
+            ),
+            (Verdict::Fail, serde_json::json!({"verdict": "fail"})),
+        ];
+        for (verdict, fields) in cases {
+            let d = Decision {
+                job_id: U256::from(42),
+                index: 5,
+                verdict: verdict.clone(),
+            };
+            let json = serde_json::to_value(&d).unwrap();
+            let mut want = serde_json::json!({"job_id": U256::from(42), "index": 5});
+            for (k, v) in fields.as_object().unwrap() {
+                want[k] = v.clone();
+            }
+            assert_eq!(json, want, "{}", verdict.name());
+            let back: Decision = serde_json::from_value(json).unwrap();
+            assert_eq!(back, d);
+            assert_eq!(json_tag(&back), verdict.name());
+        }
+        // An unknown verdict, or one without its fields, does not parse.
+        for bad in [
+            serde_json::json!({"job_id": "0x1", "index": 0, "verdict": "maybe"}),
+            serde_json::json!({"job_id": "0x1", "index": 0, "verdict": "accept"}),
+            serde_json::json!({"job_id": "0x1", "index": 0, "verdict": "more"}),
+            serde_json::json!({"job_id": "0x1", "index": 0}),
+        ] {
+            assert!(
+                serde_json::from_value::<Decision>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    fn json_tag(d: &Decision) -> String {
+        serde_json::to_value(d).unwrap()["verdict"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
 
     #[test]
     fn capabilities_hash_survives_a_json_round_trip() {
@@ -323,21 +514,51 @@ pub struct VerifierWork {
 }
 
 /// The verifier's decision on one task.
+///
+/// On the wire the verdict's tag and fields sit next to the task's:
+/// `{"job_id":"0x1","index":0,"verdict":"accept","result":"0x..","quorum":["0x.."]}`,
+/// `{"job_id":"0x1","index":1,"verdict":"more","extra_replicas":1}`,
+/// `{"job_id":"0x1","index":2,"verdict":"fail"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     /// On-chain job id.
     pub job_id: U256,
     /// Task index.
     pub index: u32,
-    /// `accept`: `result` (the aggregated output blob, uploaded first) with `quorum`;
-    /// `more`: schedule `extra_replicas` more replicas; `fail`: give up on the task.
-    pub verdict: String,
-    /// Accepted output blob (for `accept`).
-    pub result: Option<B256>,
-    /// Workers in the accepted cluster (for `accept`).
-    pub quorum: Vec<Address>,
-    /// Extra replicas to schedule (for `more`).
-    pub extra_replicas: u16,
+    /// What to do with the task.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// What the verifier decided about a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "lowercase")]
+pub enum Verdict {
+    /// Accept `result` (the aggregated output blob, uploaded first), agreed by `quorum`.
+    Accept {
+        /// Accepted output blob.
+        result: B256,
+        /// Workers in the accepted cluster (each submitted a replica of the task).
+        quorum: Vec<Address>,
+    },
+    /// Schedule `extra_replicas` (≥ 1) more replicas.
+    More {
+        /// Extra replicas to schedule.
+        extra_replicas: u16,
+    },
+    /// Give up on the task for good.
+    Fail,
+}
+
+impl Verdict {
+    /// The wire tag (`accept`, `more`, `fail`), for logs.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Accept { .. } => "accept",
+            Self::More { .. } => "more",
+            Self::Fail => "fail",
+        }
+    }
 }
 
 /// The verifier settled a job on-chain.

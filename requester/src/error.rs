@@ -37,7 +37,7 @@ pub enum Error {
         /// The job.
         job_id: U256,
         /// Its terminal state.
-        state: String,
+        state: gleaner_protocol::api::JobState,
         /// Why, when the coordinator says.
         reason: Option<String>,
     },

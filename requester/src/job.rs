@@ -8,7 +8,7 @@ use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use gleaner_client::Client;
 use gleaner_kinds::{Outcome, Registry, SplitOptions, Written};
-use gleaner_protocol::api::JobStatus;
+use gleaner_protocol::api::{JobState, JobStatus};
 use gleaner_protocol::bindings::{GleanerToken, JobMarket, confirm};
 use gleaner_protocol::blob::blob_hash;
 use gleaner_protocol::eip712;
@@ -193,15 +193,6 @@ pub async fn submit(
     Ok(Submitted { job_id, tasks })
 }
 
-/// Whether `state` ends a job: `Some(true)` settled, `Some(false)` ended otherwise.
-fn terminal(state: &str) -> Option<bool> {
-    match state {
-        "settled" => Some(true),
-        "cancelled" | "expired" | "reclaimed" | "failed" => Some(false),
-        _ => None,
-    }
-}
-
 /// Polls the job every `every` until it reaches a terminal state; `on_status` sees each
 /// status. Settled is `Ok`; any other end is [`Error::Ended`].
 pub async fn wait(
@@ -213,17 +204,21 @@ pub async fn wait(
     loop {
         let s = client.job_status(job_id).await?;
         on_status(&s);
-        match terminal(&s.state) {
-            Some(true) => return Ok(s),
-            Some(false) => {
-                return Err(Error::Ended {
-                    job_id,
-                    state: s.state.clone(),
-                    reason: None,
-                });
-            }
-            None => tokio::time::sleep(every).await,
+        if s.state == JobState::Settled {
+            return Ok(s);
         }
+        if s.state.is_terminal() {
+            return Err(Error::Ended {
+                job_id,
+                state: s.state,
+                reason: (s.state == JobState::RootMismatch).then(|| {
+                    "a task root other than the manifest's was posted on-chain; \
+                     `gleaner job reclaim` returns the escrow after the deadline"
+                        .to_owned()
+                }),
+            });
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -391,14 +386,5 @@ mod tests {
         ] {
             assert!(sampling(t, p, 1).is_err(), "{t} {p}");
         }
-    }
-
-    #[test]
-    fn terminal_states_end_the_wait() {
-        assert_eq!(terminal("settled"), Some(true));
-        for s in ["cancelled", "expired", "reclaimed", "failed"] {
-            assert_eq!(terminal(s), Some(false), "{s}");
-        }
-        assert_eq!(terminal("posted"), None);
     }
 }

@@ -11,8 +11,9 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::Eip712Domain;
 use gleaner_client::{Backoff, Client};
 use gleaner_kinds::{Checked, Registry, TaskKind, TaskRef};
-use gleaner_protocol::api::{Capabilities, ReplicaView};
-use gleaner_protocol::api::{Decision, JobForReview, Settled, TaskForReview};
+use gleaner_protocol::api::{
+    self, Capabilities, Decision, JobForReview, ReplicaView, Settled, TaskForReview,
+};
 use gleaner_protocol::bindings::{JobMarket, WorkerRegistry};
 use gleaner_protocol::eip712;
 use gleaner_protocol::report::{ReplicaEntry, SettlementReport};
@@ -314,10 +315,9 @@ impl Service {
                     .decide(&Decision {
                         job_id,
                         index,
-                        verdict: "more".into(),
-                        result: None,
-                        quorum: Vec::new(),
-                        extra_replicas: *extra,
+                        verdict: api::Verdict::More {
+                            extra_replicas: *extra,
+                        },
                     })
                     .await?;
                 self.asked_more.insert((job_id, index), views.len());
@@ -376,20 +376,17 @@ impl Service {
             .filter(|r| r.in_quorum)
             .map(|r| r.worker)
             .collect();
-        let verdict = if rec.accepted_result.is_some() {
-            "accept"
-        } else {
-            "fail"
+        let verdict = match rec.accepted_result {
+            Some(result) => api::Verdict::Accept { result, quorum },
+            None => api::Verdict::Fail,
         };
+        let name = verdict.name();
         let posted = self
             .client
             .decide(&Decision {
                 job_id,
                 index: rec.index,
-                verdict: verdict.into(),
-                result: rec.accepted_result,
-                quorum,
-                extra_replicas: 0,
+                verdict,
             })
             .await;
         // 409: the coordinator already has a decision for the task (ours, before a restart).
@@ -398,7 +395,7 @@ impl Service {
             Err(e) if e.refused_status() == Some(409) => {}
             Err(e) => return Err(e.into()),
         }
-        info!(target: "verifier", %job_id, task = rec.index, verdict,
+        info!(target: "verifier", %job_id, task = rec.index, verdict = name,
               result = ?rec.accepted_result, contradictions = rec.contradictions.len(), "decision posted");
         Ok(())
     }

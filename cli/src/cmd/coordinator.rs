@@ -6,6 +6,7 @@ use std::time::Duration;
 use alloy::primitives::Address;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use gleaner_coordinator::{MAX_EXPIRY_AHEAD_SECS, MAX_WAIT_MS, WatcherConfig};
 
 use crate::common::{ChainArgs, KeyArgs, runtime};
 
@@ -45,9 +46,29 @@ pub struct RunArgs {
     /// Blocks an event must be buried under before it counts (0 on a dev chain).
     #[arg(long, env = "GLEANER_CONFIRMATIONS", default_value_t = 2)]
     pub confirmations: u64,
-    /// Seconds a lease lasts before its replica returns to the queue.
+    /// Seconds a lease lasts before its replica returns to the queue (the result expiry).
     #[arg(long, env = "GLEANER_LEASE_SECS", default_value_t = 120)]
     pub lease_secs: u64,
+    /// Seconds a sign-in session lasts before the worker or verifier must sign in again.
+    #[arg(long, env = "GLEANER_SESSION_SECS", default_value_t = 3600)]
+    pub session_secs: u64,
+    /// Largest accepted lead of a signed sign-in's or job registration's expiry over now, in
+    /// seconds (a signature valid for longer is refused).
+    #[arg(long, env = "GLEANER_MAX_EXPIRY_AHEAD_SECS", default_value_t = MAX_EXPIRY_AHEAD_SECS)]
+    pub max_expiry_ahead_secs: u64,
+    /// Longest lease long-poll a worker may ask for, in milliseconds.
+    #[arg(long, env = "GLEANER_MAX_WAIT_MS", default_value_t = MAX_WAIT_MS)]
+    pub max_wait_ms: u32,
+    /// Workers seen within this many seconds share the work [default: the lease duration, at
+    /// least 60].
+    #[arg(long, env = "GLEANER_WORKER_ACTIVE_SECS")]
+    pub worker_active_secs: Option<u64>,
+    /// Most database connections [default: 1 for SQLite, 16 for PostgreSQL].
+    #[arg(long, env = "GLEANER_DB_POOL_SIZE")]
+    pub db_pool_size: Option<u32>,
+    /// Parsed job manifests kept in memory (least recently used ones are dropped).
+    #[arg(long, env = "GLEANER_MANIFEST_CACHE", default_value_t = 1024)]
+    pub manifest_cache: usize,
     /// Largest blob (and request body) accepted, in bytes.
     #[arg(long, env = "GLEANER_MAX_BLOB_BYTES", default_value_t = 16 << 20)]
     pub max_blob_bytes: u64,
@@ -60,6 +81,12 @@ pub struct RunArgs {
     /// First block the chain watcher reads (the market's deployment block).
     #[arg(long, env = "GLEANER_FROM_BLOCK", default_value_t = 0)]
     pub from_block: u64,
+    /// Processed blocks the chain watcher re-checks each poll: the deepest reorg it notices.
+    #[arg(long, env = "GLEANER_REORG_DEPTH", default_value_t = WatcherConfig::DEFAULT_REORG_DEPTH)]
+    pub reorg_depth: u64,
+    /// Most blocks the chain watcher asks logs for at once (lower it for RPCs that cap ranges).
+    #[arg(long, env = "GLEANER_LOGS_RANGE", default_value_t = WatcherConfig::DEFAULT_LOGS_RANGE)]
+    pub logs_range: u64,
 }
 
 impl RunArgs {
@@ -82,11 +109,19 @@ impl RunArgs {
             rpc_url: self.chain.rpc_url.clone(),
             market: self.chain.market,
             confirmations: self.confirmations,
+            db_pool_size: self.db_pool_size,
             lease_secs: self.lease_secs.max(1),
+            session_secs: self.session_secs.max(1),
+            max_expiry_ahead_secs: self.max_expiry_ahead_secs,
+            max_wait_ms: self.max_wait_ms,
+            worker_active_secs: self.worker_active_secs,
+            manifest_cache: self.manifest_cache,
             max_blob_bytes: self.max_blob_bytes,
             verifier: self.verifier,
             poll_interval: Duration::from_millis(self.poll_ms.max(10)),
             from_block: self.from_block,
+            reorg_depth: self.reorg_depth.max(1),
+            logs_range: self.logs_range.max(1),
         })
     }
 }
@@ -135,7 +170,31 @@ mod tests {
             (2, 120, 16 << 20)
         );
         assert!(a.verifier.is_none() && a.database_url.is_none());
+        assert_eq!(
+            (a.session_secs, a.max_expiry_ahead_secs, a.max_wait_ms),
+            (3600, 600, 30_000)
+        );
+        assert_eq!((a.worker_active_secs, a.db_pool_size), (None, None));
+        assert_eq!(
+            (a.manifest_cache, a.reorg_depth, a.logs_range),
+            (1024, 64, 1000)
+        );
         let c = a.config().unwrap();
+        // The API gets the same settings as before these were flags.
+        let api = c.api_settings();
+        let before = gleaner_coordinator::ApiSettings::default();
+        assert_eq!(
+            (api.lease_secs, api.session_secs, api.max_expiry_ahead_secs),
+            (
+                before.lease_secs,
+                before.session_secs,
+                before.max_expiry_ahead_secs
+            )
+        );
+        assert_eq!(
+            (api.max_wait_ms, api.active_secs(), api.manifest_cache),
+            (before.max_wait_ms, 120, before.manifest_cache)
+        );
         assert!(
             c.database_url.starts_with("sqlite://")
                 && c.database_url.ends_with("coordinator.db?mode=rwc")

@@ -87,7 +87,7 @@ impl Net {
         let workers: Vec<PrivateKeySigner> = keys[4..4 + workers].to_vec();
         chain.faucet(requester.address(), e18(1_000)).await;
         chain.stake(&workers, e18(1_000), e18(100)).await;
-        let d = chain.d.clone();
+        let d = chain.d;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("password"), PASSWORD).unwrap();
         for (name, k) in [

@@ -3,42 +3,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::node_bindings::Anvil;
 use alloy::primitives::{B256, U256};
+use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
-use alloy::providers::{Provider, ProviderBuilder};
 use alloy::rpc::types::anvil::ReorgOptions;
-use alloy::signers::local::PrivateKeySigner;
-use gleaner_coordinator::{ApiSettings, AppState, RpcChain, Store, Watcher, WatcherConfig};
+use gleaner_coordinator::{
+    ApiSettings, AppState, JobState, RpcChain, Store, Watcher, WatcherConfig,
+};
+use gleaner_protocol::api::JobStatus;
 use gleaner_protocol::bindings::{GleanerToken, JobMarket, job_status};
-use gleaner_protocol::devnet::{DeployParams, deploy, find_anvil};
 use gleaner_protocol::merkle::MerkleTree;
 use gleaner_protocol::task::TaskInput;
+use gleaner_test_utils::{DevChain, Options, Roles};
 
 use crate::common::{manifest, register_body_for};
 
 #[tokio::test]
 async fn watcher_posts_roots_once_and_survives_a_reorg() {
-    let anvil = Anvil::at(find_anvil(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap())
-        .try_spawn()
-        .unwrap();
-    let admin: PrivateKeySigner = anvil.keys()[0].clone().into();
-    let coordinator: PrivateKeySigner = anvil.keys()[1].clone().into();
-    let provider = ProviderBuilder::new()
-        .wallet(admin.clone())
-        .connect_http(anvil.endpoint_url());
-    let d = deploy(
-        &provider,
-        &DeployParams {
-            admin: admin.address(),
-            coordinator: coordinator.address(),
-            verifier: admin.address(),
-            min_stake: U256::from(1),
-            unbonding_delay: 60,
-        },
-    )
-    .await
-    .unwrap();
+    let chain = DevChain::start(Options {
+        min_stake: U256::from(1),
+        roles: Roles::Separate,
+        ..Options::default()
+    })
+    .await;
+    let (anvil, d) = (&chain.anvil, chain.d);
+    let admin = chain.admin().clone();
+    let coordinator = chain.keys[1].clone();
+    let provider = chain.provider(&admin);
     let market = JobMarket::new(d.market, &provider);
     let token = GleanerToken::new(d.token, &provider);
     let budget = U256::from(1_000_000u64);
@@ -122,17 +113,16 @@ async fn watcher_posts_roots_once_and_survives_a_reorg() {
         .unwrap();
 
     let watcher = Watcher::new(
-        state.clone(),
+        state.store().clone(),
+        state.work_notifier(),
         WatcherConfig {
-            rpc_url: anvil.endpoint(),
-            market: d.market,
-            confirmations: 0,
             poll_interval: Duration::from_millis(50),
-            from_block: 0,
+            ..WatcherConfig::new(anvil.endpoint(), d.market)
         },
         coordinator.clone(),
     )
-    .unwrap();
+    .unwrap()
+    .with_metrics(state.shared_metrics());
     // Poll a few times: one postTasks, then the job becomes posted; never a second post.
     for _ in 0..4 {
         watcher.poll().await.unwrap();
@@ -208,4 +198,107 @@ async fn watcher_posts_roots_once_and_survives_a_reorg() {
         );
     }
     let _ = B256::ZERO;
+}
+
+/// Someone else posts a root for a registered job before the coordinator does: the watcher
+/// records `root_mismatch`, a terminal state the API reports, and never posts its own.
+#[tokio::test]
+async fn a_foreign_root_on_chain_ends_the_job_as_root_mismatch() {
+    // The admin also holds the coordinator role here, so it can post a root of its own.
+    let chain = DevChain::start(Options {
+        min_stake: U256::from(1),
+        ..Options::default()
+    })
+    .await;
+    let (anvil, d) = (&chain.anvil, chain.d);
+    let admin = chain.admin().clone();
+    let coordinator = chain.keys[1].clone();
+    let provider = chain.provider(&admin);
+    let market = JobMarket::new(d.market, &provider);
+    let token = GleanerToken::new(d.token, &provider);
+    let budget = U256::from(1_000_000u64);
+    token
+        .faucet(admin.address(), budget)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    token
+        .approve(d.market, budget)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    let (chain, info) = RpcChain::connect(&anvil.endpoint(), d.market, 1 << 20)
+        .await
+        .unwrap();
+    let state = AppState::new(store, Arc::new(chain), info, ApiSettings::default());
+    let h = crate::common::Harness {
+        state: state.clone(),
+        chain: Arc::default(),
+        verifier: admin.clone(),
+    };
+    let input = h.put_blob(b"text\n").await;
+    let m = manifest(vec![TaskInput {
+        input_hash: input,
+        cost: 5,
+    }]);
+    market
+        .createJob(m.spec_hash(), 1, 1, budget, u64::MAX / 4)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let id = market.jobCount().call().await.unwrap();
+    let (s, body) = h
+        .json(
+            "POST",
+            "/v1/jobs",
+            None,
+            &register_body_for(&admin, id.to(), &m, d.chain_id, d.market),
+        )
+        .await;
+    assert_eq!(
+        s,
+        axum::http::StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    market
+        .postTasks(id, B256::repeat_byte(0x66), 1)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+
+    let watcher = Watcher::new(
+        state.store().clone(),
+        state.work_notifier(),
+        WatcherConfig::new(anvil.endpoint(), d.market),
+        coordinator.clone(),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        watcher.poll().await.unwrap();
+    }
+    let (s, body) = h.get(&format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(s, axum::http::StatusCode::OK);
+    let status: JobStatus = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status.state, JobState::RootMismatch);
+    assert!(status.state.is_terminal());
+    let coordinator_nonce = provider
+        .get_transaction_count(coordinator.address())
+        .await
+        .unwrap();
+    assert_eq!(coordinator_nonce, 0, "the coordinator posted nothing");
 }

@@ -4,17 +4,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use alloy::primitives::{Address, B256, Bytes, U256, address};
-use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use gleaner_coordinator::{
-    ApiSettings, AppState, BoxFuture, Chain, OnChainJob, Result, Store, app,
+    ApiSettings, AppState, BoxFuture, Chain, JobState, OnChainJob, Result, Store, app,
 };
 use gleaner_protocol::api::{Capabilities, Info, RegisterJob, SignIn};
 use gleaner_protocol::bindings::job_status;
 use gleaner_protocol::blob::blob_hash;
-use gleaner_protocol::eip712::{self, JobRegistration, WorkerSignIn};
+use gleaner_protocol::eip712;
 use gleaner_protocol::task::{JobManifest, KindId, ModelRef, TaskInput, TaskParams};
 use tower::ServiceExt;
 
@@ -75,6 +74,7 @@ impl Harness {
             max_blob_bytes: 4096,
             verifier: Some(verifier.address()),
             session_secs: 3600,
+            ..ApiSettings::default()
         };
         let state = AppState::new(store, chain.clone(), info(), settings);
         Self {
@@ -179,7 +179,7 @@ impl Harness {
         assert!(
             self.state
                 .store()
-                .set_job_state(U256::from(id), "registered", "posted")
+                .set_job_state(U256::from(id), JobState::Registered, JobState::Posted)
                 .await
                 .unwrap()
         );
@@ -251,24 +251,8 @@ pub(crate) fn caps(gflops: f64) -> Capabilities {
 }
 
 pub(crate) fn sign_in_body(signer: &PrivateKeySigner, gflops: f64, nonce: u64) -> SignIn {
-    let capabilities = caps(gflops);
-    let expiry = now() + 300;
-    let msg = WorkerSignIn {
-        worker: signer.address(),
-        capabilitiesHash: capabilities.hash(),
-        nonce,
-        expiry,
-    };
-    let sig = signer
-        .sign_hash_sync(&eip712::digest(&msg, &eip712::domain(CHAIN_ID, MARKET)))
-        .unwrap();
-    SignIn {
-        address: signer.address(),
-        capabilities,
-        nonce,
-        expiry,
-        signature: Bytes::from(sig.as_bytes().to_vec()),
-    }
+    let domain = eip712::domain(CHAIN_ID, MARKET);
+    gleaner_client::sign::sign_in(signer, &domain, caps(gflops), nonce, now() + 300).unwrap()
 }
 
 pub(crate) fn register_body(requester: &PrivateKeySigner, id: u64, m: &JobManifest) -> RegisterJob {
@@ -282,33 +266,13 @@ pub(crate) fn register_body_for(
     chain_id: u64,
     market: Address,
 ) -> RegisterJob {
-    let expiry = now() + 300;
-    let msg = JobRegistration {
-        jobId: U256::from(id),
-        specHash: m.spec_hash(),
-        requester: requester.address(),
-        expiry,
-    };
-    let sig = requester
-        .sign_hash_sync(&eip712::digest(&msg, &eip712::domain(chain_id, market)))
-        .unwrap();
-    RegisterJob {
-        job_id: U256::from(id),
-        manifest: String::from_utf8(m.canonical()).unwrap(),
-        requester: requester.address(),
-        expiry,
-        signature: Bytes::from(sig.as_bytes().to_vec()),
-    }
+    let domain = eip712::domain(chain_id, market);
+    let canonical = m.canonical();
+    gleaner_client::sign::register_job(requester, &domain, U256::from(id), &canonical, now() + 300)
+        .unwrap()
 }
 
 pub(crate) fn sign_result(signer: &PrivateKeySigner, task_hash: B256, result_hash: B256) -> Bytes {
-    let msg = eip712::TaskResult {
-        taskHash: task_hash,
-        resultHash: result_hash,
-        worker: signer.address(),
-    };
-    let sig = signer
-        .sign_hash_sync(&eip712::digest(&msg, &eip712::domain(CHAIN_ID, MARKET)))
-        .unwrap();
-    Bytes::from(sig.as_bytes().to_vec())
+    let domain = eip712::domain(CHAIN_ID, MARKET);
+    gleaner_client::sign::task_result(signer, &domain, task_hash, result_hash).unwrap()
 }

@@ -4,9 +4,10 @@ use alloy::primitives::{B256, Bytes, U256};
 use alloy::signers::local::PrivateKeySigner;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use gleaner_coordinator::{JobState, ReplicaState};
 use gleaner_protocol::api::{
     ApiError, Decision, Info, JobResults, JobStatus, Lease, LeaseRequest, Settled, SubmitResult,
-    VerifierWork,
+    Verdict, VerifierWork,
 };
 use gleaner_protocol::blob::blob_hash;
 
@@ -363,7 +364,7 @@ async fn lease_submit_verify_settle_end_to_end() {
             .unwrap()
             .unwrap()
             .state,
-        "leased"
+        ReplicaState::Leased
     );
 
     // Everyone submits; a second submission of the same lease conflicts.
@@ -391,21 +392,23 @@ async fn lease_submit_verify_settle_end_to_end() {
         .map(|r| r.worker)
         .collect();
     let out0 = blob_hash(b"out 0");
-    let mut d = Decision {
+    let mut quorum = vec![t0_workers[0], PrivateKeySigner::random().address()];
+    let accept = |quorum: Vec<_>| Decision {
         job_id: U256::from(1),
         index: 0,
-        verdict: "accept".into(),
-        result: Some(out0),
-        quorum: vec![t0_workers[0], PrivateKeySigner::random().address()],
-        extra_replicas: 0,
+        verdict: Verdict::Accept {
+            result: out0,
+            quorum,
+        },
     };
     assert_eq!(
-        h.json("POST", "/v1/verifier/decisions", Some(&vt), &d)
+        h.json("POST", "/v1/verifier/decisions", Some(&vt), &accept(quorum))
             .await
             .0,
         StatusCode::BAD_REQUEST
     );
-    d.quorum = t0_workers.clone();
+    quorum = t0_workers.clone();
+    let d = accept(quorum);
     assert_eq!(
         h.json("POST", "/v1/verifier/decisions", Some(&vt), &d)
             .await
@@ -418,12 +421,23 @@ async fn lease_submit_verify_settle_end_to_end() {
             .0,
         StatusCode::CONFLICT
     );
+    // No extra replicas, an unknown verdict, or a verdict without its fields: 400.
+    for bogus in [
+        serde_json::json!({"job_id": U256::from(1), "index": 1, "verdict": "more", "extra_replicas": 0}),
+        serde_json::json!({"job_id": U256::from(1), "index": 1, "verdict": "maybe"}),
+        serde_json::json!({"job_id": U256::from(1), "index": 1, "verdict": "accept"}),
+    ] {
+        assert_eq!(
+            h.json("POST", "/v1/verifier/decisions", Some(&vt), &bogus)
+                .await
+                .0,
+            StatusCode::BAD_REQUEST,
+            "{bogus}"
+        );
+    }
     let more = Decision {
         index: 1,
-        verdict: "more".into(),
-        result: None,
-        quorum: vec![],
-        extra_replicas: 1,
+        verdict: Verdict::More { extra_replicas: 1 },
         ..d.clone()
     };
     assert_eq!(
@@ -431,16 +445,6 @@ async fn lease_submit_verify_settle_end_to_end() {
             .await
             .0,
         StatusCode::NO_CONTENT
-    );
-    let bogus = Decision {
-        verdict: "maybe".into(),
-        ..more.clone()
-    };
-    assert_eq!(
-        h.json("POST", "/v1/verifier/decisions", Some(&vt), &bogus)
-            .await
-            .0,
-        StatusCode::BAD_REQUEST
     );
 
     // The third replica of task 1 goes to the worker that does not hold one.
@@ -466,8 +470,7 @@ async fn lease_submit_verify_settle_end_to_end() {
         StatusCode::NO_CONTENT
     );
     let fail = Decision {
-        verdict: "fail".into(),
-        extra_replicas: 0,
+        verdict: Verdict::Fail,
         ..more.clone()
     };
     assert_eq!(
@@ -620,7 +623,7 @@ async fn long_poll_waits_then_204_or_wakes_on_work() {
     h.posted_job(2, 1, 1, now() + 3600).await;
     h.state
         .store()
-        .set_job_state(U256::from(2), "posted", "cancelled")
+        .set_job_state(U256::from(2), JobState::Posted, JobState::Cancelled)
         .await
         .unwrap();
     assert!(lease(&h, &ta, 0).await.is_none());
@@ -645,4 +648,63 @@ async fn shares_follow_measured_speed() {
         fast_n += 1;
     }
     assert_eq!((slow_n, fast_n), (2, 6));
+}
+
+/// Someone else's root on-chain makes the job `root_mismatch`: terminal, reported, never leased.
+#[tokio::test]
+async fn a_root_mismatch_is_a_terminal_state_in_the_status() {
+    let h = Harness::new().await;
+    let requester = PrivateKeySigner::random();
+    let m = h.manifest_with_blobs(1, 2).await;
+    h.chain_job(1, &m, requester.address(), 1, now() + 3600);
+    let (s, body) = h
+        .json("POST", "/v1/jobs", None, &register_body(&requester, 1, &m))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    // What the watcher records when the posted root is not the manifest's.
+    assert!(
+        h.state
+            .store()
+            .set_job_state(U256::from(1), JobState::Registered, JobState::RootMismatch)
+            .await
+            .unwrap()
+    );
+    let (s, body) = h.get("/v1/jobs/1", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["state"], "root_mismatch");
+    let st: JobStatus = serde_json::from_value(json).unwrap();
+    assert_eq!(st.state, JobState::RootMismatch);
+    assert!(st.state.is_terminal());
+    let w = PrivateKeySigner::random();
+    let token = h.sign_in(&w, 1.0, 1).await;
+    assert!(lease(&h, &token, 0).await.is_none());
+}
+
+/// The parsed-manifest cache holds at most its configured number of jobs.
+#[tokio::test]
+async fn the_manifest_cache_stays_bounded() {
+    let mut h = Harness::new().await;
+    h.state = gleaner_coordinator::AppState::new(
+        h.state.store().clone(),
+        h.chain.clone(),
+        info(),
+        gleaner_coordinator::ApiSettings {
+            verifier: Some(h.verifier.address()),
+            max_blob_bytes: 4096,
+            manifest_cache: 2,
+            ..gleaner_coordinator::ApiSettings::default()
+        },
+    );
+    for id in 1..=5 {
+        h.posted_job(id, 1, 1, now() + 3600).await;
+    }
+    let w = PrivateKeySigner::random();
+    let token = h.sign_in(&w, 1.0, 1).await;
+    let mut leased = 0;
+    while let Some(l) = lease(&h, &token, 0).await {
+        leased += 1;
+        assert!(h.state.cached_manifests() <= 2, "after job {}", l.job_id);
+    }
+    assert_eq!((leased, h.state.cached_manifests()), (5, 2));
 }

@@ -1,7 +1,7 @@
 //! The store on SQLite (file, across a restart) and on a real PostgreSQL.
 
 use alloy::primitives::{Address, B256, Bytes, U256};
-use gleaner_coordinator::{JobRow, NewTask, Store, job_state};
+use gleaner_coordinator::{JobRow, JobState, NewTask, ReplicaState, Store};
 
 use crate::pg::Postgres;
 
@@ -14,7 +14,7 @@ fn job(id: u64, n: u32, redundancy: u16) -> (JobRow, Vec<NewTask>) {
         redundancy,
         task_count: n,
         deadline: 10_000,
-        state: job_state::REGISTERED.into(),
+        state: JobState::Registered,
         tasks_root: B256::repeat_byte(2),
         post_tx: None,
         report_hash: None,
@@ -95,7 +95,7 @@ async fn exercise(s: &Store) {
     // Not leased before it is posted.
     assert!(s.lease(w1, 100, 60, 600).await.unwrap().is_none());
     assert!(
-        s.set_job_state(U256::from(1), "registered", "posted")
+        s.set_job_state(U256::from(1), JobState::Registered, JobState::Posted)
             .await
             .unwrap()
     );
@@ -135,7 +135,7 @@ async fn exercise(s: &Store) {
     let e = s.lease(w3, 200, 60, 600).await.unwrap().unwrap();
     assert_eq!(
         s.replica(&b.lease_id).await.unwrap().unwrap().state,
-        "expired"
+        ReplicaState::Expired
     );
     assert!(
         !s.submit(&b.lease_id, B256::repeat_byte(7), &Bytes::new(), 200)
@@ -175,7 +175,7 @@ async fn sqlite_file_survives_a_restart() {
     exercise(&s).await;
     let (row, tasks) = job(2, 1, 1);
     s.insert_job(&row, &tasks, 1).await.unwrap();
-    s.set_job_state(U256::from(2), "registered", "posted")
+    s.set_job_state(U256::from(2), JobState::Registered, JobState::Posted)
         .await
         .unwrap();
     let w = Address::repeat_byte(4);
@@ -188,12 +188,12 @@ async fn sqlite_file_survives_a_restart() {
     let s = Store::connect(&url).await.unwrap();
     assert_eq!(
         s.job(U256::from(1)).await.unwrap().unwrap().state,
-        "settled"
+        JobState::Settled
     );
     assert_eq!(s.submitted_replicas(U256::from(1)).await.unwrap().len(), 1);
     assert_eq!(
         s.replica(&l.lease_id).await.unwrap().unwrap().state,
-        "leased"
+        ReplicaState::Leased
     );
     assert_eq!(s.last_nonce(w).await.unwrap(), Some(1));
     assert!(s.lease(w, 310, 60, 600).await.unwrap().is_none());
@@ -211,7 +211,7 @@ async fn leases_only_the_kinds_a_worker_runs() {
     let (mut row, tasks) = job(1, 1, 2);
     row.manifest = r#"{"version":1,"kind":"generate"}"#.into();
     s.insert_job(&row, &tasks, 1).await.unwrap();
-    s.set_job_state(U256::from(1), "registered", "posted")
+    s.set_job_state(U256::from(1), JobState::Registered, JobState::Posted)
         .await
         .unwrap();
     let caps = |kinds: &str| {
@@ -240,7 +240,7 @@ async fn leases_only_the_kinds_a_worker_runs() {
     // An embed job is still leased to the embed-only worker.
     let (row2, tasks2) = job(2, 1, 1);
     s.insert_job(&row2, &tasks2, 1).await.unwrap();
-    s.set_job_state(U256::from(2), "registered", "posted")
+    s.set_job_state(U256::from(2), JobState::Registered, JobState::Posted)
         .await
         .unwrap();
     let l = s.lease(embed, 101, 60, 600).await.unwrap().unwrap();
@@ -256,7 +256,7 @@ async fn postgres_runs_the_same_scenario_and_leases_atomically() {
     // 20 workers race for 10 tasks x 3 replicas: exactly 30 leases, distinct per task.
     let (row, tasks) = job(5, 10, 3);
     s.insert_job(&row, &tasks, 1).await.unwrap();
-    s.set_job_state(U256::from(5), "registered", "posted")
+    s.set_job_state(U256::from(5), JobState::Registered, JobState::Posted)
         .await
         .unwrap();
     let workers: Vec<Address> = (10..30u8).map(Address::repeat_byte).collect();
@@ -308,5 +308,17 @@ async fn postgres_runs_the_same_scenario_and_leases_atomically() {
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 30);
+
+    // The CHECK constraints of migration 0003 refuse unknown states here too.
+    let pool = sqlx::AnyPool::connect(&pg.url).await.unwrap();
+    for sql in [
+        "UPDATE jobs SET state = 'verifying' WHERE job_id = '5'",
+        "UPDATE tasks SET state = 'done' WHERE job_id = '5'",
+        "UPDATE replicas SET state = 'live' WHERE job_id = '5'",
+    ] {
+        let err = sqlx::query(sql).execute(&pool).await.unwrap_err();
+        assert!(err.to_string().contains("check constraint"), "{sql}: {err}");
+    }
+    pool.close().await;
     s.close().await;
 }

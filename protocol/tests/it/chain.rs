@@ -8,7 +8,7 @@ use gleaner_test_utils::{DevChain, Options, e18};
 #[tokio::test]
 async fn deploy_link_and_settle_match_the_formulas() {
     let chain = DevChain::start(Options::default()).await;
-    let (anvil, d) = (&chain.anvil, chain.d.clone());
+    let (anvil, d) = (&chain.anvil, chain.d);
     let admin_addr = chain.admin().address();
     let provider = chain.provider(chain.admin());
     assert_eq!(d.chain_id, 31337);

@@ -39,7 +39,7 @@ fn record(index: u32, hash: B256, quorum: &[Address], liars: &[Address]) -> Task
 #[tokio::test]
 async fn settles_in_proportion_slashes_the_liar_and_never_twice() {
     let chain = DevChain::start(Options::default()).await;
-    let (anvil, d, admin) = (&chain.anvil, chain.d.clone(), chain.admin().clone());
+    let (anvil, d, admin) = (&chain.anvil, chain.d, chain.admin().clone());
     let requester = admin.address();
     let provider = chain.provider(&admin);
     let market = JobMarket::new(d.market, &provider);

@@ -21,7 +21,7 @@ async fn chunked_settlement_pays_everyone_and_resumes() {
         ..Options::default()
     })
     .await;
-    let (anvil, d, admin) = (&chain.anvil, chain.d.clone(), chain.admin().clone());
+    let (anvil, d, admin) = (&chain.anvil, chain.d, chain.admin().clone());
     let requester = admin.address();
     let provider = chain.provider(&admin);
     let market = JobMarket::new(d.market, &provider);

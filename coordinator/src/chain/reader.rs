@@ -1,4 +1,5 @@
-//! What the HTTP API asks the chain: a job's on-chain record and a worker's eligibility.
+//! The chain reader: what the HTTP API asks the chain (a job's on-chain record, a worker's
+//! eligibility).
 //!
 //! A trait object, so that the API tests run against a fake chain and the service against an
 //! RPC endpoint ([`RpcChain`]).

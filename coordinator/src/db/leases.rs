@@ -1,0 +1,537 @@
+//! The `replicas` table: leasing a replica to a worker, results, release and expiry.
+//!
+//! Leasing counts in the database: the replicas still wanted (open tasks of posted jobs) and
+//! the leases held are `COUNT`/`SUM` queries, never rows loaded into Rust. Task kinds are plain
+//! strings here: a worker is leased only jobs whose `kind` is among the kinds its signed
+//! capabilities list, whatever those kinds are and however many.
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use gleaner_protocol::api::JobState;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::codec::{
+    ReplicaState, TaskState, column, int_column, live_list, optional_column, random_hex, to_bigint,
+    to_hex,
+};
+use super::jobs::LEGACY_KIND;
+use super::{DbKind, Store};
+use crate::error::{Error, Result};
+use crate::scheduler;
+
+/// A replica as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    /// Lease id.
+    pub lease_id: String,
+    /// Job.
+    pub job_id: U256,
+    /// Task index.
+    pub index: u32,
+    /// Worker.
+    pub worker: Address,
+    /// Lease state.
+    pub state: ReplicaState,
+    /// Lease expiry.
+    pub expires_at: u64,
+    /// Output blob, once submitted.
+    pub result_hash: Option<B256>,
+    /// Result signature, once submitted.
+    pub signature: Option<Bytes>,
+}
+
+/// A fresh lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedTask {
+    /// Lease id.
+    pub lease_id: String,
+    /// Job.
+    pub job_id: U256,
+    /// Task index.
+    pub index: u32,
+    /// Task hash.
+    pub task_hash: B256,
+    /// Input blob.
+    pub input_hash: B256,
+    /// Lease expiry.
+    pub expires_at: u64,
+}
+
+/// Lease counts for the gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Replicas wanted but not leased, in leasable jobs.
+    pub queued: u64,
+    /// Replicas leased now.
+    pub leased: u64,
+}
+
+const REPLICA_COLUMNS: &str =
+    "lease_id, job_id, idx, worker, state, expires_at, result_hash, signature";
+
+fn read_replica(row: &AnyRow) -> Result<ReplicaRow> {
+    Ok(ReplicaRow {
+        lease_id: row.try_get("lease_id")?,
+        job_id: column(row, "job_id")?,
+        index: int_column(row, "idx")?,
+        worker: column(row, "worker")?,
+        state: column(row, "state")?,
+        expires_at: int_column(row, "expires_at")?,
+        result_hash: optional_column(row, "result_hash")?,
+        signature: optional_column(row, "signature")?,
+    })
+}
+
+/// Replicas of a task holding a slot at `$1` (now): submitted, or leased and not yet expired.
+fn live_count_sql() -> String {
+    format!(
+        "(SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
+         AND (r.state = '{submitted}' OR (r.state = '{leased}' AND r.expires_at > $1)))",
+        submitted = ReplicaState::Submitted.as_str(),
+        leased = ReplicaState::Leased.as_str(),
+    )
+}
+
+/// Open tasks of leasable jobs (posted, before the deadline `$1`), as `t` joined with `j`.
+fn leasable_sql() -> String {
+    format!(
+        "FROM tasks t JOIN jobs j ON j.job_id = t.job_id \
+         WHERE j.state = '{posted}' AND j.deadline > $1 AND t.state = '{open}'",
+        posted = JobState::Posted.as_str(),
+        open = TaskState::Open.as_str(),
+    )
+}
+
+/// `queued` (replicas still wanted in leasable jobs), `leased` (live leases) and `mine` (live
+/// leases of worker `$2`), at `$1` = now, in one query.
+fn counts_sql() -> String {
+    format!(
+        "SELECT \
+         (SELECT CAST(COALESCE(SUM(CASE WHEN d.needed > d.live THEN d.needed - d.live ELSE 0 END), 0) \
+          AS BIGINT) FROM (SELECT t.replicas_needed AS needed, {live} AS live {leasable}) d) AS queued, \
+         (SELECT COUNT(*) FROM replicas WHERE state = '{leased}' AND expires_at > $1) AS leased, \
+         (SELECT COUNT(*) FROM replicas WHERE state = '{leased}' AND expires_at > $1 \
+          AND worker = $2) AS mine",
+        live = live_count_sql(),
+        leasable = leasable_sql(),
+        leased = ReplicaState::Leased.as_str(),
+    )
+}
+
+/// The next replica for worker `$2` at `$1` = now among jobs of kinds `$3..$(2+kinds)`: the
+/// earliest deadline first, a task it holds no live replica of, with a slot free.
+fn pick_sql(db: DbKind, kinds: usize) -> String {
+    let kind_params: Vec<String> = (0..kinds).map(|k| format!("${}", k + 3)).collect();
+    let lock = match db {
+        DbKind::Sqlite => "",
+        DbKind::Postgres => " FOR UPDATE OF t SKIP LOCKED",
+    };
+    format!(
+        "SELECT t.job_id AS job_id, t.idx AS idx, t.task_hash AS task_hash, \
+         t.input_hash AS input_hash {leasable} AND j.kind IN ({kinds}) \
+         AND {live} < t.replicas_needed \
+         AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
+              AND r.worker = $2 AND r.state IN {live_states}) \
+         ORDER BY j.deadline, LENGTH(j.job_id), j.job_id, t.idx LIMIT 1{lock}",
+        leasable = leasable_sql(),
+        kinds = kind_params.join(", "),
+        live = live_count_sql(),
+        live_states = live_list(),
+    )
+}
+
+/// The kinds a worker's stored capabilities list, as plain strings. Capabilities without a
+/// `kinds` list (sign-ins from before kinds existed) mean [`LEGACY_KIND`].
+fn declared_kinds(capabilities_json: Option<&str>) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Declared {
+        kinds: Vec<String>,
+    }
+    capabilities_json
+        .and_then(|json| serde_json::from_str::<Declared>(json).ok())
+        .map_or_else(|| vec![LEGACY_KIND.to_owned()], |d| d.kinds)
+}
+
+impl Store {
+    /// Returns expired leases to the queue; the number returned.
+    pub async fn expire_leases(&self, now: u64) -> Result<u64> {
+        let done =
+            sqlx::query("UPDATE replicas SET state = $1 WHERE state = $2 AND expires_at <= $3")
+                .bind(ReplicaState::Expired.as_str())
+                .bind(ReplicaState::Leased.as_str())
+                .bind(to_bigint(now)?)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Leases one replica to `worker`, atomically, or `None` when there is no work for it: no
+    /// open replica of a task it does not already hold or did not already submit, of a kind it
+    /// runs, or it holds its proportional share already (see [`scheduler::share`]).
+    ///
+    /// Workers seen within `active_secs` count as active for the share.
+    pub async fn lease(
+        &self,
+        worker: Address,
+        now: u64,
+        lease_secs: u64,
+        active_secs: u64,
+    ) -> Result<Option<LeasedTask>> {
+        // A conflicting concurrent lease (PostgreSQL) is retried a few times.
+        for _ in 0..4 {
+            match self.try_lease(worker, now, lease_secs, active_secs).await {
+                Err(Error::Db(sqlx::Error::Database(e))) if e.is_unique_violation() => continue,
+                Err(Error::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+        Ok(None)
+    }
+
+    async fn try_lease(
+        &self,
+        worker: Address,
+        now: u64,
+        lease_secs: u64,
+        active_secs: u64,
+    ) -> Result<Option<LeasedTask>> {
+        let worker_hex = to_hex(&worker);
+        let now_param = to_bigint(now)?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE replicas SET state = $1 WHERE state = $2 AND expires_at <= $3")
+            .bind(ReplicaState::Expired.as_str())
+            .bind(ReplicaState::Leased.as_str())
+            .bind(now_param)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE workers SET last_seen = $1 WHERE address = $2")
+            .bind(now_param)
+            .bind(worker_hex.clone())
+            .execute(&mut *tx)
+            .await?;
+
+        // The caller's share of the work now open or in flight.
+        let scores = sqlx::query(
+            "SELECT address, gflops FROM workers WHERE last_seen >= $1 ORDER BY address",
+        )
+        .bind(to_bigint(now.saturating_sub(active_secs))?)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut me = None;
+        let mut gflops = Vec::with_capacity(scores.len());
+        for (position, row) in scores.iter().enumerate() {
+            if row.try_get::<String, _>("address")? == worker_hex {
+                me = Some(position);
+            }
+            gflops.push(row.try_get::<f64, _>("gflops")?);
+        }
+        let Some(me) = me else {
+            return Ok(None);
+        };
+        let counts = sqlx::query(sqlx::AssertSqlSafe(counts_sql()))
+            .bind(now_param)
+            .bind(worker_hex.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+        let queued: u64 = int_column(&counts, "queued")?;
+        let leased: u64 = int_column(&counts, "leased")?;
+        let held: u64 = int_column(&counts, "mine")?;
+        let cap = scheduler::share(queued + leased, &gflops, me);
+        if queued == 0 || held >= cap {
+            tx.commit().await?;
+            return Ok(None);
+        }
+
+        let capabilities: Option<String> =
+            sqlx::query("SELECT capabilities FROM workers WHERE address = $1")
+                .bind(worker_hex.clone())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("capabilities"))
+                .transpose()?;
+        let kinds = declared_kinds(capabilities.as_deref());
+        if kinds.is_empty() {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let mut pick = sqlx::query(sqlx::AssertSqlSafe(pick_sql(self.kind, kinds.len())))
+            .bind(now_param)
+            .bind(worker_hex.clone());
+        for kind in kinds {
+            pick = pick.bind(kind);
+        }
+        let Some(row) = pick.fetch_optional(&mut *tx).await? else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let job_id: String = row.try_get("job_id")?;
+        let index: i64 = row.try_get("idx")?;
+        // Under READ COMMITTED another coordinator may have committed a replica of this task
+        // after our statement began: count again now that the task row is locked.
+        let again = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT t.replicas_needed AS needed, \
+             (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
+              AND r.state IN {live}) AS live, \
+             (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
+              AND r.state IN {live} AND r.worker = $3) AS mine \
+             FROM tasks t WHERE t.job_id = $1 AND t.idx = $2",
+            live = live_list()
+        )))
+        .bind(job_id.clone())
+        .bind(index)
+        .bind(worker_hex.clone())
+        .fetch_one(&mut *tx)
+        .await?;
+        if again.try_get::<i64, _>("live")? >= again.try_get::<i64, _>("needed")?
+            || again.try_get::<i64, _>("mine")? > 0
+        {
+            tx.rollback().await?;
+            return Err(Error::Conflict("lease race".into()));
+        }
+        let lease_id = random_hex();
+        let expires_at = now.saturating_add(lease_secs);
+        sqlx::query(
+            "INSERT INTO replicas (lease_id, job_id, idx, worker, state, leased_at, expires_at, \
+             result_hash, signature, submitted_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, NULL)",
+        )
+        .bind(lease_id.clone())
+        .bind(job_id.clone())
+        .bind(index)
+        .bind(worker_hex)
+        .bind(ReplicaState::Leased.as_str())
+        .bind(now_param)
+        .bind(to_bigint(expires_at)?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(LeasedTask {
+            lease_id,
+            job_id: super::codec::parse_stored(&job_id, "job id")?,
+            index: int_column(&row, "idx")?,
+            task_hash: column(&row, "task_hash")?,
+            input_hash: column(&row, "input_hash")?,
+            expires_at,
+        }))
+    }
+
+    /// A replica by lease id.
+    pub async fn replica(&self, lease_id: &str) -> Result<Option<ReplicaRow>> {
+        let sql = format!("SELECT {REPLICA_COLUMNS} FROM replicas WHERE lease_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(lease_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(read_replica).transpose()
+    }
+
+    /// Submitted replicas of a job, by task index then submission order.
+    pub async fn submitted_replicas(&self, job_id: U256) -> Result<Vec<ReplicaRow>> {
+        let sql = format!(
+            "SELECT {REPLICA_COLUMNS} FROM replicas WHERE job_id = $1 AND state = $2 \
+             ORDER BY idx, submitted_at, lease_id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(job_id.to_string())
+            .bind(ReplicaState::Submitted.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(read_replica).collect()
+    }
+
+    /// Gives a live lease back; `false` when it was no longer leased.
+    pub async fn release(&self, lease_id: &str, now: u64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE replicas SET state = $3 WHERE lease_id = $1 AND state = $4 AND expires_at > $2",
+        )
+        .bind(lease_id.to_owned())
+        .bind(to_bigint(now)?)
+        .bind(ReplicaState::Released.as_str())
+        .bind(ReplicaState::Leased.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a result on a live lease; `false` when the lease was no longer live.
+    pub async fn submit(
+        &self,
+        lease_id: &str,
+        result_hash: B256,
+        signature: &Bytes,
+        now: u64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE replicas SET state = $5, result_hash = $1, signature = $2, \
+             submitted_at = $3 WHERE lease_id = $4 AND state = $6 AND expires_at > $3",
+        )
+        .bind(to_hex(&result_hash))
+        .bind(signature.to_string())
+        .bind(to_bigint(now)?)
+        .bind(lease_id.to_owned())
+        .bind(ReplicaState::Submitted.as_str())
+        .bind(ReplicaState::Leased.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replicas queued and leased, for the gauges.
+    pub async fn queue_stats(&self, now: u64) -> Result<QueueStats> {
+        let counts = sqlx::query(sqlx::AssertSqlSafe(counts_sql()))
+            .bind(to_bigint(now)?)
+            .bind(String::new())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(QueueStats {
+            queued: int_column(&counts, "queued")?,
+            leased: int_column(&counts, "leased")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::jobs::tests::posted;
+    use super::*;
+
+    async fn worker(store: &Store, address: Address, kinds: Option<&[&str]>) {
+        let capabilities = match kinds {
+            Some(kinds) => serde_json::json!({"adapter": "cpu", "gflops": 1.0, "kinds": kinds}),
+            None => serde_json::json!({}),
+        };
+        store
+            .sign_in(
+                address,
+                &capabilities.to_string(),
+                1.0,
+                1,
+                100,
+                &address.to_string(),
+                "worker",
+                3700,
+            )
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn the_kind_filter_has_one_parameter_per_kind() {
+        for kinds in [1, 3, 7] {
+            let sql = pick_sql(DbKind::Sqlite, kinds);
+            assert!(sql.contains(&format!("${}", kinds + 2)), "{sql}");
+            assert!(!sql.contains(&format!("${}", kinds + 3)), "{sql}");
+            assert!(!sql.contains("FOR UPDATE"));
+        }
+        assert!(pick_sql(DbKind::Postgres, 2).ends_with("FOR UPDATE OF t SKIP LOCKED"));
+        assert_eq!(declared_kinds(None), [LEGACY_KIND]);
+        assert_eq!(declared_kinds(Some("{}")), [LEGACY_KIND]);
+        assert_eq!(declared_kinds(Some(r#"{"kinds":["a","b"]}"#)), ["a", "b"]);
+        assert!(declared_kinds(Some(r#"{"kinds":[]}"#)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn leasing_works_for_any_number_of_kinds() {
+        let store = Store::memory().await;
+        for (id, kind) in [
+            (1, "embed"),
+            (2, "generate"),
+            (3, "train"),
+            (4, "registered-later"),
+        ] {
+            posted(&store, id, 1, 2, kind).await;
+        }
+        let (legacy, trainer, three) = (
+            Address::repeat_byte(1),
+            Address::repeat_byte(2),
+            Address::repeat_byte(3),
+        );
+        worker(&store, legacy, None).await;
+        worker(&store, trainer, Some(&["train"])).await;
+        worker(
+            &store,
+            three,
+            Some(&["embed", "generate", "registered-later"]),
+        )
+        .await;
+        let mut leased = Vec::new();
+        // 8 replicas among 3 equal workers: each may hold 3, one replica of a task each.
+        for w in [three, trainer, legacy] {
+            while let Some(l) = store.lease(w, 100, 60, 600).await.unwrap() {
+                leased.push((w, l.job_id.to::<u64>()));
+            }
+        }
+        assert_eq!(
+            leased,
+            [
+                (three, 1),
+                (three, 2),
+                (three, 4),
+                (trainer, 3),
+                (legacy, 1)
+            ]
+        );
+        assert_eq!(
+            store.queue_stats(100).await.unwrap(),
+            QueueStats {
+                queued: 3,
+                leased: 5
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn leases_expire_release_and_take_one_result() {
+        let store = Store::memory().await;
+        posted(&store, 1, 1, 2, "embed").await;
+        let (w1, w2) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        worker(&store, w1, None).await;
+        worker(&store, w2, None).await;
+        let a = store.lease(w1, 100, 60, 600).await.unwrap().unwrap();
+        assert!(
+            store.lease(w1, 100, 60, 600).await.unwrap().is_none(),
+            "one replica per worker"
+        );
+        let b = store.lease(w2, 100, 60, 600).await.unwrap().unwrap();
+        assert_eq!(
+            store.queue_stats(100).await.unwrap(),
+            QueueStats {
+                queued: 0,
+                leased: 2
+            }
+        );
+        let sig = Bytes::from(vec![1u8; 65]);
+        assert!(
+            store
+                .submit(&a.lease_id, B256::repeat_byte(7), &sig, 120)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .submit(&a.lease_id, B256::repeat_byte(7), &sig, 120)
+                .await
+                .unwrap()
+        );
+        assert!(!store.release(&a.lease_id, 120).await.unwrap());
+        assert!(store.release(&b.lease_id, 120).await.unwrap());
+        assert_eq!(
+            store.replica(&b.lease_id).await.unwrap().unwrap().state,
+            ReplicaState::Released
+        );
+        let c = store.lease(w2, 130, 60, 600).await.unwrap().unwrap();
+        assert_eq!(store.expire_leases(190).await.unwrap(), 1);
+        assert_eq!(
+            store.replica(&c.lease_id).await.unwrap().unwrap().state,
+            ReplicaState::Expired
+        );
+        let submitted = store.submitted_replicas(U256::from(1)).await.unwrap();
+        assert_eq!(submitted.len(), 1);
+        assert_eq!(
+            (submitted[0].worker, submitted[0].state),
+            (w1, ReplicaState::Submitted)
+        );
+        assert_eq!(submitted[0].signature.as_ref(), Some(&sig));
+        assert_eq!(store.job_progress(U256::from(1)).await.unwrap(), (1, 0, 0));
+    }
+}

@@ -1,0 +1,247 @@
+//! The store: one sqlx `Any` code path for SQLite (default) and PostgreSQL.
+//!
+//! One module per table family: [`jobs`] (jobs), [`tasks`] (tasks and the verifier's
+//! decisions), [`leases`] (replicas: leasing, results, expiry), [`sessions`] (workers, nonces,
+//! sessions), [`blobs`] and [`chain`] (the watcher's cursor and events). Column encodings and
+//! the state enums live in [`codec`], nowhere else.
+//!
+//! Every multi-step write runs in one transaction. SQLite transactions that write begin with
+//! `BEGIN IMMEDIATE` (one writer at a time, no upgrade deadlocks); PostgreSQL leasing locks the
+//! chosen task row with `FOR UPDATE SKIP LOCKED`, so several coordinators can share a database.
+//! A partial unique index (`replicas_distinct_workers`) makes "two live replicas of one task on
+//! one worker" impossible whatever the code above does, and CHECK constraints (migration 0003)
+//! refuse any state string the code does not know.
+
+mod blobs;
+mod chain;
+pub(crate) mod codec;
+mod jobs;
+mod leases;
+mod sessions;
+mod tasks;
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+pub use chain::{ChainEvent, JobEvent};
+pub use codec::{ReplicaState, TaskState};
+pub use jobs::{JobRow, NewTask};
+pub use leases::{LeasedTask, QueueStats, ReplicaRow};
+pub use tasks::TaskRow;
+
+use crate::error::{Error, Result};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// SQLite (file or memory).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl DbKind {
+    /// The kind of a database URL.
+    pub fn of_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            Err(Error::BadRequest(format!(
+                "database url {url:?}: use sqlite://PATH?mode=rwc or postgres://USER@HOST/DB"
+            )))
+        }
+    }
+
+    /// The pool size when none is configured: 1 for SQLite (one writer anyway), 16 for
+    /// PostgreSQL.
+    pub fn default_pool_size(self) -> u32 {
+        match self {
+            Self::Sqlite => 1,
+            Self::Postgres => 16,
+        }
+    }
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH?mode=rwc`, `sqlite::memory:`, `postgres://...`) with
+    /// the default pool size and runs the embedded migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, None).await
+    }
+
+    /// [`Store::connect`] with at most `pool_size` connections (`None`: the kind's default;
+    /// `sqlite::memory:` always uses one, since each connection would be its own database).
+    pub async fn connect_with(url: &str, pool_size: Option<u32>) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let kind = DbKind::of_url(url)?;
+        let max = if url.starts_with("sqlite::memory:") {
+            1
+        } else {
+            pool_size.unwrap_or_else(|| kind.default_pool_size()).max(1)
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(url)
+            .await?;
+        match kind {
+            DbKind::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            DbKind::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, kind })
+    }
+
+    /// Which database this is.
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// Closes the pool (waits for connections to finish).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// A fresh in-memory SQLite store (unit tests).
+    #[cfg(test)]
+    pub(crate) async fn memory() -> Self {
+        Self::connect("sqlite::memory:")
+            .await
+            .expect("in-memory SQLite")
+    }
+
+    /// The raw pool (unit tests poke at the schema).
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::U256;
+    use gleaner_protocol::api::JobState;
+
+    use super::*;
+
+    #[test]
+    fn urls_name_their_database() {
+        let cases = [
+            ("sqlite::memory:", Some(DbKind::Sqlite)),
+            ("sqlite://x.db?mode=rwc", Some(DbKind::Sqlite)),
+            ("postgres://u@h/d", Some(DbKind::Postgres)),
+            ("postgresql://u@h/d", Some(DbKind::Postgres)),
+            ("mysql://u@h/d", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(DbKind::of_url(url).ok(), want, "{url}");
+        }
+        assert_eq!(DbKind::Sqlite.default_pool_size(), 1);
+        assert_eq!(DbKind::Postgres.default_pool_size(), 16);
+    }
+
+    #[tokio::test]
+    async fn a_file_database_takes_the_configured_pool_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
+        let store = Store::connect_with(&url, Some(3)).await.unwrap();
+        assert_eq!(store.pool.options().get_max_connections(), 3);
+        let memory = Store::connect_with("sqlite::memory:", Some(8))
+            .await
+            .unwrap();
+        assert_eq!(memory.pool.options().get_max_connections(), 1);
+    }
+
+    /// Migration 0003 rebuilds the state tables of a database that already holds rows: every
+    /// row survives, the foreign keys still hold, and the new CHECKs apply.
+    #[tokio::test]
+    async fn the_state_checks_migrate_a_populated_database() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        before.migrations = std::borrow::Cow::Owned(before.migrations[..2].to_vec());
+        before.run(&pool).await.unwrap();
+        let (hash, address) = (
+            format!("0x{}", "ab".repeat(32)),
+            format!("0x{}", "cd".repeat(20)),
+        );
+        for sql in [
+            format!(
+                "INSERT INTO jobs (job_id, manifest, spec_hash, requester, redundancy, task_count, \
+                 deadline, state, tasks_root, created_at, kind) \
+                 VALUES ('7', '{{}}', '{hash}', '{address}', 2, 1, 99, 'posted', '{hash}', 1, 'generate')"
+            ),
+            format!(
+                "INSERT INTO tasks (job_id, idx, task_hash, input_hash, cost, replicas_needed, state) \
+                 VALUES ('7', 0, '{hash}', '{hash}', '10', 2, 'open')"
+            ),
+            format!(
+                "INSERT INTO replicas (lease_id, job_id, idx, worker, state, leased_at, expires_at) \
+                 VALUES ('l1', '7', 0, '{address}', 'submitted', 1, 2)"
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+
+        let store = Store::connect(&url).await.unwrap();
+        let job = store.job(U256::from(7)).await.unwrap();
+        let job = job.expect("the job survives");
+        assert_eq!((job.state, job.deadline), (JobState::Posted, 99));
+        let replica = store
+            .replica("l1")
+            .await
+            .unwrap()
+            .expect("the replica survives");
+        assert_eq!(replica.state, ReplicaState::Submitted);
+        assert_eq!(store.tasks(U256::from(7)).await.unwrap().len(), 1);
+        let kind: (String,) = sqlx::query_as("SELECT kind FROM jobs WHERE job_id = '7'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(kind.0, "generate");
+        // The foreign keys point at the rebuilt tables.
+        let orphan = sqlx::query(
+            "INSERT INTO replicas (lease_id, job_id, idx, worker, state, leased_at, expires_at) \
+             VALUES ('l2', '7', 5, '0x06', 'leased', 1, 2)",
+        )
+        .execute(store.pool())
+        .await;
+        assert!(orphan.is_err(), "a replica of a task that does not exist");
+        let dangling: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master \
+             WHERE instr(sql, 'jobs_new') > 0 OR instr(sql, 'tasks_new') > 0",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert!(dangling.is_empty(), "{dangling:?}");
+        let bad = sqlx::query("UPDATE jobs SET state = 'lost' WHERE job_id = '7'")
+            .execute(store.pool())
+            .await;
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! `/v1/leases`: a worker leases one replica (long-poll) or gives a lease back.
+
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use gleaner_protocol::api::{Lease, LeaseRequest};
+
+use super::sessions::WORKER;
+use super::{ApiJson, AppState};
+use crate::db::{ReplicaRow, ReplicaState};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+pub(super) async fn lease(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<LeaseRequest>,
+) -> Result<Response> {
+    let worker = s.session(&headers, WORKER).await?;
+    let max_wait_ms = s.settings().max_wait_ms;
+    if req.wait_ms > max_wait_ms {
+        return Err(Error::BadRequest(format!(
+            "wait_ms {} is above {max_wait_ms}",
+            req.wait_ms
+        )));
+    }
+    let until = tokio::time::Instant::now() + Duration::from_millis(u64::from(req.wait_ms));
+    let lease_secs = s.settings().lease_secs;
+    let active_secs = s.settings().active_secs();
+    loop {
+        // Register for a wake-up before looking, so no notification is lost in between.
+        let woken = s.inner.work.notified();
+        let now = s.now();
+        if let Some(t) = s
+            .store()
+            .lease(worker, now, lease_secs, active_secs)
+            .await?
+        {
+            let job = s.find_job(t.job_id).await?;
+            let manifest = s.manifest(&job).await?;
+            Metrics::inc(&s.metrics().leases);
+            tracing::debug!(target: "coordinator::api", %worker, job_id = %t.job_id, index = t.index, "leased");
+            return Ok(Json(Lease {
+                lease_id: t.lease_id,
+                job_id: t.job_id,
+                index: t.index,
+                task_hash: t.task_hash,
+                kind: manifest.kind.clone(),
+                model: manifest.model.clone(),
+                params: manifest.params.clone(),
+                input_hash: t.input_hash,
+                expires_at: t.expires_at,
+            })
+            .into_response());
+        }
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        // Leases also free up by expiring, which nobody announces: look again at least every
+        // second.
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), woken).await;
+    }
+}
+
+/// The caller's live lease `lease_id`: 404 if unknown, 403 if someone else's, 409 if no
+/// longer live.
+pub(super) async fn own_lease(s: &AppState, worker: Address, lease_id: &str) -> Result<ReplicaRow> {
+    let replica = s
+        .store()
+        .replica(lease_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no lease {lease_id}")))?;
+    if replica.worker != worker {
+        return Err(Error::Forbidden(format!("lease {lease_id} is not yours")));
+    }
+    let state = replica.state;
+    if state == ReplicaState::Leased && replica.expires_at > s.now() {
+        return Ok(replica);
+    }
+    let why = if state == ReplicaState::Leased {
+        ReplicaState::Expired
+    } else {
+        state
+    };
+    Err(Error::Conflict(format!(
+        "lease {lease_id} is no longer live ({why}); lease again"
+    )))
+}
+
+pub(super) async fn release(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(lease_id): Path<String>,
+) -> Result<StatusCode> {
+    let worker = s.session(&headers, WORKER).await?;
+    own_lease(&s, worker, &lease_id).await?;
+    if !s.store().release(&lease_id, s.now()).await? {
+        return Err(Error::Conflict(format!(
+            "lease {lease_id} is no longer live"
+        )));
+    }
+    s.notify_work();
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,311 @@
+//! The HTTP API of `gleaner_protocol::api`, served by axum: one module per resource, and here
+//! the shared [`AppState`], the router and the extractors they share.
+//!
+//! | module | routes |
+//! |---|---|
+//! | [`info`] | `/healthz`, `/metrics`, `/v1/info` |
+//! | [`blobs`] | `/v1/blobs/{hash}` |
+//! | [`jobs`] | `/v1/jobs`, `/v1/jobs/{id}`, `/v1/jobs/{id}/results` |
+//! | [`sessions`] | `/v1/sign-in` |
+//! | [`leases`] | `/v1/leases`, `/v1/leases/{lease_id}/release` |
+//! | [`results`] | `/v1/results` |
+//! | [`verifier`] | `/v1/verifier/work`, `/v1/verifier/decisions`, `/v1/verifier/settled` |
+
+mod blobs;
+mod info;
+mod jobs;
+mod leases;
+mod results;
+mod sessions;
+mod verifier;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::{Address, B256, Signature, U256};
+use alloy::sol_types::Eip712Domain;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use gleaner_protocol::api::Info;
+use gleaner_protocol::eip712;
+use gleaner_protocol::task::JobManifest;
+use tokio::sync::Notify;
+
+use crate::cache::BoundedCache;
+use crate::chain::Chain;
+use crate::db::{JobRow, Store};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Default of [`ApiSettings::max_expiry_ahead_secs`].
+pub const MAX_EXPIRY_AHEAD_SECS: u64 = 600;
+/// Default of [`ApiSettings::max_wait_ms`].
+pub const MAX_WAIT_MS: u32 = 30_000;
+
+/// Settings of the API (the part of the config it needs).
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Lease duration: a replica not submitted by then returns to the queue.
+    pub lease_secs: u64,
+    /// Largest blob (and body) accepted.
+    pub max_blob_bytes: u64,
+    /// The verifier's address: its sign-in gets the `verifier` role.
+    pub verifier: Option<Address>,
+    /// Session (sign-in) lifetime.
+    pub session_secs: u64,
+    /// How far ahead a signed message's expiry may be (sign-in, job registration).
+    pub max_expiry_ahead_secs: u64,
+    /// Longest lease long-poll a worker may ask for.
+    pub max_wait_ms: u32,
+    /// Workers seen within this many seconds share the work (`None`: the lease duration, at
+    /// least 60 s).
+    pub worker_active_secs: Option<u64>,
+    /// Parsed manifests kept in memory.
+    pub manifest_cache: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            lease_secs: 120,
+            max_blob_bytes: 16 << 20,
+            verifier: None,
+            session_secs: 3600,
+            max_expiry_ahead_secs: MAX_EXPIRY_AHEAD_SECS,
+            max_wait_ms: MAX_WAIT_MS,
+            worker_active_secs: None,
+            manifest_cache: 1024,
+        }
+    }
+}
+
+impl ApiSettings {
+    /// Workers seen within this many seconds count as active.
+    pub fn active_secs(&self) -> u64 {
+        self.worker_active_secs
+            .unwrap_or_else(|| self.lease_secs.max(60))
+    }
+}
+
+/// Shared state of the handlers (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    chain: Arc<dyn Chain>,
+    info: Info,
+    domain: Eip712Domain,
+    settings: ApiSettings,
+    metrics: Arc<Metrics>,
+    work: Arc<Notify>,
+    clock_offset: AtomicI64,
+    manifests: BoundedCache<U256, Arc<JobManifest>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("info", &self.inner.info)
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over a store and a chain; `info.max_blob_bytes` is taken from `settings`.
+    pub fn new(store: Store, chain: Arc<dyn Chain>, mut info: Info, settings: ApiSettings) -> Self {
+        info.max_blob_bytes = settings.max_blob_bytes;
+        let domain = eip712::domain(info.chain_id, info.market);
+        let manifests = BoundedCache::new(settings.manifest_cache);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                chain,
+                info,
+                domain,
+                settings,
+                metrics: Arc::default(),
+                work: Arc::new(Notify::new()),
+                clock_offset: AtomicI64::new(0),
+                manifests,
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The counters, to share with the chain watcher.
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// What wakes long-polling lease requests, to share with the chain watcher.
+    pub fn work_notifier(&self) -> Arc<Notify> {
+        self.inner.work.clone()
+    }
+
+    /// Wakes long-polling lease requests (new work may be there).
+    pub fn notify_work(&self) {
+        self.inner.work.notify_waiters();
+    }
+
+    /// Number of parsed manifests held in memory (bounded by the settings).
+    pub fn cached_manifests(&self) -> usize {
+        self.inner.manifests.len()
+    }
+
+    /// Unix seconds, as the coordinator sees them.
+    pub fn now(&self) -> u64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        real.saturating_add_signed(self.inner.clock_offset.load(Ordering::Relaxed))
+    }
+
+    /// Moves the coordinator's clock (tests of expiry without sleeping).
+    pub fn advance_clock(&self, secs: i64) {
+        self.inner.clock_offset.fetch_add(secs, Ordering::Relaxed);
+    }
+
+    fn settings(&self) -> &ApiSettings {
+        &self.inner.settings
+    }
+
+    /// The parsed manifest of a job, from the bounded cache.
+    async fn manifest(&self, job: &JobRow) -> Result<Arc<JobManifest>> {
+        if let Some(manifest) = self.inner.manifests.get(&job.job_id) {
+            return Ok(manifest);
+        }
+        let manifest = Arc::new(
+            JobManifest::from_canonical(job.manifest.as_bytes())
+                .map_err(|e| Error::Internal(format!("stored manifest: {e}")))?,
+        );
+        self.inner.manifests.insert(job.job_id, manifest.clone());
+        Ok(manifest)
+    }
+
+    /// The address of the caller's session, which must have `role`.
+    async fn session(&self, headers: &HeaderMap, role: &str) -> Result<Address> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Error::Unauthorized("missing `Authorization: Bearer TOKEN`; sign in first".into())
+            })?;
+        let (address, have) = self
+            .store()
+            .session(token.trim(), self.now())
+            .await?
+            .ok_or_else(|| {
+                Error::Unauthorized("unknown or expired session; sign in again".into())
+            })?;
+        if have != role {
+            return Err(Error::Forbidden(format!(
+                "this needs a {role} session, not a {have} one"
+            )));
+        }
+        Ok(address)
+    }
+
+    /// Checks an EIP-712 signature by `signer` over `msg` in this deployment's domain.
+    fn verify<T: alloy::sol_types::SolStruct>(
+        &self,
+        msg: &T,
+        signature: &[u8],
+        signer: Address,
+    ) -> Result<()> {
+        let signature = Signature::from_raw(signature)
+            .map_err(|e| Error::Unauthorized(format!("malformed signature: {e}")))?;
+        eip712::verify(msg, &self.inner.domain, &signature, signer)
+            .map_err(|e| Error::Unauthorized(e.to_string()))
+    }
+
+    /// Refuses a signed message whose expiry is past or too far ahead.
+    fn check_expiry(&self, expiry: u64, now: u64) -> Result<()> {
+        eip712::check_expiry(expiry, now, self.settings().max_expiry_ahead_secs)
+            .map_err(|e| Error::Unauthorized(e.to_string()))
+    }
+
+    /// A registered job, or 404.
+    async fn find_job(&self, id: U256) -> Result<JobRow> {
+        self.store()
+            .job(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("job {id} is not registered")))
+    }
+}
+
+/// JSON body whose rejections are [`Error`]s (400, or 413 for an oversized body).
+struct ApiJson<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(e) => Err(json_rejection(e)),
+        }
+    }
+}
+
+fn json_rejection(e: JsonRejection) -> Error {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::TooLarge("request body too large".into())
+    } else {
+        Error::BadRequest(e.body_text())
+    }
+}
+
+fn parse_hash(text: &str) -> Result<B256> {
+    text.parse()
+        .map_err(|_| Error::BadRequest(format!("{text:?} is not a 0x-prefixed 32-byte hex hash")))
+}
+
+fn parse_job_id(text: &str) -> Result<U256> {
+    U256::from_str_radix(text, 10)
+        .map_err(|_| Error::BadRequest(format!("{text:?} is not a decimal job id")))
+}
+
+/// The router: every route of `gleaner_protocol::api` under `/v1`, plus `/healthz` and
+/// `/metrics`. Bodies above `max_blob_bytes` are refused with 413.
+pub fn app(state: AppState) -> Router {
+    let limit = usize::try_from(state.settings().max_blob_bytes).unwrap_or(usize::MAX);
+    let v1 = Router::new()
+        .route("/info", get(info::info))
+        .route("/blobs/{hash}", put(blobs::put_blob).get(blobs::get_blob))
+        .route("/jobs", post(jobs::register_job))
+        .route("/jobs/{id}", get(jobs::job_status))
+        .route("/jobs/{id}/results", get(jobs::job_results))
+        .route("/sign-in", post(sessions::sign_in))
+        .route("/leases", post(leases::lease))
+        .route("/leases/{lease_id}/release", post(leases::release))
+        .route("/results", post(results::submit_result))
+        .route("/verifier/work", get(verifier::work))
+        .route("/verifier/decisions", post(verifier::decide))
+        .route("/verifier/settled", post(verifier::settled));
+    Router::new()
+        .route("/healthz", get(info::healthz))
+        .route("/metrics", get(info::metrics))
+        .nest("/v1", v1)
+        .fallback(|| async { Error::NotFound("no such route; see gleaner_protocol::api".into()) })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

@@ -1,0 +1,204 @@
+//! `/v1/verifier/*`: the verifier's work list, its decisions and its settlements.
+
+use std::collections::HashMap;
+
+use alloy::primitives::{Address, B256, U256};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use gleaner_protocol::api::{
+    DecidedTask, Decision, JobForReview, JobState, ReplicaView, Settled, TaskForReview, Verdict,
+    VerifierWork,
+};
+
+use super::sessions::VERIFIER;
+use super::{ApiJson, AppState};
+use crate::db::{ReplicaRow, TaskState};
+use crate::error::{Error, Result};
+
+fn view(replica: &ReplicaRow) -> ReplicaView {
+    ReplicaView {
+        worker: replica.worker,
+        result_hash: replica.result_hash.unwrap_or_default(),
+        signature: replica.signature.clone().unwrap_or_default(),
+    }
+}
+
+pub(super) async fn work(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<VerifierWork>> {
+    s.session(&headers, VERIFIER).await?;
+    let now = s.now();
+    let mut jobs = Vec::new();
+    for job in s.store().jobs_in_state(JobState::Posted).await? {
+        let tasks = s.store().tasks(job.job_id).await?;
+        let replicas = s.store().submitted_replicas(job.job_id).await?;
+        let mut by_task: HashMap<u32, Vec<ReplicaView>> = HashMap::new();
+        for replica in &replicas {
+            by_task
+                .entry(replica.index)
+                .or_default()
+                .push(view(replica));
+        }
+        let past_deadline = job.deadline <= now;
+        let mut pending = Vec::new();
+        let mut undecided = 0;
+        for task in tasks.iter().filter(|t| t.state == TaskState::Open) {
+            undecided += 1;
+            let views = by_task.get(&task.index).cloned().unwrap_or_default();
+            if views.len() as u32 >= task.replicas_needed {
+                pending.push(TaskForReview {
+                    index: task.index,
+                    task_hash: task.task_hash,
+                    replicas: views,
+                });
+            }
+        }
+        let all_decided = undecided == 0 || past_deadline;
+        if pending.is_empty() && !all_decided {
+            continue;
+        }
+        let decided = if all_decided {
+            tasks
+                .iter()
+                .map(|task| {
+                    let accepted = task.state == TaskState::Accepted;
+                    DecidedTask {
+                        index: task.index,
+                        task_hash: task.task_hash,
+                        accepted_result: task.accepted_result.filter(|_| accepted),
+                        quorum: if accepted {
+                            task.quorum.clone()
+                        } else {
+                            Vec::new()
+                        },
+                        replicas: by_task.get(&task.index).cloned().unwrap_or_default(),
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        jobs.push(JobForReview {
+            job_id: job.job_id,
+            manifest: job.manifest.clone(),
+            tasks_root: job.tasks_root,
+            redundancy: job.redundancy,
+            pending: if past_deadline { Vec::new() } else { pending },
+            all_decided,
+            decided,
+        });
+    }
+    Ok(Json(VerifierWork { jobs }))
+}
+
+/// Accepts `result` for a task if the blob is there and every quorum member submitted.
+async fn accept(
+    s: &AppState,
+    job_id: U256,
+    index: u32,
+    result: B256,
+    quorum: &[Address],
+) -> Result<bool> {
+    if !s.store().has_blob(result).await? {
+        return Err(Error::BadRequest(format!(
+            "result blob {result} is not uploaded"
+        )));
+    }
+    if quorum.is_empty() {
+        return Err(Error::BadRequest("accept needs a non-empty quorum".into()));
+    }
+    let submitters: Vec<Address> = s
+        .store()
+        .submitted_replicas(job_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.index == index)
+        .map(|r| r.worker)
+        .collect();
+    let mut quorum = quorum.to_vec();
+    quorum.sort();
+    quorum.dedup();
+    if let Some(stranger) = quorum.iter().find(|w| !submitters.contains(w)) {
+        return Err(Error::BadRequest(format!(
+            "{stranger} did not submit a replica of task {index}"
+        )));
+    }
+    s.store().accept_task(job_id, index, result, &quorum).await
+}
+
+pub(super) async fn decide(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(d): ApiJson<Decision>,
+) -> Result<StatusCode> {
+    s.session(&headers, VERIFIER).await?;
+    let job = s.find_job(d.job_id).await?;
+    if job.state != JobState::Posted {
+        return Err(Error::Conflict(format!(
+            "job {} is {}",
+            d.job_id, job.state
+        )));
+    }
+    let task = s
+        .store()
+        .tasks(d.job_id)
+        .await?
+        .into_iter()
+        .find(|t| t.index == d.index)
+        .ok_or_else(|| Error::NotFound(format!("job {} has no task {}", d.job_id, d.index)))?;
+    if task.state != TaskState::Open {
+        return Err(Error::Conflict(format!(
+            "task {} is already {}",
+            d.index, task.state
+        )));
+    }
+    let changed = match &d.verdict {
+        Verdict::Accept { result, quorum } => {
+            accept(&s, d.job_id, d.index, *result, quorum).await?
+        }
+        Verdict::More { extra_replicas } => {
+            if *extra_replicas == 0 {
+                return Err(Error::BadRequest("more needs extra_replicas ≥ 1".into()));
+            }
+            let changed = s
+                .store()
+                .more_replicas(d.job_id, d.index, *extra_replicas)
+                .await?;
+            s.notify_work();
+            changed
+        }
+        Verdict::Fail => s.store().fail_task(d.job_id, d.index).await?,
+    };
+    if !changed {
+        return Err(Error::Conflict(format!(
+            "task {} was decided meanwhile",
+            d.index
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn settled(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Settled>,
+) -> Result<StatusCode> {
+    s.session(&headers, VERIFIER).await?;
+    let job = s.find_job(body.job_id).await?;
+    if !s.store().has_blob(body.report_hash).await? {
+        return Err(Error::BadRequest(format!(
+            "report blob {} is not uploaded",
+            body.report_hash
+        )));
+    }
+    if !s.store().settle(body.job_id, body.report_hash).await? {
+        return Err(Error::Conflict(format!(
+            "job {} is {} (report {:?})",
+            body.job_id, job.state, job.report_hash
+        )));
+    }
+    tracing::info!(target: "coordinator::api", job_id = %body.job_id, tx = %body.tx_hash, "job settled");
+    Ok(StatusCode::NO_CONTENT)
+}
