@@ -329,3 +329,190 @@ fn worker_lines(ev: &JobEvents, report: &SettlementReport) -> Vec<WorkerLine> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::Bytes;
+    use alloy::signers::SignerSync;
+    use alloy::signers::local::PrivateKeySigner;
+    use gleaner_protocol::bindings::WorkerRegistry;
+    use gleaner_protocol::report::{
+        REPORT_VERSION, ReplicaEntry, SlashEntry, TaskOutcome, WorkerEntry,
+    };
+
+    use super::*;
+
+    const CHAIN: u64 = 31337;
+
+    fn market() -> Address {
+        Address::repeat_byte(0xaa)
+    }
+
+    /// One task of cost 10 computed by `worker` at full confidence, settled as the formulas say:
+    /// budget 1,000 base units, no fee, 100,000 units, everything paid to the worker.
+    fn settled(worker: &PrivateKeySigner) -> (JobEvents, SettlementReport) {
+        let job = U256::from(7);
+        let task_hash = B256::repeat_byte(4);
+        let result_hash = B256::repeat_byte(5);
+        let msg = TaskResult {
+            taskHash: task_hash,
+            resultHash: result_hash,
+            worker: worker.address(),
+        };
+        let sig = worker
+            .sign_hash_sync(&eip712::digest(&msg, &eip712::domain(CHAIN, market())))
+            .unwrap();
+        let root = MerkleTree::from_task_hashes(&[task_hash]).root();
+        let report = SettlementReport {
+            version: REPORT_VERSION,
+            chain_id: CHAIN,
+            market: market(),
+            job_id: job,
+            spec_hash: B256::repeat_byte(2),
+            tasks_root: root,
+            tasks: vec![TaskOutcome {
+                index: 0,
+                task_hash,
+                cost: 10,
+                accepted_result: Some(result_hash),
+                replicas: vec![ReplicaEntry {
+                    worker: worker.address(),
+                    result_hash,
+                    signature: Bytes::from(sig.as_bytes().to_vec()),
+                    in_quorum: true,
+                }],
+            }],
+            workers: vec![WorkerEntry {
+                worker: worker.address(),
+                confidence_bps: 10_000,
+                units: U256::from(100_000),
+            }],
+            slashes: Vec::new(),
+        };
+        let events = JobEvents {
+            created: Some(JobMarket::JobCreated {
+                jobId: job,
+                requester: Address::repeat_byte(1),
+                specHash: report.spec_hash,
+                taskCount: 1,
+                redundancy: 1,
+                budget: U256::from(1_000),
+                deadline: 0,
+                feeBps: 0,
+            }),
+            posted: Some(JobMarket::TasksPosted {
+                jobId: job,
+                tasksRoot: root,
+                count: 1,
+            }),
+            settled: Some(JobMarket::JobSettled {
+                jobId: job,
+                acceptedTasks: 1,
+                pool: U256::from(1_000),
+                totalUnits: U256::from(100_000),
+                fee: U256::ZERO,
+                refund: U256::ZERO,
+                reportHash: report.hash(),
+            }),
+            paid: vec![JobMarket::WorkerPaid {
+                jobId: job,
+                worker: worker.address(),
+                units: U256::from(100_000),
+                amount: U256::from(1_000),
+            }],
+            slashed: Vec::new(),
+        };
+        (events, report)
+    }
+
+    fn differences(ev: &JobEvents, report: &SettlementReport) -> Vec<Difference> {
+        let mut d = Vec::new();
+        compare(U256::from(7), (CHAIN, market()), ev, report, &mut d).unwrap();
+        d
+    }
+
+    #[test]
+    fn an_honest_settlement_has_no_differences() {
+        let (ev, report) = settled(&PrivateKeySigner::random());
+        assert_eq!(differences(&ev, &report), []);
+    }
+
+    #[test]
+    fn each_tampering_is_named_by_a_typed_difference() {
+        let worker = PrivateKeySigner::random();
+        let w = worker.address();
+
+        let (mut ev, report) = settled(&worker);
+        ev.paid[0].amount = U256::from(999);
+        assert_eq!(
+            differences(&ev, &report),
+            [
+                Difference::Payout {
+                    worker: w,
+                    computed: U256::from(1_000),
+                    on_chain: U256::from(999),
+                },
+                Difference::Balance {
+                    paid: U256::from(999),
+                    fee: U256::ZERO,
+                    refund: U256::ZERO,
+                    budget: U256::from(1_000),
+                },
+            ]
+        );
+
+        let (ev, mut report) = settled(&worker);
+        report.tasks[0].replicas[0].signature = Bytes::from(vec![1u8; 65]);
+        assert_eq!(
+            differences(&ev, &report),
+            [Difference::BadSignature { task: 0, worker: w }]
+        );
+
+        let (mut ev, report) = settled(&worker);
+        let stranger = Address::repeat_byte(9);
+        ev.slashed.push(WorkerRegistry::Slashed {
+            worker: stranger,
+            jobId: U256::from(7),
+            amount: U256::from(1),
+            beneficiary: Address::repeat_byte(1),
+            evidenceHash: B256::ZERO,
+            fromStake: U256::from(1),
+            fromUnbonding: U256::ZERO,
+        });
+        assert_eq!(
+            differences(&ev, &report),
+            [Difference::UnreportedSlash { worker: stranger }]
+        );
+
+        // A budget beyond the formulas' u128 is a difference, not a panic.
+        let (mut ev, report) = settled(&worker);
+        ev.created.as_mut().unwrap().budget = U256::MAX;
+        let d = differences(&ev, &report);
+        assert!(d.contains(&Difference::OutOfRange {
+            what: "budget",
+            value: U256::MAX
+        }));
+
+        let (ev, mut report) = settled(&worker);
+        report.slashes.push(SlashEntry {
+            worker: stranger,
+            task_index: 0,
+            result_hash: B256::ZERO,
+            amount: U256::from(1),
+        });
+        // A reported slash without a Slashed event is not a payout difference.
+        assert_eq!(differences(&ev, &report), []);
+        let mut posted = ev;
+        posted.posted = None;
+        assert!(matches!(
+            compare(
+                U256::from(7),
+                (CHAIN, market()),
+                &posted,
+                &report,
+                &mut Vec::new()
+            ),
+            Err(Error::NotAuditable(_))
+        ));
+    }
+}
