@@ -6,6 +6,7 @@
 //! with special tokens skipped; the verifier recomputes it, so text and ids cannot disagree.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use gleaner_protocol::blob::Generation;
 use gleaner_protocol::sampling::prompt_seed;
@@ -14,14 +15,18 @@ use tokenizers::Tokenizer;
 
 use crate::gguf::Gguf;
 use crate::qcpu::QuantLlama;
-use crate::smollm::{Decoding, GENERATE_MARGIN, Llama, Sampling, TokenCheck};
+use crate::smollm::{
+    Decoder, Decoding, GENERATE_MARGIN, Llama, Sampling, TokenCheck, generate_batch, verify,
+};
 use crate::{Error, Result, SelectedDevice};
 
 /// SmolLM2 ready to generate and verify.
 pub struct Generator {
-    model: Llama,
-    /// The quantized CPU decoder, on CPU devices: what generation runs on there.
-    fast: Option<QuantLlama>,
+    /// The Burn model on the device: what verification runs on.
+    model: Arc<Llama>,
+    /// What generation runs on: the same model, or the quantized CPU decoder.
+    decoder: Arc<dyn Decoder>,
+    quantized: bool,
     tokenizer: Tokenizer,
     device: SelectedDevice,
     weights_sha256: String,
@@ -31,6 +36,7 @@ impl std::fmt::Debug for Generator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Generator")
             .field("backend", &self.device.backend)
+            .field("decoder", &self.decoder())
             .field("weights_sha256", &self.weights_sha256)
             .finish_non_exhaustive()
     }
@@ -61,14 +67,16 @@ impl Generator {
         let g = Gguf::open(path)?;
         let weights_sha256 = g.sha256();
         let (model, tokenizer) = Llama::from_gguf(&g, &device.device)?;
-        let fast = if quantized {
-            Some(QuantLlama::from_gguf(&g, model.config())?)
+        let model = Arc::new(model);
+        let decoder: Arc<dyn Decoder> = if quantized {
+            Arc::new(QuantLlama::from_gguf(&g, model.config())?)
         } else {
-            None
+            model.clone()
         };
         Ok(Self {
             model,
-            fast,
+            decoder,
+            quantized,
             tokenizer,
             device,
             weights_sha256,
@@ -77,7 +85,7 @@ impl Generator {
 
     /// What generation runs on: `quantized-cpu`, or the Burn backend's name.
     pub fn decoder(&self) -> &'static str {
-        if self.fast.is_some() {
+        if self.quantized {
             "quantized-cpu"
         } else {
             self.device.backend
@@ -94,7 +102,7 @@ impl Generator {
         &self.weights_sha256
     }
 
-    /// The decoder.
+    /// The Burn model on the device (what verification runs on).
     pub fn model(&self) -> &Llama {
         &self.model
     }
@@ -171,12 +179,13 @@ impl Generator {
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let sampling: Vec<_> = rules.iter().map(|r| r.sampling).collect();
-        let outs = match &self.fast {
-            Some(q) => q.generate_batch(&refs, first.max_new, first.eos, &sampling)?,
-            None => self
-                .model
-                .generate_batch(&refs, first.max_new, first.eos, &sampling)?,
-        };
+        let outs = generate_batch(
+            self.decoder.as_ref(),
+            &refs,
+            first.max_new,
+            first.eos,
+            &sampling,
+        )?;
         outs.into_iter()
             .map(|ids| {
                 Ok(Generation {
@@ -188,7 +197,7 @@ impl Generator {
     }
 
     /// Checks a claimed generation for `prompt`: its text must be its ids' text, and its ids
-    /// must pass [`Llama::verify`] (one teacher-forced pass).
+    /// must pass [`verify`] on the Burn model (one teacher-forced pass).
     pub fn verify(
         &self,
         prompt: &str,
@@ -196,7 +205,7 @@ impl Generator {
         rule: &Decoding,
     ) -> Result<TokenCheck> {
         let ids = self.prompt_ids(prompt)?;
-        let check = self.model.verify(&ids, &claimed.ids, rule)?;
+        let check = verify(self.model.as_ref(), &ids, &claimed.ids, rule)?;
         if check.accepted {
             let text = self.text(&claimed.ids)?;
             if text != claimed.text {

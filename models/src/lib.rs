@@ -6,11 +6,13 @@
 //! - [`select_device`]: wgpu on a real GPU, else a CPU backend, and why.
 //! - [`compare_embeddings`]: the `embed` comparator (row cosine ≥ [`EMBED_MIN_COSINE`]).
 //! - [`gguf`]: a GGUF reader (metadata, F32/F16/Q8_0/Q4_1 dequantisation) for the SmolLM2 decoder.
-//! - [`smollm`]: SmolLM2-135M-Instruct (Llama) from GGUF with a KV cache, greedy and seeded
-//!   decoding, and the verifier's teacher-forced check.
+//! - [`smollm`]: SmolLM2-135M-Instruct (Llama) from GGUF with a KV cache; the [`Decoder`]
+//!   trait and the one decoding loop (greedy and seeded) both decoders share; the verifier's
+//!   teacher-forced check.
 //! - [`qcpu`]: SmolLM2 decoding on the CPU from the GGUF's quantized weights (same f32 values,
 //!   f32 activations), what CPU workers generate with.
-//! - [`Generator`]: SmolLM2 + tokenizer, the `generate` task kind (run and verify one prompt).
+//! - [`Generator`]: SmolLM2 + tokenizer, the `generate` task kind (run and verify one prompt),
+//!   generating on the quantized CPU decoder or the Burn one.
 //! - [`MiniLmFiles`]: where `scripts/setup` put the weights, and their sha256.
 //!
 //! ```no_run
@@ -46,4 +48,5 @@ pub use embed::{EMBED_DIM, Embedder};
 pub use error::{Error, Result};
 pub use generate::Generator;
 pub use minilm::{Bert, BertConfig};
+pub use smollm::{Decoder, Decoding, GENERATE_MARGIN, Llama, LlamaConfig, chat_prompt};
 pub use tokenize::{MAX_TOKENS, TextTokenizer};

@@ -32,6 +32,16 @@ fn greedy_matches_the_reference_ids() {
     );
 }
 
+/// `LlamaConfig`'s defaults are what the GGUF says.
+#[test]
+fn defaults_are_the_gguf_values() {
+    use gleaner_models::LlamaConfig;
+    let g = gleaner_models::gguf::Gguf::open(&gleaner_models::smollm_gguf()).unwrap();
+    let tok = gleaner_models::smollm::tokenizer_from_gguf(&g).unwrap();
+    let cfg = LlamaConfig::from_gguf(&g, tok.get_vocab_size(false)).unwrap();
+    assert_eq!(cfg, LlamaConfig::new());
+}
+
 /// One teacher-forced pass accepts the honest continuation and rejects a substituted token.
 #[test]
 fn teacher_forced_check_accepts_honest_and_rejects_substituted_tokens() {
@@ -288,4 +298,35 @@ fn a_divergence_at_a_near_tie_is_accepted_within_the_margin() {
     assert!((ok.max_gap - gap).abs() < 1e-3, "{ok:?}");
     let strict = model.verify(&prompt, &diverged, &rule(gap / 2.0)).unwrap();
     assert!(!strict.accepted);
+}
+
+/// Decoding and the teacher-forced check run through the `Decoder` trait on either decoder:
+/// both give the reference ids, and each accepts its own output with the top logit.
+#[test]
+fn decoding_and_the_check_run_on_either_decoder() {
+    use gleaner_models::qcpu::QuantLlama;
+    use gleaner_models::smollm::{Decoder, Decoding, GENERATE_MARGIN, generate_batch, verify};
+    let (model, tok) = load(BackendChoice::Flex);
+    let q = QuantLlama::load(&gleaner_models::smollm_gguf(), model.config()).unwrap();
+    let prompt = ids(&tok, "The capital of France is");
+    let rule = Decoding {
+        max_new: 12,
+        eos: Some(2),
+        sampling: None,
+        margin: GENERATE_MARGIN,
+    };
+    let decoders: [&dyn Decoder; 2] = [&model, &q];
+    for (i, d) in decoders.into_iter().enumerate() {
+        let out = generate_batch(d, &[&prompt], 12, Some(2), &[None]).unwrap();
+        assert_eq!(
+            out[0],
+            vec![7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34, 32, 33],
+            "decoder {i}"
+        );
+        let check = verify(d, &prompt, &out[0], &rule).unwrap();
+        assert!(
+            check.accepted && check.max_gap < 1e-3,
+            "decoder {i}: {check:?}"
+        );
+    }
 }
