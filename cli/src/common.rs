@@ -1,4 +1,4 @@
-//! Options shared by several subcommands: the chain and the key.
+//! Options shared by several subcommands: the chain, the key, and the Gleaner home.
 
 use std::path::PathBuf;
 
@@ -6,6 +6,7 @@ use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, bail};
 use clap::Args;
+use clap::builder::TypedValueParser;
 
 /// Which chain and deployment.
 #[derive(Debug, Clone, Args)]
@@ -21,6 +22,36 @@ pub struct ChainArgs {
     /// JobMarket contract address (the registry and token are read from it).
     #[arg(long, env = "GLEANER_MARKET")]
     pub market: Address,
+}
+
+/// Where the model files (and the coordinator's default store) live.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Files")]
+pub struct HomeArgs {
+    /// Gleaner home: `scripts/setup` puts the weights in its models/ [default: ~/.cache/gleaner].
+    /// An empty value means the default.
+    #[arg(
+        long = "home",
+        env = "GLEANER_HOME",
+        value_name = "DIR",
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
+    )]
+    pub home: Option<PathBuf>,
+}
+
+impl HomeArgs {
+    /// The home given, else [`gleaner_models::default_home`].
+    pub fn home(&self) -> PathBuf {
+        self.home
+            .clone()
+            .filter(|h| !h.as_os_str().is_empty())
+            .unwrap_or_else(gleaner_models::default_home)
+    }
+
+    /// The model files under the home.
+    pub fn models(&self) -> gleaner_models::ModelPaths {
+        gleaner_models::ModelPaths::new(self.home())
+    }
 }
 
 /// Which key signs: an encrypted JSON keystore (as `cast wallet import` and geth write them).
@@ -159,4 +190,27 @@ pub fn decode_revert(e: &alloy::contract::Error) -> String {
         return format!("token reverted: {err:?}");
     }
     e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        home: HomeArgs,
+    }
+
+    #[test]
+    fn home_flag_sets_the_model_paths_and_empty_means_the_default() {
+        let t = T::try_parse_from(["t", "--home", "/srv/g"]).unwrap();
+        assert_eq!(
+            t.home.models().smollm_gguf(),
+            PathBuf::from("/srv/g/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+        );
+        let t = T::try_parse_from(["t", "--home", ""]).unwrap();
+        assert_eq!(t.home.home(), gleaner_models::default_home());
+    }
 }

@@ -5,7 +5,9 @@
 //! text). The output's `text` is the decoding of its ids without the end-of-sequence token and
 //! with special tokens skipped; the verifier recomputes it, so text and ids cannot disagree.
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use gleaner_protocol::blob::Generation;
@@ -19,6 +21,60 @@ use crate::smollm::{
     Decoder, Decoding, GENERATE_MARGIN, Llama, Sampling, TokenCheck, generate_batch, verify,
 };
 use crate::{Error, Result, SelectedDevice};
+
+/// Which decoder generates. Verification always runs the Burn model on the chosen device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DecoderChoice {
+    /// The quantized CPU decoder on a CPU device, Burn on a GPU.
+    #[default]
+    Auto,
+    /// The quantized CPU decoder ([`QuantLlama`]), whatever the device.
+    Quantized,
+    /// The Burn decoder ([`Llama`]) on the device.
+    Burn,
+}
+
+impl DecoderChoice {
+    /// The names [`FromStr`] accepts.
+    pub const NAMES: [&'static str; 3] = ["auto", "quantized", "burn"];
+
+    /// Whether generation runs on the quantized CPU decoder on `device`.
+    pub fn quantized_on(self, device: &SelectedDevice) -> bool {
+        match self {
+            Self::Auto => device.adapter.is_none(),
+            Self::Quantized => true,
+            Self::Burn => false,
+        }
+    }
+}
+
+impl fmt::Display for DecoderChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Quantized => "quantized",
+            Self::Burn => "burn",
+        })
+    }
+}
+
+impl FromStr for DecoderChoice {
+    type Err = String;
+
+    /// `auto`, `quantized` (or `quantized-cpu`) or `burn`, any case; empty is `auto` (an empty
+    /// `GLEANER_DECODER` always meant the default).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(Self::Auto),
+            "quantized" | "quantized-cpu" => Ok(Self::Quantized),
+            "burn" => Ok(Self::Burn),
+            other => Err(format!(
+                "unknown decoder {other:?}: expected one of {}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+}
 
 /// SmolLM2 ready to generate and verify.
 pub struct Generator {
@@ -47,17 +103,14 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 }
 
 impl Generator {
-    /// Loads the GGUF at `path` on `device`; a missing file is an error naming `scripts/setup`.
-    /// On a CPU device generation runs on the quantized CPU decoder ([`QuantLlama`]) unless
-    /// `GLEANER_DECODER=burn`; verification always runs the Burn model on `device`.
+    /// [`Generator::load_with`] with [`DecoderChoice::Auto`].
     pub fn load(path: &Path, device: SelectedDevice) -> Result<Self> {
-        let quantized = device.adapter.is_none()
-            && std::env::var("GLEANER_DECODER").map_or(true, |v| v != "burn");
-        Self::load_with(path, device, quantized)
+        Self::load_with(path, device, DecoderChoice::Auto)
     }
 
-    /// [`Generator::load`] with the decoder chosen: `quantized` generates with [`QuantLlama`].
-    pub fn load_with(path: &Path, device: SelectedDevice, quantized: bool) -> Result<Self> {
+    /// Loads the GGUF at `path` on `device`; a missing file is an error naming `scripts/setup`.
+    /// `choice` picks what generates; verification always runs the Burn model on `device`.
+    pub fn load_with(path: &Path, device: SelectedDevice, choice: DecoderChoice) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::MissingModel {
                 path: path.to_path_buf(),
@@ -68,6 +121,7 @@ impl Generator {
         let weights_sha256 = g.sha256();
         let (model, tokenizer) = Llama::from_gguf(&g, &device.device)?;
         let model = Arc::new(model);
+        let quantized = choice.quantized_on(&device);
         let decoder: Arc<dyn Decoder> = if quantized {
             Arc::new(QuantLlama::from_gguf(&g, model.config())?)
         } else {
@@ -217,5 +271,29 @@ impl Generator {
             }
         }
         Ok(check)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoder_choice_names_round_trip() {
+        for (text, want) in [
+            ("auto", DecoderChoice::Auto),
+            ("", DecoderChoice::Auto),
+            ("quantized", DecoderChoice::Quantized),
+            ("quantized-cpu", DecoderChoice::Quantized),
+            ("Burn", DecoderChoice::Burn),
+        ] {
+            assert_eq!(text.parse::<DecoderChoice>(), Ok(want), "{text:?}");
+        }
+        for name in DecoderChoice::NAMES {
+            let c: DecoderChoice = name.parse().unwrap();
+            assert_eq!(c.to_string(), name);
+        }
+        let err = "fast".parse::<DecoderChoice>().unwrap_err();
+        assert!(err.contains("auto, quantized, burn"), "{err}");
     }
 }

@@ -12,7 +12,7 @@
 //! - [`qcpu`]: SmolLM2 decoding on the CPU from the GGUF's quantized weights (same f32 values,
 //!   f32 activations), what CPU workers generate with.
 //! - [`Generator`]: SmolLM2 + tokenizer, the `generate` task kind (run and verify one prompt),
-//!   generating on the quantized CPU decoder or the Burn one.
+//!   generating on the decoder a [`DecoderChoice`] picks.
 //! - [`MiniLmFiles`]: where `scripts/setup` put the weights, and their sha256.
 //!
 //! ```no_run
@@ -39,14 +39,17 @@ mod tokenize;
 pub use backend::{
     AdapterSummary, BackendChoice, CpuKind, SelectedDevice, probe_adapters, select_device,
 };
+/// The old name of [`default_home`], kept for its callers. It no longer reads `GLEANER_HOME`
+/// (the CLI does, through `--home`).
+pub use cache::default_home as gleaner_home;
 pub use cache::{
-    MINILM_DIR, MINILM_WEIGHTS_SHA256, MiniLmFiles, SMOLLM_GGUF_SHA256, gleaner_home, model_cache,
-    sha256_file, smollm_gguf,
+    MINILM_DIR, MINILM_WEIGHTS_SHA256, MiniLmFiles, ModelPaths, SMOLLM_DIR, SMOLLM_GGUF_SHA256,
+    default_home, model_cache, sha256_file, smollm_gguf,
 };
 pub use compare::{Agreement, EMBED_MIN_COSINE, compare_embeddings, cosine};
 pub use embed::{EMBED_DIM, Embedder};
 pub use error::{Error, Result};
-pub use generate::Generator;
+pub use generate::{DecoderChoice, Generator};
 pub use minilm::{Bert, BertConfig};
 pub use smollm::{Decoder, Decoding, GENERATE_MARGIN, Llama, LlamaConfig, chat_prompt};
 pub use tokenize::{MAX_TOKENS, TextTokenizer};

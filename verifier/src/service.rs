@@ -361,7 +361,11 @@ impl Service {
             let device = gleaner_models::select_device(backend)?;
             info!(target: "verifier", "{}", device.describe());
             // The verifier never generates: no quantized decoder.
-            Ok(Generator::load_with(&path, device, false)?)
+            Ok(Generator::load_with(
+                &path,
+                device,
+                gleaner_models::DecoderChoice::Burn,
+            )?)
         })
         .await
         .map_err(|e| Error::Invalid(format!("model thread: {e}")))??;

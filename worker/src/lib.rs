@@ -24,7 +24,7 @@ use alloy::primitives::B256;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::Eip712Domain;
-use gleaner_models::{BackendChoice, EMBED_DIM, Embedder, Generator, MiniLmFiles};
+use gleaner_models::{BackendChoice, DecoderChoice, EMBED_DIM, Embedder, Generator, MiniLmFiles};
 use gleaner_protocol::api::{Capabilities, Lease, SignIn, SubmitResult};
 use gleaner_protocol::blob::{
     Generation, decode_prompts, decode_texts, encode_generations, encode_matrix,
@@ -58,6 +58,8 @@ pub struct WorkerConfig {
     /// SmolLM2 GGUF for generate tasks (default: the model cache); loaded on the first generate
     /// lease. When the file is absent the worker does not offer the generate kind.
     pub smollm: PathBuf,
+    /// What generates SmolLM2 tokens (verification is the verifier's).
+    pub decoder: DecoderChoice,
     /// Long-poll wait per lease request.
     pub wait_ms: u32,
     /// Stop after this many tasks (None: run until shutdown).
@@ -76,6 +78,7 @@ impl WorkerConfig {
             backend: BackendChoice::Auto,
             model: MiniLmFiles::from_cache(),
             smollm: gleaner_models::smollm_gguf(),
+            decoder: DecoderChoice::Auto,
             wait_ms: 10_000,
             max_tasks: None,
             fault: None,
@@ -289,10 +292,10 @@ impl Worker {
         if let Some(g) = self.generator.lock().expect("lock").as_ref() {
             return Ok(Arc::clone(g));
         }
-        let path = self.config.smollm.clone();
+        let (path, decoder) = (self.config.smollm.clone(), self.config.decoder);
         let device = self.embedder.device().clone();
         tracing::info!(target: "worker", path = %path.display(), "loading SmolLM2 for generate tasks");
-        let g = tokio::task::spawn_blocking(move || Generator::load(&path, device))
+        let g = tokio::task::spawn_blocking(move || Generator::load_with(&path, device, decoder))
             .await
             .map_err(|e| Error::Transport(format!("model thread: {e}")))??;
         let g = Arc::new(g);

@@ -7,7 +7,7 @@ use alloy::primitives::Address;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::common::{ChainArgs, KeyArgs, runtime};
+use crate::common::{ChainArgs, HomeArgs, KeyArgs, runtime};
 
 /// The coordinator: HTTP API, store, scheduler and chain watcher.
 ///
@@ -39,7 +39,7 @@ pub struct RunArgs {
     #[arg(long, env = "GLEANER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Store: `sqlite://PATH?mode=rwc` or `postgres://USER@HOST/DB`
-    /// [default: sqlite://$GLEANER_HOME/coordinator.db?mode=rwc].
+    /// [default: sqlite://<home>/coordinator.db?mode=rwc].
     #[arg(long, env = "GLEANER_DATABASE_URL")]
     pub database_url: Option<String>,
     /// Blocks an event must be buried under before it counts (0 on a dev chain).
@@ -60,6 +60,8 @@ pub struct RunArgs {
     /// First block the chain watcher reads (the market's deployment block).
     #[arg(long, env = "GLEANER_FROM_BLOCK", default_value_t = 0)]
     pub from_block: u64,
+    #[command(flatten)]
+    home: HomeArgs,
 }
 
 impl RunArgs {
@@ -67,7 +69,7 @@ impl RunArgs {
         let database_url = match &self.database_url {
             Some(u) => u.clone(),
             None => {
-                let home = gleaner_models::gleaner_home();
+                let home = self.home.home();
                 std::fs::create_dir_all(&home)
                     .with_context(|| format!("cannot create {}", home.display()))?;
                 format!(

@@ -4,10 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use gleaner_models::{BackendChoice, MiniLmFiles};
+use gleaner_models::{BackendChoice, DecoderChoice, MiniLmFiles};
 use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry};
 
-use crate::common::{ChainArgs, KeyArgs, confirm, format_amount, parse_amount, provider, runtime};
+use crate::common::{
+    ChainArgs, HomeArgs, KeyArgs, confirm, format_amount, parse_amount, provider, runtime,
+};
 
 /// Work for the market: stake tokens, run tasks, withdraw earnings.
 ///
@@ -88,6 +90,11 @@ pub struct RunArgs {
     /// miner offers embed only.
     #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
     pub smollm: Option<PathBuf>,
+    /// What generates: auto (quantized on a CPU, Burn on a GPU), quantized or burn.
+    #[arg(long, env = "GLEANER_DECODER", default_value = "auto")]
+    pub decoder: DecoderChoice,
+    #[command(flatten)]
+    pub home: HomeArgs,
     /// Stop after this many tasks.
     #[arg(long)]
     pub max_tasks: Option<u64>,
@@ -192,12 +199,13 @@ async fn mine(a: RunArgs) -> anyhow::Result<()> {
     config.backend = a.backend;
     config.max_tasks = a.max_tasks;
     config.name = a.name;
-    if let Some(dir) = &a.model_dir {
-        config.model = MiniLmFiles::in_dir(dir);
-    }
-    if let Some(path) = &a.smollm {
-        config.smollm = path.clone();
-    }
+    let models = a.home.models();
+    config.model = a
+        .model_dir
+        .as_deref()
+        .map_or_else(|| models.minilm(), MiniLmFiles::in_dir);
+    config.smollm = a.smollm.clone().unwrap_or_else(|| models.smollm_gguf());
+    config.decoder = a.decoder;
     let worker = gleaner_worker::Worker::start(config, signer)
         .await
         .context("worker start")?;

@@ -6,7 +6,7 @@ use alloy::primitives::U256;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::common::{ChainArgs, KeyArgs, runtime};
+use crate::common::{ChainArgs, HomeArgs, KeyArgs, runtime};
 
 /// The verifier: compares the replicas of every task, accepts the agreeing ones, settles jobs
 /// on-chain and slashes workers whose signed results contradict an accepted quorum.
@@ -73,6 +73,8 @@ pub struct RunArgs {
     /// SmolLM2 GGUF that generate outputs are re-scored with [default: the model cache].
     #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
     pub smollm: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub home: HomeArgs,
     /// Where the teacher-forced checks run: auto, wgpu, cpu, flex or ndarray.
     #[arg(long, env = "GLEANER_BACKEND", default_value = "auto")]
     pub backend: gleaner_models::BackendChoice,
@@ -96,9 +98,10 @@ impl RunArgs {
         c.max_backoff = Duration::from_millis(self.max_backoff_ms);
         c.slash_amount = self.slash_amount;
         c.logs_from_block = self.logs_from_block;
-        if let Some(p) = &self.smollm {
-            c.smollm = p.clone();
-        }
+        c.smollm = self
+            .smollm
+            .clone()
+            .unwrap_or_else(|| self.home.models().smollm_gguf());
         c.backend = self.backend;
         c
     }

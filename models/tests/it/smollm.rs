@@ -83,8 +83,12 @@ fn generator_verifies_honest_runs_and_rejects_substitutions() {
 
     // Another backend's floats (Burn on ndarray generating, not the shared quantized CPU
     // decoder): still accepted, and by a wide margin.
-    let ndarray =
-        Generator::load_with(&path, select_device(BackendChoice::NdArray).unwrap(), false).unwrap();
+    let ndarray = Generator::load_with(
+        &path,
+        select_device(BackendChoice::NdArray).unwrap(),
+        gleaner_models::DecoderChoice::Burn,
+    )
+    .unwrap();
     assert_eq!(ndarray.decoder(), "ndarray");
     let other = ndarray.generate(prompt, &greedy).unwrap();
     let cross = flex.verify(prompt, &other, &greedy).unwrap();
