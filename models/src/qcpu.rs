@@ -11,15 +11,15 @@
 //!
 //! Work is split over output rows with rayon. Sequences of a batch need no padding: a step's
 //! rows are all the new tokens of all sequences, and attention runs per sequence over its own
-//! key/value cache. Decoding itself (sampling, stopping) is [`crate::smollm::generate_batch`],
-//! shared with the Burn decoder through [`Decoder`].
+//! key/value cache. Decoding itself (sampling, stopping) and the teacher-forced check are
+//! [`Decoder`]'s provided methods, shared with the Burn decoder.
 
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use crate::gguf::{GgmlType, Gguf, f16_to_f32};
-use crate::smollm::{Decoder, LlamaConfig, Sampling, Session, generate_batch};
+use crate::smollm::{Decoder, LlamaConfig, Session};
 use crate::{Error, Result};
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -458,17 +458,6 @@ impl QuantLlama {
             .collect();
         let last = self.rms_norm(&rows, &self.norm);
         Ok(self.embed.matmul(&last, want.len()))
-    }
-
-    /// [`generate_batch`] on this decoder.
-    pub fn generate_batch(
-        &self,
-        prompts: &[&[u32]],
-        max_new: usize,
-        eos: Option<u32>,
-        sampling: &[Option<Sampling>],
-    ) -> Result<Vec<Vec<u32>>> {
-        generate_batch(self, prompts, max_new, eos, sampling)
     }
 
     /// Empty caches for `n` sequences.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use gleaner_models::smollm::GENERATE_MARGIN;
-use gleaner_models::{BackendChoice, EMBED_MIN_COSINE, compare_embeddings};
+use gleaner_models::{BackendChoice, Decoder, EMBED_MIN_COSINE, compare_embeddings};
 
 use crate::common::HomeArgs;
 use crate::input::read_all;

@@ -6,7 +6,7 @@
 
 use gleaner_protocol::sampling::{SplitMix64, argmax, sample};
 
-use super::{KvCache, Llama, LlamaConfig};
+use super::{Decoding, KvCache, Llama, LlamaConfig, TokenCheck, verify};
 use crate::{Error, Result};
 
 /// Seeded sampling parameters.
@@ -33,6 +33,55 @@ pub trait Decoder: Send + Sync {
     /// Teacher forcing: the logits of positions `from..` of `ids` in one pass,
     /// `[ids.len() - from, vocab]`; an error when `from >= ids.len()`.
     fn forward_from(&self, ids: &[u32], from: usize) -> Result<Vec<f32>>;
+
+    /// [`generate_batch`] on this decoder.
+    fn generate_batch(
+        &self,
+        prompts: &[&[u32]],
+        max_new: usize,
+        eos: Option<u32>,
+        sampling: &[Option<Sampling>],
+    ) -> Result<Vec<Vec<u32>>> {
+        generate_batch(self, prompts, max_new, eos, sampling)
+    }
+
+    /// Decoding one prompt: greedy, or seeded sampling.
+    fn generate(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        eos: Option<u32>,
+        sampling: Option<Sampling>,
+    ) -> Result<Vec<u32>> {
+        let mut out = generate_batch(self, &[prompt], max_new, eos, &[sampling])?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Greedy decoding: up to `max_new` tokens after `prompt`, stopping at `eos`.
+    fn generate_greedy(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        eos: Option<u32>,
+    ) -> Result<Vec<u32>> {
+        self.generate(prompt, max_new, eos, None)
+    }
+
+    /// [`verify`] on this decoder.
+    fn verify(&self, prompt: &[u32], claimed: &[u32], rule: &Decoding) -> Result<TokenCheck> {
+        verify(self, prompt, claimed, rule)
+    }
+
+    /// Greedy [`verify`] with `margin` of up to `claimed.len()` tokens, no stop token.
+    fn check_greedy(&self, prompt: &[u32], claimed: &[u32], margin: f32) -> Result<TokenCheck> {
+        let rule = Decoding {
+            max_new: claimed.len(),
+            eos: None,
+            sampling: None,
+            margin,
+        };
+        verify(self, prompt, claimed, &rule)
+    }
 }
 
 /// A batch being decoded: each sequence's key/value cache.
@@ -177,41 +226,6 @@ impl Decoder for Llama {
 
     fn forward_from(&self, ids: &[u32], from: usize) -> Result<Vec<f32>> {
         Llama::forward_from(self, ids, from)
-    }
-}
-
-impl Llama {
-    /// Greedy decoding: up to `max_new` tokens after `prompt`, stopping at `eos`.
-    pub fn generate_greedy(
-        &self,
-        prompt: &[u32],
-        max_new: usize,
-        eos: Option<u32>,
-    ) -> Result<Vec<u32>> {
-        self.generate(prompt, max_new, eos, None)
-    }
-
-    /// Decoding one prompt: greedy, or seeded sampling.
-    pub fn generate(
-        &self,
-        prompt: &[u32],
-        max_new: usize,
-        eos: Option<u32>,
-        sampling: Option<Sampling>,
-    ) -> Result<Vec<u32>> {
-        let mut out = self.generate_batch(&[prompt], max_new, eos, &[sampling])?;
-        Ok(out.pop().unwrap_or_default())
-    }
-
-    /// [`generate_batch`] on this model.
-    pub fn generate_batch(
-        &self,
-        prompts: &[&[u32]],
-        max_new: usize,
-        eos: Option<u32>,
-        sampling: &[Option<Sampling>],
-    ) -> Result<Vec<Vec<u32>>> {
-        generate_batch(self, prompts, max_new, eos, sampling)
     }
 }
 

@@ -6,8 +6,9 @@
 //! - [`tokenizer`](tokenizer_from_gguf): the byte-level BPE tokenizer from the GGUF's metadata,
 //!   and the [`chat_prompt`] template.
 //! - [`decode`](Decoder): the [`Decoder`] trait both decoders implement (this one and
-//!   [`crate::qcpu::QuantLlama`]) and [`generate_batch`], the one decoding loop: batch checks,
-//!   left-padding, greedy or seeded sampling per prompt, stop at the end-of-sequence token.
+//!   [`crate::qcpu::QuantLlama`]), whose provided methods (`generate_batch`, `generate`,
+//!   `verify`, ...) run [`generate_batch`], the one decoding loop (batch checks, greedy or
+//!   seeded sampling per prompt, stop at the end-of-sequence token), and [`verify()`].
 //! - [`verify`](verify()): the verifier's teacher-forced check ([`TokenCheck`],
 //!   [`GENERATE_MARGIN`]), on any [`Decoder`].
 

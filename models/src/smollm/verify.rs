@@ -3,7 +3,7 @@
 
 use gleaner_protocol::sampling::{SplitMix64, reachable};
 
-use super::{Decoder, Llama, Sampling};
+use super::{Decoder, Sampling};
 use crate::{Error, Result};
 
 /// The logit margin within which the verifier accepts a claimed token: a greedy token must be
@@ -136,25 +136,4 @@ pub fn verify<D: Decoder + ?Sized>(
         max_gap,
         gaps,
     })
-}
-
-impl Llama {
-    /// Greedy [`verify`] with `margin`.
-    pub fn check_greedy(&self, prompt: &[u32], claimed: &[u32], margin: f32) -> Result<TokenCheck> {
-        self.verify(
-            prompt,
-            claimed,
-            &Decoding {
-                max_new: claimed.len(),
-                eos: None,
-                sampling: None,
-                margin,
-            },
-        )
-    }
-
-    /// [`verify`] on this model.
-    pub fn verify(&self, prompt: &[u32], claimed: &[u32], rule: &Decoding) -> Result<TokenCheck> {
-        verify(self, prompt, claimed, rule)
-    }
 }

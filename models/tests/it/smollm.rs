@@ -2,7 +2,7 @@
 //! "The capital of France is", 12 new tokens → " Paris.\n\nThe answer is: 201".
 
 use gleaner_models::smollm::Llama;
-use gleaner_models::{BackendChoice, select_device};
+use gleaner_models::{BackendChoice, Decoder, select_device};
 use tokenizers::Tokenizer;
 
 /// SmolLM2 from the model cache on `backend`, with its tokenizer.
@@ -309,7 +309,7 @@ fn a_divergence_at_a_near_tie_is_accepted_within_the_margin() {
 #[test]
 fn decoding_and_the_check_run_on_either_decoder() {
     use gleaner_models::qcpu::QuantLlama;
-    use gleaner_models::smollm::{Decoder, Decoding, GENERATE_MARGIN, generate_batch, verify};
+    use gleaner_models::smollm::{Decoding, GENERATE_MARGIN, generate_batch, verify};
     let (model, tok) = load(BackendChoice::Flex);
     let q = QuantLlama::load(&gleaner_models::smollm_gguf(), model.config()).unwrap();
     let prompt = ids(&tok, "The capital of France is");
