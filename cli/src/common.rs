@@ -1,4 +1,4 @@
-//! Options shared by several subcommands: the chain and the key.
+//! Options shared by several subcommands: the chain, the key, and the Gleaner home.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +7,7 @@ use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, bail};
 use clap::Args;
+use clap::builder::TypedValueParser;
 
 /// Which chain and deployment.
 #[derive(Debug, Clone, Args)]
@@ -22,6 +23,36 @@ pub struct ChainArgs {
     /// JobMarket contract address (the registry and token are read from it).
     #[arg(long, env = "GLEANER_MARKET")]
     pub market: Address,
+}
+
+/// Where the model files (and the coordinator's default store) live.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Files")]
+pub struct HomeArgs {
+    /// Gleaner home: `scripts/setup` puts the weights in its models/ [default: ~/.cache/gleaner].
+    /// An empty value means the default.
+    #[arg(
+        long = "home",
+        env = "GLEANER_HOME",
+        value_name = "DIR",
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
+    )]
+    pub home: Option<PathBuf>,
+}
+
+impl HomeArgs {
+    /// The home given, else [`gleaner_models::default_home`].
+    pub fn home(&self) -> PathBuf {
+        self.home
+            .clone()
+            .filter(|h| !h.as_os_str().is_empty())
+            .unwrap_or_else(gleaner_models::default_home)
+    }
+
+    /// The model files under the home.
+    pub fn models(&self) -> gleaner_models::ModelPaths {
+        gleaner_models::ModelPaths::new(self.home())
+    }
 }
 
 /// Which key signs: an encrypted JSON keystore (as `cast wallet import` and geth write them).
@@ -165,29 +196,36 @@ pub use gleaner_protocol::bindings::confirm;
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Models")]
 pub struct ModelArgs {
+    /// Where `scripts/setup` put the weights.
+    #[command(flatten)]
+    pub home: HomeArgs,
     /// Where the model runs: auto, wgpu, cpu, flex or ndarray.
     #[arg(long, env = "GLEANER_BACKEND", default_value = "auto")]
     pub backend: gleaner_models::BackendChoice,
     /// Directory with MiniLM's model.safetensors and tokenizer.json
-    /// [default: $GLEANER_HOME/models/all-minilm-l6-v2].
+    /// [default: HOME/models/all-minilm-l6-v2].
     #[arg(long, env = "GLEANER_MINILM_DIR")]
     pub model_dir: Option<PathBuf>,
-    /// SmolLM2 GGUF for generate tasks [default: $GLEANER_HOME/models/smollm2-135m-instruct/
+    /// SmolLM2 GGUF for generate tasks [default: HOME/models/smollm2-135m-instruct/
     /// SmolLM2-135M-Instruct.Q4_1.gguf]. Without the file a miner offers no generate tasks.
     #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
     pub smollm: Option<PathBuf>,
+    /// What generates: auto (quantized on a CPU, Burn on a GPU), quantized or burn.
+    #[arg(long, env = "GLEANER_DECODER", default_value = "auto")]
+    pub decoder: gleaner_models::DecoderChoice,
 }
 
 impl ModelArgs {
-    /// Where the models are, under `home` unless a flag says otherwise.
-    pub fn setup(&self, home: &std::path::Path) -> gleaner_kinds::ModelSetup {
-        let mut setup = gleaner_kinds::ModelSetup::from_home(home);
+    /// Where the models are, under the home unless a flag says otherwise.
+    pub fn setup(&self) -> gleaner_kinds::ModelSetup {
+        let mut setup = gleaner_kinds::ModelSetup::new(&self.home.models());
         if let Some(dir) = &self.model_dir {
             setup.minilm = gleaner_models::MiniLmFiles::in_dir(dir);
         }
         if let Some(path) = &self.smollm {
             setup.smollm = path.clone();
         }
+        setup.decoder = self.decoder;
         setup
     }
 
@@ -218,5 +256,24 @@ mod tests {
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999d").is_err());
+    }
+
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        home: HomeArgs,
+    }
+
+    #[test]
+    fn home_flag_sets_the_model_paths_and_empty_means_the_default() {
+        let t = T::try_parse_from(["t", "--home", "/srv/g"]).unwrap();
+        assert_eq!(
+            t.home.models().smollm_gguf(),
+            PathBuf::from("/srv/g/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+        );
+        let t = T::try_parse_from(["t", "--home", ""]).unwrap();
+        assert_eq!(t.home.home(), gleaner_models::default_home());
     }
 }

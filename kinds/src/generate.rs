@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use gleaner_models::smollm::chat_prompt;
-use gleaner_models::{Generator, SMOLLM_GGUF_SHA256, SelectedDevice};
+use gleaner_models::{DecoderChoice, Generator, SMOLLM_GGUF_SHA256, SelectedDevice};
 use gleaner_protocol::blob::{
     Generation, decode_generations, decode_prompts, encode_generations, encode_prompts,
 };
@@ -38,7 +38,7 @@ const MAX_NEW_TOKENS: u32 = 2048;
 pub struct GenerateKind {
     gguf: PathBuf,
     device: SelectedDevice,
-    quantized: bool,
+    decoder: DecoderChoice,
     generator: Mutex<Option<Arc<Generator>>>,
 }
 
@@ -46,19 +46,19 @@ impl std::fmt::Debug for GenerateKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GenerateKind")
             .field("gguf", &self.gguf)
-            .field("quantized", &self.quantized)
+            .field("decoder", &self.decoder)
             .finish_non_exhaustive()
     }
 }
 
 impl GenerateKind {
-    /// The kind with SmolLM2's GGUF at `gguf`, run on `device`; `quantized` generates with the
-    /// quantized CPU decoder (checks always run the Burn model on `device`).
-    pub fn new(gguf: PathBuf, device: SelectedDevice, quantized: bool) -> Self {
+    /// The kind with SmolLM2's GGUF at `gguf`, run on `device`; `decoder` says what generates
+    /// (checks always run the Burn model on `device`).
+    pub fn new(gguf: PathBuf, device: SelectedDevice, decoder: DecoderChoice) -> Self {
         Self {
             gguf,
             device,
-            quantized,
+            decoder,
             generator: Mutex::new(None),
         }
     }
@@ -73,7 +73,7 @@ impl GenerateKind {
             return Ok(Arc::clone(g));
         }
         tracing::info!(target: "kinds", path = %self.gguf.display(), "loading SmolLM2");
-        let g = Generator::load_with(&self.gguf, self.device.clone(), self.quantized)?;
+        let g = Generator::load_with(&self.gguf, self.device.clone(), self.decoder)?;
         Ok(Arc::clone(slot.insert(Arc::new(g))))
     }
 
@@ -244,7 +244,7 @@ mod tests {
         GenerateKind::new(
             PathBuf::from("/nonexistent/smollm.gguf"),
             SelectedDevice::cpu(gleaner_models::CpuKind::Flex, "test"),
-            true,
+            DecoderChoice::Auto,
         )
     }
 

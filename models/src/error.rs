@@ -9,7 +9,7 @@ pub enum Error {
     /// A model file is not in the cache.
     #[error(
         "model file {path} is missing; fetch the weights with `scripts/setup` \
-         (or set GLEANER_HOME to the directory that holds models/)"
+         (or point --home / GLEANER_HOME at the directory that holds models/)"
     )]
     MissingModel {
         /// The file that was looked for.

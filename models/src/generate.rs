@@ -5,7 +5,10 @@
 //! text). The output's `text` is the decoding of its ids without the end-of-sequence token and
 //! with special tokens skipped; the verifier recomputes it, so text and ids cannot disagree.
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
 
 use gleaner_protocol::blob::Generation;
 use gleaner_protocol::sampling::prompt_seed;
@@ -14,14 +17,72 @@ use tokenizers::Tokenizer;
 
 use crate::gguf::Gguf;
 use crate::qcpu::QuantLlama;
-use crate::smollm::{Decoding, GENERATE_MARGIN, Llama, Sampling, TokenCheck};
+use crate::smollm::{
+    Decoder, Decoding, GENERATE_MARGIN, Llama, Sampling, TokenCheck, generate_batch, verify,
+};
 use crate::{Error, Result, SelectedDevice};
+
+/// Which decoder generates. Verification always runs the Burn model on the chosen device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DecoderChoice {
+    /// The quantized CPU decoder on a CPU device, Burn on a GPU.
+    #[default]
+    Auto,
+    /// The quantized CPU decoder ([`QuantLlama`]), whatever the device.
+    Quantized,
+    /// The Burn decoder ([`Llama`]) on the device.
+    Burn,
+}
+
+impl DecoderChoice {
+    /// The names [`FromStr`] accepts.
+    pub const NAMES: [&'static str; 3] = ["auto", "quantized", "burn"];
+
+    /// Whether generation runs on the quantized CPU decoder on `device`.
+    pub fn quantized_on(self, device: &SelectedDevice) -> bool {
+        match self {
+            Self::Auto => device.adapter.is_none(),
+            Self::Quantized => true,
+            Self::Burn => false,
+        }
+    }
+}
+
+impl fmt::Display for DecoderChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Quantized => "quantized",
+            Self::Burn => "burn",
+        })
+    }
+}
+
+impl FromStr for DecoderChoice {
+    type Err = String;
+
+    /// `auto`, `quantized` (or `quantized-cpu`) or `burn`, any case; empty is `auto` (an empty
+    /// `GLEANER_DECODER` always meant the default).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(Self::Auto),
+            "quantized" | "quantized-cpu" => Ok(Self::Quantized),
+            "burn" => Ok(Self::Burn),
+            other => Err(format!(
+                "unknown decoder {other:?}: expected one of {}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+}
 
 /// SmolLM2 ready to generate and verify.
 pub struct Generator {
-    model: Llama,
-    /// The quantized CPU decoder, on CPU devices: what generation runs on there.
-    fast: Option<QuantLlama>,
+    /// The Burn model on the device: what verification runs on.
+    model: Arc<Llama>,
+    /// What generation runs on: the same model, or the quantized CPU decoder.
+    decoder: Arc<dyn Decoder>,
+    quantized: bool,
     tokenizer: Tokenizer,
     device: SelectedDevice,
     weights_sha256: String,
@@ -31,6 +92,7 @@ impl std::fmt::Debug for Generator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Generator")
             .field("backend", &self.device.backend)
+            .field("decoder", &self.decoder())
             .field("weights_sha256", &self.weights_sha256)
             .finish_non_exhaustive()
     }
@@ -41,17 +103,14 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 }
 
 impl Generator {
-    /// Loads the GGUF at `path` on `device`; a missing file is an error naming `scripts/setup`.
-    /// On a CPU device generation runs on the quantized CPU decoder ([`QuantLlama`]) unless
-    /// `GLEANER_DECODER=burn`; verification always runs the Burn model on `device`.
+    /// [`Generator::load_with`] with [`DecoderChoice::Auto`].
     pub fn load(path: &Path, device: SelectedDevice) -> Result<Self> {
-        let quantized = device.adapter.is_none()
-            && std::env::var("GLEANER_DECODER").map_or(true, |v| v != "burn");
-        Self::load_with(path, device, quantized)
+        Self::load_with(path, device, DecoderChoice::Auto)
     }
 
-    /// [`Generator::load`] with the decoder chosen: `quantized` generates with [`QuantLlama`].
-    pub fn load_with(path: &Path, device: SelectedDevice, quantized: bool) -> Result<Self> {
+    /// Loads the GGUF at `path` on `device`; a missing file is an error naming `scripts/setup`.
+    /// `choice` picks what generates; verification always runs the Burn model on `device`.
+    pub fn load_with(path: &Path, device: SelectedDevice, choice: DecoderChoice) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::MissingModel {
                 path: path.to_path_buf(),
@@ -61,14 +120,17 @@ impl Generator {
         let g = Gguf::open(path)?;
         let weights_sha256 = g.sha256();
         let (model, tokenizer) = Llama::from_gguf(&g, &device.device)?;
-        let fast = if quantized {
-            Some(QuantLlama::from_gguf(&g, model.config())?)
+        let model = Arc::new(model);
+        let quantized = choice.quantized_on(&device);
+        let decoder: Arc<dyn Decoder> = if quantized {
+            Arc::new(QuantLlama::from_gguf(&g, model.config())?)
         } else {
-            None
+            model.clone()
         };
         Ok(Self {
             model,
-            fast,
+            decoder,
+            quantized,
             tokenizer,
             device,
             weights_sha256,
@@ -77,7 +139,7 @@ impl Generator {
 
     /// What generation runs on: `quantized-cpu`, or the Burn backend's name.
     pub fn decoder(&self) -> &'static str {
-        if self.fast.is_some() {
+        if self.quantized {
             "quantized-cpu"
         } else {
             self.device.backend
@@ -94,7 +156,7 @@ impl Generator {
         &self.weights_sha256
     }
 
-    /// The decoder.
+    /// The Burn model on the device (what verification runs on).
     pub fn model(&self) -> &Llama {
         &self.model
     }
@@ -171,12 +233,13 @@ impl Generator {
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let sampling: Vec<_> = rules.iter().map(|r| r.sampling).collect();
-        let outs = match &self.fast {
-            Some(q) => q.generate_batch(&refs, first.max_new, first.eos, &sampling)?,
-            None => self
-                .model
-                .generate_batch(&refs, first.max_new, first.eos, &sampling)?,
-        };
+        let outs = generate_batch(
+            self.decoder.as_ref(),
+            &refs,
+            first.max_new,
+            first.eos,
+            &sampling,
+        )?;
         outs.into_iter()
             .map(|ids| {
                 Ok(Generation {
@@ -188,7 +251,7 @@ impl Generator {
     }
 
     /// Checks a claimed generation for `prompt`: its text must be its ids' text, and its ids
-    /// must pass [`Llama::verify`] (one teacher-forced pass).
+    /// must pass [`verify`] on the Burn model (one teacher-forced pass).
     pub fn verify(
         &self,
         prompt: &str,
@@ -196,7 +259,7 @@ impl Generator {
         rule: &Decoding,
     ) -> Result<TokenCheck> {
         let ids = self.prompt_ids(prompt)?;
-        let check = self.model.verify(&ids, &claimed.ids, rule)?;
+        let check = verify(self.model.as_ref(), &ids, &claimed.ids, rule)?;
         if check.accepted {
             let text = self.text(&claimed.ids)?;
             if text != claimed.text {
@@ -208,5 +271,29 @@ impl Generator {
             }
         }
         Ok(check)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoder_choice_names_round_trip() {
+        for (text, want) in [
+            ("auto", DecoderChoice::Auto),
+            ("", DecoderChoice::Auto),
+            ("quantized", DecoderChoice::Quantized),
+            ("quantized-cpu", DecoderChoice::Quantized),
+            ("Burn", DecoderChoice::Burn),
+        ] {
+            assert_eq!(text.parse::<DecoderChoice>(), Ok(want), "{text:?}");
+        }
+        for name in DecoderChoice::NAMES {
+            let c: DecoderChoice = name.parse().unwrap();
+            assert_eq!(c.to_string(), name);
+        }
+        let err = "fast".parse::<DecoderChoice>().unwrap_err();
+        assert!(err.contains("auto, quantized, burn"), "{err}");
     }
 }

@@ -6,11 +6,13 @@
 //! - [`select_device`]: wgpu on a real GPU, else a CPU backend, and why.
 //! - [`compare_embeddings`]: the `embed` comparator (row cosine ≥ [`EMBED_MIN_COSINE`]).
 //! - [`gguf`]: a GGUF reader (metadata, F32/F16/Q8_0/Q4_1 dequantisation) for the SmolLM2 decoder.
-//! - [`smollm`]: SmolLM2-135M-Instruct (Llama) from GGUF with a KV cache, greedy and seeded
-//!   decoding, and the verifier's teacher-forced check.
+//! - [`smollm`]: SmolLM2-135M-Instruct (Llama) from GGUF with a KV cache; the [`Decoder`]
+//!   trait and the one decoding loop (greedy and seeded) both decoders share; the verifier's
+//!   teacher-forced check.
 //! - [`qcpu`]: SmolLM2 decoding on the CPU from the GGUF's quantized weights (same f32 values,
 //!   f32 activations), what CPU workers generate with.
-//! - [`Generator`]: SmolLM2 + tokenizer, the `generate` task kind (run and verify one prompt).
+//! - [`Generator`]: SmolLM2 + tokenizer, the `generate` task kind (run and verify one prompt),
+//!   generating on the decoder a [`DecoderChoice`] picks.
 //! - [`MiniLmFiles`]: where `scripts/setup` put the weights, and their sha256.
 //!
 //! ```no_run
@@ -37,13 +39,17 @@ mod tokenize;
 pub use backend::{
     AdapterSummary, BackendChoice, CpuKind, SelectedDevice, probe_adapters, select_device,
 };
+/// The old name of [`default_home`], kept for its callers. It no longer reads `GLEANER_HOME`
+/// (the CLI does, through `--home`).
+pub use cache::default_home as gleaner_home;
 pub use cache::{
-    MINILM_DIR, MINILM_WEIGHTS_SHA256, MiniLmFiles, SMOLLM_GGUF_SHA256, gleaner_home, model_cache,
-    sha256_file, smollm_gguf,
+    MINILM_DIR, MINILM_WEIGHTS_SHA256, MiniLmFiles, ModelPaths, SMOLLM_DIR, SMOLLM_GGUF_SHA256,
+    default_home, model_cache, sha256_file, smollm_gguf,
 };
 pub use compare::{Agreement, EMBED_MIN_COSINE, compare_embeddings, cosine};
 pub use embed::{EMBED_DIM, Embedder};
 pub use error::{Error, Result};
-pub use generate::Generator;
+pub use generate::{DecoderChoice, Generator};
 pub use minilm::{Bert, BertConfig};
+pub use smollm::{Decoder, Decoding, GENERATE_MARGIN, Llama, LlamaConfig, chat_prompt};
 pub use tokenize::{MAX_TOKENS, TextTokenizer};

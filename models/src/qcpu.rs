@@ -11,16 +11,15 @@
 //!
 //! Work is split over output rows with rayon. Sequences of a batch need no padding: a step's
 //! rows are all the new tokens of all sequences, and attention runs per sequence over its own
-//! key/value cache.
+//! key/value cache. Decoding itself (sampling, stopping) and the teacher-forced check are
+//! [`Decoder`]'s provided methods, shared with the Burn decoder.
 
 use std::path::Path;
 
 use rayon::prelude::*;
 
-use gleaner_protocol::sampling::{SplitMix64, argmax, sample};
-
 use crate::gguf::{GgmlType, Gguf, f16_to_f32};
-use crate::smollm::{LlamaConfig, Sampling, check_batch};
+use crate::smollm::{Decoder, LlamaConfig, Session};
 use crate::{Error, Result};
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -461,83 +460,87 @@ impl QuantLlama {
         Ok(self.embed.matmul(&last, want.len()))
     }
 
-    /// Decodes several prompts together, as [`crate::smollm::Llama::generate_batch`] does:
-    /// greedy or seeded sampling per row, each row stopping at `eos`.
-    pub fn generate_batch(
-        &self,
-        prompts: &[&[u32]],
-        max_new: usize,
-        eos: Option<u32>,
-        sampling: &[Option<Sampling>],
-    ) -> Result<Vec<Vec<u32>>> {
-        check_batch(prompts, sampling)?;
-        let b = prompts.len();
-        let mut outs = vec![Vec::new(); b];
-        if b == 0 || max_new == 0 {
-            return Ok(outs);
-        }
+    /// Empty caches for `n` sequences.
+    fn caches(&self, n: usize) -> Vec<SeqCache> {
         let layers = self.cfg.layers;
-        let mut caches: Vec<SeqCache> = (0..b)
+        (0..n)
             .map(|_| SeqCache {
                 k: vec![Vec::new(); layers],
                 v: vec![Vec::new(); layers],
                 len: 0,
             })
-            .collect();
-        let mut rngs: Vec<Option<SplitMix64>> = sampling
-            .iter()
-            .map(|s| s.map(|s| SplitMix64::new(s.seed)))
-            .collect();
-        // Prefill: every prompt token of every sequence in one step.
+            .collect()
+    }
+
+    /// Logits of every position of `ids`, for comparison with the reference.
+    pub fn forward_all(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        Decoder::forward_from(self, ids, 0)
+    }
+}
+
+/// A batch on the quantized decoder: each sequence's own cache, no padding.
+struct QuantSession<'a> {
+    model: &'a QuantLlama,
+    caches: Vec<SeqCache>,
+}
+
+impl Session for QuantSession<'_> {
+    fn step(&mut self, tokens: &[u32], seqs: &[usize]) -> Result<Vec<f32>> {
+        if tokens.len() != seqs.len() || seqs.iter().any(|&s| s >= self.caches.len()) {
+            return Err(Error::Input {
+                index: 0,
+                detail: "one token per sequence of the batch".into(),
+            });
+        }
+        let rows: Vec<usize> = (0..tokens.len()).collect();
+        self.model.step(tokens, seqs, &mut self.caches, &rows)
+    }
+}
+
+impl Decoder for QuantLlama {
+    fn config(&self) -> LlamaConfig {
+        self.cfg
+    }
+
+    /// Every prompt token of every sequence in one step.
+    fn prefill<'a>(&'a self, prompts: &[&[u32]]) -> Result<(Box<dyn Session + 'a>, Vec<f32>)> {
+        let mut caches = self.caches(prompts.len());
         let tokens: Vec<u32> = prompts.iter().flat_map(|p| p.iter().copied()).collect();
         let seq: Vec<usize> = prompts
             .iter()
             .enumerate()
             .flat_map(|(i, p)| std::iter::repeat_n(i, p.len()))
             .collect();
-        let mut want = Vec::with_capacity(b);
+        let mut want = Vec::with_capacity(prompts.len());
         let mut end = 0;
-        for p in prompts {
+        for (i, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                return Err(Error::Input {
+                    index: i,
+                    detail: "empty prompt".into(),
+                });
+            }
             end += p.len();
             want.push(end - 1);
         }
-        let mut logits = self.step(&tokens, &seq, &mut caches, &want)?;
-        let mut live: Vec<usize> = (0..b).collect();
-        let v = self.cfg.vocab;
-        loop {
-            let mut next = Vec::with_capacity(live.len());
-            let mut still = Vec::with_capacity(live.len());
-            for (k, &s) in live.iter().enumerate() {
-                let row = &logits[k * v..(k + 1) * v];
-                let tok = match (&sampling[s], rngs[s].as_mut()) {
-                    (Some(sp), Some(g)) => sample(row, sp.temperature, sp.top_p, g),
-                    _ => argmax(row),
-                };
-                outs[s].push(tok);
-                if Some(tok) != eos && outs[s].len() < max_new {
-                    next.push(tok);
-                    still.push(s);
-                }
-            }
-            if still.is_empty() {
-                break;
-            }
-            let rows: Vec<usize> = (0..still.len()).collect();
-            logits = self.step(&next, &still, &mut caches, &rows)?;
-            live = still;
-        }
-        Ok(outs)
+        let logits = self.step(&tokens, &seq, &mut caches, &want)?;
+        Ok((
+            Box::new(QuantSession {
+                model: self,
+                caches,
+            }),
+            logits,
+        ))
     }
 
-    /// Logits of every position of `ids`, for comparison with the reference.
-    pub fn forward_all(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        let layers = self.cfg.layers;
-        let mut caches = vec![SeqCache {
-            k: vec![Vec::new(); layers],
-            v: vec![Vec::new(); layers],
-            len: 0,
-        }];
-        let rows: Vec<usize> = (0..ids.len()).collect();
-        self.step(ids, &vec![0; ids.len()], &mut caches, &rows)
+    fn forward_from(&self, ids: &[u32], from: usize) -> Result<Vec<f32>> {
+        if from >= ids.len() {
+            return Err(Error::Input {
+                index: from,
+                detail: format!("no positions from {from} of {}", ids.len()),
+            });
+        }
+        let rows: Vec<usize> = (from..ids.len()).collect();
+        self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows)
     }
 }

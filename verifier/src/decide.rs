@@ -551,7 +551,7 @@ pub(crate) mod tests {
         let kind = GenerateKind::new(
             "/nonexistent.gguf".into(),
             SelectedDevice::cpu(CpuKind::Flex, "test"),
-            true,
+            gleaner_models::DecoderChoice::Auto,
         );
         // Two valid replicas that part at a near-tie agree; a forged one does not join them.
         let a = Checked::Valid(Output::new(vec![generation(&[2, 4]), generation(&[6])]));

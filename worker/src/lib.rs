@@ -14,7 +14,8 @@
 //! use gleaner_kinds::{ModelSetup, Registry};
 //! use gleaner_worker::{Worker, WorkerConfig};
 //! let device = gleaner_models::select_device(gleaner_models::BackendChoice::Auto)?;
-//! let kinds = Registry::standard(&ModelSetup::from_home(&gleaner_models::gleaner_home()), device.clone());
+//! let paths = gleaner_models::ModelPaths::new(gleaner_models::default_home());
+//! let kinds = Registry::standard(&ModelSetup::new(&paths), device.clone());
 //! let worker = Worker::start(WorkerConfig::new("http://127.0.0.1:8080", kinds, &device), signer).await?;
 //! let stats = worker.run(std::future::pending::<()>()).await?;
 //! # Ok(()) }

@@ -7,9 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use gleaner_models::smollm::GENERATE_MARGIN;
-use gleaner_models::{BackendChoice, EMBED_MIN_COSINE, compare_embeddings};
+use gleaner_models::{BackendChoice, Decoder, EMBED_MIN_COSINE, compare_embeddings};
 
-use crate::common::read_all;
+use crate::common::{HomeArgs, read_all};
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
@@ -56,6 +56,8 @@ pub struct GenerateBench {
     /// The GGUF file [default: the model cache].
     #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub home: HomeArgs,
     /// Peer benchmark binary (bench/candle-peer): candle's quantized Llama on the same GGUF.
     #[arg(long)]
     pub peer: Option<PathBuf>,
@@ -160,7 +162,7 @@ fn generate(args: GenerateBench) -> anyhow::Result<()> {
     let path = args
         .model
         .clone()
-        .unwrap_or_else(gleaner_models::smollm_gguf);
+        .unwrap_or_else(|| args.home.models().smollm_gguf());
     if !path.is_file() {
         bail!("{} is missing: run scripts/setup", path.display());
     }
@@ -377,9 +379,11 @@ pub struct EmbedBench {
     /// Peer benchmark binary (bench/candle-peer): run on the same corpus and weights.
     #[arg(long)]
     pub peer: Option<PathBuf>,
-    /// Model directory [default: $GLEANER_HOME/models/all-minilm-l6-v2].
+    /// Model directory [default: <home>/models/all-minilm-l6-v2].
     #[arg(long, env = "GLEANER_MINILM_DIR")]
     pub model_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub home: HomeArgs,
     /// Print the rows as JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -414,14 +418,15 @@ fn embed(args: EmbedBench) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut first: Option<Vec<f32>> = None;
     for &backend in &args.backends {
-        let embedder = match super::embed::load_embedder(backend, args.model_dir.as_deref()) {
-            Ok(e) => e,
-            Err(err) if backend == BackendChoice::Wgpu => {
-                eprintln!("skipping wgpu: {err:#}");
-                continue;
-            }
-            Err(err) => return Err(err),
-        };
+        let embedder =
+            match super::embed::load_embedder(backend, args.model_dir.as_deref(), &args.home) {
+                Ok(e) => e,
+                Err(err) if backend == BackendChoice::Wgpu => {
+                    eprintln!("skipping wgpu: {err:#}");
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
         let dev = embedder.device().clone();
         let software = dev.adapter.as_ref().is_some_and(|a| !a.is_gpu);
         let n = if software {
@@ -492,10 +497,7 @@ fn run_peer(
     sorted: bool,
     n: usize,
 ) -> anyhow::Result<Row> {
-    let files = args.model_dir.as_deref().map_or_else(
-        gleaner_models::MiniLmFiles::from_cache,
-        gleaner_models::MiniLmFiles::in_dir,
-    );
+    let files = super::embed::minilm_files(args.model_dir.as_deref(), &args.home);
     let mut cmd = Command::new(peer);
     if sorted {
         cmd.arg("--sorted");

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use gleaner_coordinator::{MAX_EXPIRY_AHEAD_SECS, MAX_WAIT_MS, WatcherConfig};
 
-use crate::common::{ChainArgs, KeyArgs, runtime};
+use crate::common::{ChainArgs, HomeArgs, KeyArgs, runtime};
 
 /// The coordinator: HTTP API, store, scheduler and chain watcher.
 ///
@@ -40,7 +40,7 @@ pub struct RunArgs {
     #[arg(long, env = "GLEANER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Store: `sqlite://PATH?mode=rwc` or `postgres://USER@HOST/DB`
-    /// [default: sqlite://$GLEANER_HOME/coordinator.db?mode=rwc].
+    /// [default: sqlite://<home>/coordinator.db?mode=rwc].
     #[arg(long, env = "GLEANER_DATABASE_URL")]
     pub database_url: Option<String>,
     /// Blocks an event must be buried under before it counts (0 on a dev chain).
@@ -87,6 +87,8 @@ pub struct RunArgs {
     /// Most blocks the chain watcher asks logs for at once (lower it for RPCs that cap ranges).
     #[arg(long, env = "GLEANER_LOGS_RANGE", default_value_t = WatcherConfig::DEFAULT_LOGS_RANGE)]
     pub logs_range: u64,
+    #[command(flatten)]
+    home: HomeArgs,
 }
 
 impl RunArgs {
@@ -94,7 +96,7 @@ impl RunArgs {
         let database_url = match &self.database_url {
             Some(u) => u.clone(),
             None => {
-                let home = gleaner_models::gleaner_home();
+                let home = self.home.home();
                 std::fs::create_dir_all(&home)
                     .with_context(|| format!("cannot create {}", home.display()))?;
                 format!(

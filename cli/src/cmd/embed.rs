@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use gleaner_models::{BackendChoice, Embedder, MiniLmFiles, select_device};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::read_all;
+use crate::common::{HomeArgs, read_all};
 use crate::output::{write_jsonl, write_safetensors};
 
 /// Embed sentences with all-MiniLM-L6-v2.
@@ -25,7 +25,8 @@ use crate::output::{write_jsonl, write_safetensors};
 ///   gleaner embed --input corpus.txt --format safetensors --out vectors.safetensors
 ///   gleaner embed --backend wgpu < corpus.txt
 ///
-/// The weights come from `scripts/setup` (into $GLEANER_HOME/models, default ~/.cache/gleaner).
+/// The weights come from `scripts/setup` (into <home>/models: --home or GLEANER_HOME, default
+/// ~/.cache/gleaner).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct EmbedArgs {
@@ -46,9 +47,11 @@ pub struct EmbedArgs {
     #[arg(long, short, required_if_eq("format", "safetensors"))]
     pub out: Option<PathBuf>,
     /// Directory holding model.safetensors and tokenizer.json
-    /// [default: $GLEANER_HOME/models/all-minilm-l6-v2].
+    /// [default: <home>/models/all-minilm-l6-v2].
     #[arg(long, env = "GLEANER_MINILM_DIR")]
     pub model_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub home: HomeArgs,
 }
 
 /// Output formats of `gleaner embed`.
@@ -73,7 +76,7 @@ pub(crate) fn run(args: EmbedArgs) -> anyhow::Result<()> {
             read_all(std::io::stdin().lock()).context("in stdin")?
         }
     };
-    let embedder = load_embedder(args.backend, args.model_dir.as_deref())?;
+    let embedder = load_embedder(args.backend, args.model_dir.as_deref(), &args.home)?;
 
     let progress = if texts.len() > 256 {
         let bar = ProgressBar::new(texts.len() as u64);
@@ -120,12 +123,18 @@ fn create(path: &std::path::Path) -> anyhow::Result<File> {
     File::create(path).with_context(|| format!("cannot create {}", path.display()))
 }
 
+/// The encoder's files: in `model_dir`, else in the home's model cache.
+pub(crate) fn minilm_files(model_dir: Option<&std::path::Path>, home: &HomeArgs) -> MiniLmFiles {
+    model_dir.map_or_else(|| home.models().minilm(), MiniLmFiles::in_dir)
+}
+
 /// Loads the encoder on the chosen backend and logs the choice.
 pub(crate) fn load_embedder(
     backend: BackendChoice,
     model_dir: Option<&std::path::Path>,
+    home: &HomeArgs,
 ) -> anyhow::Result<Embedder> {
-    let files = model_dir.map_or_else(MiniLmFiles::from_cache, MiniLmFiles::in_dir);
+    let files = minilm_files(model_dir, home);
     files.ensure_present()?;
     let device = select_device(backend)?;
     tracing::info!("{}", device.describe());

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use gleaner_models::smollm::{Decoding, GENERATE_MARGIN, Sampling, chat_prompt};
-use gleaner_models::{BackendChoice, Generator, select_device};
+use gleaner_models::{BackendChoice, DecoderChoice, Generator, select_device};
+
+use crate::common::HomeArgs;
 
 /// Generate text with SmolLM2-135M-Instruct: on a CPU with the quantized CPU decoder (the
-/// GGUF's weights, dequantised to the verifier's f32 values as they are used; set
-/// GLEANER_DECODER=burn for the Burn decoder), on a GPU with Burn on wgpu.
+/// GGUF's weights, dequantised to the verifier's f32 values as they are used; --decoder burn
+/// for the Burn decoder), on a GPU with Burn on wgpu.
 ///
 /// The prompt comes from --prompt or stdin. Greedy by default; --temperature/--top-p/--seed
 /// sample with the seeded sampler specified in gleaner-protocol (reproducible by replicas).
@@ -52,9 +54,14 @@ pub struct GenerateArgs {
     /// Where the model runs: auto, wgpu, cpu, flex or ndarray.
     #[arg(long, env = "GLEANER_BACKEND", default_value = "auto")]
     pub backend: BackendChoice,
-    /// The GGUF file [default: $GLEANER_HOME/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf].
+    /// What generates: auto (quantized on a CPU, Burn on a GPU), quantized or burn.
+    #[arg(long, env = "GLEANER_DECODER", default_value = "auto")]
+    pub decoder: DecoderChoice,
+    /// The GGUF file [default: <home>/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf].
     #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub home: HomeArgs,
 }
 
 pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<()> {
@@ -79,10 +86,10 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<()> {
     if !(a.top_p > 0.0 && a.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1]");
     }
-    let path = a.model.unwrap_or_else(gleaner_models::smollm_gguf);
+    let path = a.model.unwrap_or_else(|| a.home.models().smollm_gguf());
     let device = select_device(a.backend)?;
     tracing::info!("{}", device.describe());
-    let generator = Generator::load(&path, device)?;
+    let generator = Generator::load_with(&path, device, a.decoder)?;
     tracing::info!(decoder = generator.decoder(), "SmolLM2 loaded");
     let text = if a.chat { chat_prompt(&prompt) } else { prompt };
     let prompt_ids = generator.prompt_ids(&text)?;

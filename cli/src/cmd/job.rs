@@ -157,9 +157,8 @@ fn now() -> u64 {
 
 /// The built-in kinds, to prepare jobs and write results (no model runs here).
 fn kinds() -> gleaner_kinds::Registry {
-    gleaner_kinds::Registry::standard_cpu(&gleaner_kinds::ModelSetup::from_home(
-        &gleaner_models::gleaner_home(),
-    ))
+    let paths = gleaner_models::ModelPaths::new(gleaner_models::default_home());
+    gleaner_kinds::Registry::standard_cpu(&gleaner_kinds::ModelSetup::new(&paths))
 }
 
 async fn submit(a: SubmitArgs) -> anyhow::Result<()> {

@@ -165,9 +165,7 @@ async fn mine(a: RunArgs) -> anyhow::Result<()> {
             format_amount(min)
         );
     }
-    let (kinds, device) = a
-        .models
-        .kinds(&a.models.setup(&gleaner_models::gleaner_home()))?;
+    let (kinds, device) = a.models.kinds(&a.models.setup())?;
     let mut config = gleaner_worker::WorkerConfig::new(&a.coordinator_url, kinds, &device);
     config.max_tasks = a.max_tasks;
     config.name = a.name;

@@ -108,8 +108,8 @@ impl RunArgs {
     /// The kinds the verifier checks; the teacher-forced checks run the Burn model (the
     /// verifier never generates, so no quantized decoder is loaded).
     fn kinds(&self) -> anyhow::Result<gleaner_kinds::Registry> {
-        let mut setup = self.models.setup(&gleaner_models::gleaner_home());
-        setup.quantized_on_cpu = false;
+        let mut setup = self.models.setup();
+        setup.decoder = gleaner_models::DecoderChoice::Burn;
         Ok(self.models.kinds(&setup)?.0)
     }
 }

@@ -261,7 +261,9 @@ impl Net {
     async fn worker(&self, i: usize, cheat: Option<Arc<dyn TaskKind>>) -> Worker {
         let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
         let mut kinds = Registry::standard(
-            &ModelSetup::from_home(&gleaner_models::gleaner_home()),
+            &ModelSetup::new(&gleaner_models::ModelPaths::new(
+                gleaner_models::default_home(),
+            )),
             device.clone(),
         );
         if let Some(k) = cheat {
@@ -355,7 +357,9 @@ async fn corrupt_worker_is_slashed_and_honest_ones_are_paid() {
     let mut handles = Vec::new();
     let cheat = || -> Arc<dyn TaskKind> {
         let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
-        let setup = ModelSetup::from_home(&gleaner_models::gleaner_home());
+        let setup = ModelSetup::new(&gleaner_models::ModelPaths::new(
+            gleaner_models::default_home(),
+        ));
         Arc::new(Cheat {
             honest: gleaner_kinds::EmbedKind::new(setup.minilm, device),
             tamper: corrupt_embeddings,
@@ -417,7 +421,11 @@ async fn generate_job_settles_and_a_token_substitute_is_slashed() {
     let cheat = || -> Arc<dyn TaskKind> {
         let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
         Arc::new(Cheat {
-            honest: gleaner_kinds::GenerateKind::new(path.clone(), device, true),
+            honest: gleaner_kinds::GenerateKind::new(
+                path.clone(),
+                device,
+                gleaner_models::DecoderChoice::Auto,
+            ),
             tamper: substitute_tokens,
         })
     };

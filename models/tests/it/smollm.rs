@@ -2,7 +2,7 @@
 //! "The capital of France is", 12 new tokens → " Paris.\n\nThe answer is: 201".
 
 use gleaner_models::smollm::Llama;
-use gleaner_models::{BackendChoice, select_device};
+use gleaner_models::{BackendChoice, Decoder, select_device};
 use tokenizers::Tokenizer;
 
 /// SmolLM2 from the model cache on `backend`, with its tokenizer.
@@ -30,6 +30,16 @@ fn greedy_matches_the_reference_ids() {
         tok.decode(&out, false).unwrap(),
         " Paris.\n\nThe answer is: 201"
     );
+}
+
+/// `LlamaConfig`'s defaults are what the GGUF says.
+#[test]
+fn defaults_are_the_gguf_values() {
+    use gleaner_models::LlamaConfig;
+    let g = gleaner_models::gguf::Gguf::open(&gleaner_models::smollm_gguf()).unwrap();
+    let tok = gleaner_models::smollm::tokenizer_from_gguf(&g).unwrap();
+    let cfg = LlamaConfig::from_gguf(&g, tok.get_vocab_size(false)).unwrap();
+    assert_eq!(cfg, LlamaConfig::new());
 }
 
 /// One teacher-forced pass accepts the honest continuation and rejects a substituted token.
@@ -73,8 +83,12 @@ fn generator_verifies_honest_runs_and_rejects_substitutions() {
 
     // Another backend's floats (Burn on ndarray generating, not the shared quantized CPU
     // decoder): still accepted, and by a wide margin.
-    let ndarray =
-        Generator::load_with(&path, select_device(BackendChoice::NdArray).unwrap(), false).unwrap();
+    let ndarray = Generator::load_with(
+        &path,
+        select_device(BackendChoice::NdArray).unwrap(),
+        gleaner_models::DecoderChoice::Burn,
+    )
+    .unwrap();
     assert_eq!(ndarray.decoder(), "ndarray");
     let other = ndarray.generate(prompt, &greedy).unwrap();
     let cross = flex.verify(prompt, &other, &greedy).unwrap();
@@ -288,4 +302,35 @@ fn a_divergence_at_a_near_tie_is_accepted_within_the_margin() {
     assert!((ok.max_gap - gap).abs() < 1e-3, "{ok:?}");
     let strict = model.verify(&prompt, &diverged, &rule(gap / 2.0)).unwrap();
     assert!(!strict.accepted);
+}
+
+/// Decoding and the teacher-forced check run through the `Decoder` trait on either decoder:
+/// both give the reference ids, and each accepts its own output with the top logit.
+#[test]
+fn decoding_and_the_check_run_on_either_decoder() {
+    use gleaner_models::qcpu::QuantLlama;
+    use gleaner_models::smollm::{Decoding, GENERATE_MARGIN, generate_batch, verify};
+    let (model, tok) = load(BackendChoice::Flex);
+    let q = QuantLlama::load(&gleaner_models::smollm_gguf(), model.config()).unwrap();
+    let prompt = ids(&tok, "The capital of France is");
+    let rule = Decoding {
+        max_new: 12,
+        eos: Some(2),
+        sampling: None,
+        margin: GENERATE_MARGIN,
+    };
+    let decoders: [&dyn Decoder; 2] = [&model, &q];
+    for (i, d) in decoders.into_iter().enumerate() {
+        let out = generate_batch(d, &[&prompt], 12, Some(2), &[None]).unwrap();
+        assert_eq!(
+            out[0],
+            vec![7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34, 32, 33],
+            "decoder {i}"
+        );
+        let check = verify(d, &prompt, &out[0], &rule).unwrap();
+        assert!(
+            check.accepted && check.max_gap < 1e-3,
+            "decoder {i}: {check:?}"
+        );
+    }
 }
