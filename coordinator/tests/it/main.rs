@@ -4,5 +4,6 @@
 mod chain;
 mod common;
 mod http;
+mod http_work;
 mod pg;
 mod store;

@@ -1,0 +1,301 @@
+//! `gleaner bench generate`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use gleaner_models::smollm::GENERATE_MARGIN;
+use gleaner_models::{BackendChoice, Decoder};
+
+use crate::common::HomeArgs;
+
+/// Options of `gleaner bench generate`.
+#[derive(Debug, Args)]
+pub struct GenerateBench {
+    /// Backends to measure, comma-separated (wgpu is skipped with a note when no adapter exists).
+    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
+    pub backends: Vec<BackendChoice>,
+    /// Batch sizes (copies of the prompt decoded together), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub batches: Vec<usize>,
+    /// New tokens to generate per sequence.
+    #[arg(long, default_value_t = 64)]
+    pub new_tokens: usize,
+    /// The GGUF file [default: the model cache].
+    #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Peer benchmark binary (bench/candle-peer): candle's quantized Llama on the same GGUF.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
+    /// Also measure the quantized CPU decoder (with the first CPU backend verifying it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub quantized: bool,
+}
+
+type GenFn<'a> = dyn Fn(&[&[u32]], usize) -> gleaner_models::Result<Vec<Vec<u32>>> + 'a;
+
+/// Times `generate` at each batch size (prefill = one new token; decode = the rest) and, at
+/// batch 1, the Burn `verifier` model's teacher-forced check of the output, which must accept
+/// it. Returns the batch-1 output.
+fn measure(
+    name: &str,
+    args: &GenerateBench,
+    prompt: &[u32],
+    generate: &GenFn<'_>,
+    verifier: &gleaner_models::smollm::Llama,
+    rows: &mut Vec<GenRow>,
+) -> anyhow::Result<Option<Vec<u32>>> {
+    generate(&[prompt], 2)?; // warm-up
+    let mut greedy = None;
+    for &b in &args.batches {
+        let refs: Vec<&[u32]> = vec![prompt; b];
+        let t = Instant::now();
+        generate(&refs, 1)?;
+        let prefill = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let outs = generate(&refs, args.new_tokens)?;
+        let total = t.elapsed().as_secs_f64();
+        let mut verify_secs = None;
+        if b == 1 {
+            let t = Instant::now();
+            let check = verifier.check_greedy(prompt, &outs[0], GENERATE_MARGIN)?;
+            verify_secs = Some(t.elapsed().as_secs_f64());
+            if !check.accepted {
+                bail!("{name}: the verifier rejected its greedy output: {check:?}");
+            }
+            eprintln!(
+                "{name}: verifier accepts its output, largest gap {:.2e}",
+                check.max_gap
+            );
+            greedy = Some(outs[0].clone());
+        }
+        let row = GenRow {
+            implementation: name.to_owned(),
+            batch: b,
+            prompt: prompt.len(),
+            prefill_secs: prefill,
+            new: outs[0].len(),
+            decode_secs: (total - prefill).max(1e-9),
+            verify_secs,
+        };
+        eprintln!(
+            "{name} batch {b}: prompt {:.1} tok/s, new {:.1} tok/s",
+            (b * row.prompt) as f64 / row.prefill_secs,
+            (b * row.new) as f64 / row.decode_secs
+        );
+        rows.push(row);
+    }
+    Ok(greedy)
+}
+
+const GEN_PROMPT: &str = "Gleaner turns idle GPUs into a verifiable compute market. Requesters \
+escrow tokens, workers run foundation models, and a verifier compares redundant results before \
+anyone is paid. Explain in simple words why redundancy matters:";
+
+/// One measured configuration of `bench generate`.
+struct GenRow {
+    implementation: String,
+    batch: usize,
+    prompt: usize,
+    prefill_secs: f64,
+    new: usize,
+    decode_secs: f64,
+    /// Teacher-forced check of the batch-1 output, seconds.
+    verify_secs: Option<f64>,
+}
+
+/// The smallest gap between the two largest logits over rows `from..` of `[rows, v]` logits.
+fn min_top2_gap(logits: &[f32], v: usize, from: usize) -> f32 {
+    logits
+        .chunks_exact(v)
+        .skip(from)
+        .map(|row| {
+            let mut top = [f32::NEG_INFINITY; 2];
+            for &x in row {
+                if x > top[0] {
+                    top = [x, top[0]];
+                } else if x > top[1] {
+                    top[1] = x;
+                }
+            }
+            top[0] - top[1]
+        })
+        .fold(f32::INFINITY, f32::min)
+}
+
+pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
+    use gleaner_models::smollm::Llama;
+    let path = args
+        .model
+        .clone()
+        .unwrap_or_else(|| args.home.models().smollm_gguf());
+    if !path.is_file() {
+        bail!("{} is missing: run scripts/setup", path.display());
+    }
+    let mut rows = Vec::new();
+    let mut calibration = Vec::new();
+    // The first backend's teacher-forced pass (name, prompt + greedy output, logits).
+    let mut reference: Option<(String, Vec<u32>, Vec<f32>)> = None;
+    let mut prompt_ids = Vec::new();
+    let mut quantized_done = false;
+    for &backend in &args.backends {
+        let dev = match gleaner_models::select_device(backend) {
+            Ok(d) => d,
+            Err(e) if backend == BackendChoice::Wgpu => {
+                eprintln!("skipping wgpu: {e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let name = format!("gleaner/{}", dev.backend);
+        let (model, tok) = Llama::load(&path, &dev.device)?;
+        let prompt = tok
+            .encode(GEN_PROMPT, false)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .get_ids()
+            .to_vec();
+        prompt_ids.clone_from(&prompt);
+        let burn_gen = |refs: &[&[u32]], n: usize| {
+            model.generate_batch(refs, n, None, &vec![None; refs.len()])
+        };
+        let greedy = measure(&name, &args, &prompt, &burn_gen, &model, &mut rows)?;
+        // The quantized CPU decoder (what CPU workers generate with), once, verified by the
+        // Burn model of this backend.
+        if args.quantized && dev.adapter.is_none() && !quantized_done {
+            quantized_done = true;
+            let q = gleaner_models::qcpu::QuantLlama::load(&path, model.config())?;
+            let q_gen = |refs: &[&[u32]], n: usize| {
+                q.generate_batch(refs, n, None, &vec![None; refs.len()])
+            };
+            let qname = "gleaner/quantized-cpu".to_owned();
+            measure(&qname, &args, &prompt, &q_gen, &model, &mut rows)?;
+            let mut ids = prompt.clone();
+            ids.extend(greedy.clone().unwrap_or_default());
+            let (a, b) = (model.forward_all(&ids)?, q.forward_all(&ids)?);
+            let d = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            calibration.push(format!(
+                "{qname} vs {name}: max |logit difference| {d:.2e} over {} positions",
+                ids.len()
+            ));
+        }
+        // Calibration: the same teacher-forced pass on each backend.
+        let v = model.config().vocab;
+        match &reference {
+            None => {
+                let mut ids = prompt.clone();
+                ids.extend(greedy.unwrap_or_default());
+                let logits = model.forward_all(&ids)?;
+                calibration.push(format!(
+                    "{name}: smallest top-2 logit gap along its greedy output {:.3}",
+                    min_top2_gap(&logits, v, prompt.len() - 1)
+                ));
+                reference = Some((name, ids, logits));
+            }
+            Some((first, ids, want)) => {
+                let logits = model.forward_all(ids)?;
+                let d = want
+                    .iter()
+                    .zip(&logits)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                calibration.push(format!(
+                    "{name} vs {first}: max |logit difference| {d:.2e} over {} positions \
+                     (verifier margin {GENERATE_MARGIN})",
+                    ids.len()
+                ));
+            }
+        }
+    }
+    if let Some(peer) = &args.peer {
+        for &b in &args.batches {
+            rows.push(run_generate_peer(
+                peer,
+                &path,
+                &prompt_ids,
+                args.new_tokens,
+                b,
+            )?);
+        }
+    }
+    print_gen_rows(&rows);
+    for c in calibration {
+        println!("{c}");
+    }
+    Ok(())
+}
+
+fn run_generate_peer(
+    peer: &Path,
+    model: &std::path::Path,
+    prompt: &[u32],
+    new_tokens: usize,
+    batch: usize,
+) -> anyhow::Result<GenRow> {
+    let ids: Vec<String> = prompt.iter().map(u32::to_string).collect();
+    let mut cmd = Command::new(peer);
+    cmd.arg("generate")
+        .arg("--model")
+        .arg(model)
+        .args(["--prompt-ids", &ids.join(",")])
+        .args(["--new-tokens", &new_tokens.to_string()])
+        .args(["--batch", &batch.to_string()]);
+    let v = super::peer_json(cmd, peer)?;
+    let f = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("peer output lacks {k}"))
+    };
+    Ok(GenRow {
+        implementation: v["implementation"].as_str().unwrap_or("peer").to_owned(),
+        batch,
+        prompt: f("prompt_tokens")? as usize,
+        prefill_secs: f("prefill_secs")?,
+        new: f("new_tokens")? as usize,
+        decode_secs: f("decode_secs")?,
+        verify_secs: None,
+    })
+}
+
+fn print_gen_rows(rows: &[GenRow]) {
+    println!(
+        "{:<36} {:>5} {:>7} {:>13} {:>5} {:>10} {:>9} {:>11}",
+        "implementation",
+        "batch",
+        "prompt",
+        "prompt tok/s",
+        "new",
+        "new tok/s",
+        "verify s",
+        "verify/gen"
+    );
+    let rate = |r: &GenRow| (r.batch * r.new) as f64 / r.decode_secs;
+    for r in rows {
+        let gen_secs = r.prefill_secs + r.decode_secs;
+        let (v, ratio) = r.verify_secs.map_or(("-".into(), "-".into()), |v| {
+            (format!("{v:.2}"), format!("{:.3}", v / gen_secs))
+        });
+        println!(
+            "{:<36} {:>5} {:>7} {:>13.1} {:>5} {:>10.1} {:>9} {:>11}",
+            r.implementation,
+            r.batch,
+            r.prompt,
+            (r.batch * r.prompt) as f64 / r.prefill_secs,
+            r.new,
+            rate(r),
+            v,
+            ratio
+        );
+    }
+    let rates: Vec<(&str, usize, f64)> = rows
+        .iter()
+        .map(|r| (r.implementation.as_str(), r.batch, rate(r)))
+        .collect();
+    super::print_peer_ratios(&rates, "new tokens/s ");
+}

@@ -1,0 +1,87 @@
+//! `gleaner bench`: throughput numbers, printed, never asserted by timed tests.
+
+mod embed;
+mod generate;
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+pub(crate) use embed::EmbedBench;
+pub(crate) use generate::GenerateBench;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Sentences/s of all-MiniLM-L6-v2 on each backend, and on a peer implementation.
+    ///
+    /// Embeds a fixed corpus (default bench/corpus-1000.txt: 1,000 sentences of 10-40 words) on
+    /// each backend and prints a table. With --peer, runs the candle peer (bench/candle-peer,
+    /// built by scripts/bench) on the same corpus and weights in the same run and prints the
+    /// ratio. Also prints how far each backend's vectors are from the first one's (minimum row
+    /// cosine), which calibrates the embed comparator.
+    ///
+    /// Examples:
+    ///   gleaner bench embed
+    ///   gleaner bench embed --backends flex,ndarray,wgpu --wgpu-limit 64
+    ///   scripts/bench
+    #[command(verbatim_doc_comment)]
+    Embed(EmbedBench),
+    /// SmolLM2 generation: prompt tokens/s and new tokens/s at batch 1 and 8 on each backend,
+    /// the cost of the verifier's teacher-forced check relative to generation, how far each
+    /// backend's logits are from the first one's (which calibrates the verifier's margin), and
+    /// with --peer candle's quantized Llama on the same GGUF in the same run.
+    ///
+    /// Examples:
+    ///   gleaner bench generate
+    ///   gleaner bench generate --backends flex --batches 1 --new-tokens 32
+    ///   scripts/bench generate
+    #[command(verbatim_doc_comment)]
+    Generate(GenerateBench),
+}
+
+pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Embed(args) => embed::embed(args),
+        BenchCommand::Generate(args) => generate::generate(args),
+    }
+}
+
+/// Runs a peer benchmark command that prints one JSON object, and parses it.
+fn peer_json(mut cmd: Command, peer: &Path) -> anyhow::Result<serde_json::Value> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run peer {}", peer.display()))?;
+    if !out.status.success() {
+        bail!(
+            "peer {} failed: {}",
+            peer.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim())
+        .with_context(|| format!("peer printed {line:?}, expected one JSON object"))
+}
+
+/// For each batch size, the fastest gleaner row over each peer row:
+/// `batch B: {what}gleaner/x / peer = R x`. Rows are `(implementation, batch, rate)`.
+fn print_peer_ratios(rows: &[(&str, usize, f64)], what: &str) {
+    let batches: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.1).collect();
+    for b in batches {
+        let best = rows
+            .iter()
+            .filter(|r| r.1 == b && r.0.starts_with("gleaner"))
+            .max_by(|x, y| x.2.total_cmp(&y.2));
+        let peers = rows
+            .iter()
+            .filter(|r| r.1 == b && !r.0.starts_with("gleaner"));
+        for p in peers {
+            if let Some(g) = best {
+                println!("batch {b}: {what}{} / {} = {:.2}x", g.0, p.0, g.2 / p.2);
+            }
+        }
+    }
+}
