@@ -10,7 +10,7 @@
 //! only moves bytes, signs and keeps going.
 //!
 //! ```no_run
-//! # async fn f(signer: alloy::signers::local::PrivateKeySigner) -> gleaner_worker::Result<()> {
+//! # async fn f(signer: alloy::signers::local::PrivateKeySigner) -> Result<(), Box<dyn std::error::Error>> {
 //! use gleaner_kinds::{ModelSetup, Registry};
 //! use gleaner_worker::{Worker, WorkerConfig};
 //! let device = gleaner_models::select_device(gleaner_models::BackendChoice::Auto)?;
