@@ -210,9 +210,6 @@ pub struct ModelArgs {
     /// SmolLM2-135M-Instruct.Q4_1.gguf]. Without the file a miner offers no generate tasks.
     #[arg(long, env = "GLEANER_SMOLLM_GGUF")]
     pub smollm: Option<PathBuf>,
-    /// What generates: auto (quantized on a CPU, Burn on a GPU), quantized or burn.
-    #[arg(long, env = "GLEANER_DECODER", default_value = "auto")]
-    pub decoder: gleaner_models::DecoderChoice,
 }
 
 impl ModelArgs {
@@ -225,7 +222,6 @@ impl ModelArgs {
         if let Some(path) = &self.smollm {
             setup.smollm = path.clone();
         }
-        setup.decoder = self.decoder;
         setup
     }
 

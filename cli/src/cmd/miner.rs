@@ -81,6 +81,9 @@ pub struct RunArgs {
     pub coordinator_url: String,
     #[command(flatten)]
     models: ModelArgs,
+    /// What generates: auto (quantized on a CPU, Burn on a GPU), quantized or burn.
+    #[arg(long, env = "GLEANER_DECODER", default_value = "auto")]
+    pub decoder: gleaner_models::DecoderChoice,
     /// Stop after this many tasks.
     #[arg(long)]
     pub max_tasks: Option<u64>,
@@ -165,7 +168,11 @@ async fn mine(a: RunArgs) -> anyhow::Result<()> {
             format_amount(min)
         );
     }
-    let (kinds, device) = a.models.kinds(&a.models.setup())?;
+    let setup = gleaner_kinds::ModelSetup {
+        decoder: a.decoder,
+        ..a.models.setup()
+    };
+    let (kinds, device) = a.models.kinds(&setup)?;
     let mut config = gleaner_worker::WorkerConfig::new(&a.coordinator_url, kinds, &device);
     config.max_tasks = a.max_tasks;
     config.name = a.name;
