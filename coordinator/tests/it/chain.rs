@@ -4,62 +4,103 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{B256, U256};
+use alloy::providers::DynProvider;
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
 use alloy::rpc::types::anvil::ReorgOptions;
+use alloy::signers::local::PrivateKeySigner;
+use axum::http::StatusCode;
 use gleaner_coordinator::{
     ApiSettings, AppState, JobState, RpcChain, Store, Watcher, WatcherConfig,
 };
 use gleaner_protocol::api::JobStatus;
-use gleaner_protocol::bindings::{GleanerToken, JobMarket, job_status};
+use gleaner_protocol::bindings::{GleanerToken, JobMarket, confirm, job_status};
 use gleaner_protocol::merkle::MerkleTree;
-use gleaner_protocol::task::TaskInput;
+use gleaner_protocol::task::{JobManifest, TaskInput};
 use gleaner_test_utils::{DevChain, Options, Roles};
 
-use crate::common::{manifest, register_body_for};
+use crate::common::{Harness, manifest, register_body_for};
+
+/// anvil with the contracts, a coordinator's API state reading it, and an admin holding
+/// `budget` tokens approved to the market.
+struct Fixture {
+    chain: DevChain,
+    provider: DynProvider,
+    admin: PrivateKeySigner,
+    coordinator: PrivateKeySigner,
+    state: AppState,
+    h: Harness,
+}
+
+impl Fixture {
+    async fn start(roles: Roles, budget: U256) -> Self {
+        let chain = DevChain::start(Options {
+            min_stake: U256::from(1),
+            roles,
+            ..Options::default()
+        })
+        .await;
+        let admin = chain.admin().clone();
+        let coordinator = chain.keys[1].clone();
+        let provider = chain.provider(&admin);
+        chain.faucet(admin.address(), budget).await;
+        let token = GleanerToken::new(chain.d.token, &provider);
+        confirm(
+            "approve",
+            token.approve(chain.d.market, budget).send().await,
+        )
+        .await
+        .unwrap();
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let (rpc, info) = RpcChain::connect(&chain.anvil.endpoint(), chain.d.market, 1 << 20)
+            .await
+            .unwrap();
+        let state = AppState::new(store, Arc::new(rpc), info, ApiSettings::default());
+        let h = Harness {
+            state: state.clone(),
+            chain: Arc::default(),
+            verifier: admin.clone(),
+        };
+        Self {
+            chain,
+            provider,
+            admin,
+            coordinator,
+            state,
+            h,
+        }
+    }
+
+    /// Creates `m`'s job on-chain (redundancy `r`, `budget`) and registers it; its id.
+    async fn create_and_register(&self, m: &JobManifest, r: u16, budget: U256) -> U256 {
+        let market = JobMarket::new(self.chain.d.market, &self.provider);
+        let tasks = m.tasks.len() as u32;
+        let spec = m.spec_hash();
+        confirm(
+            "createJob",
+            market
+                .createJob(spec, tasks, r, budget, u64::MAX / 4)
+                .send()
+                .await,
+        )
+        .await
+        .unwrap();
+        let id = market.jobCount().call().await.unwrap();
+        let d = &self.chain.d;
+        let body = register_body_for(&self.admin, id.to(), m, d.chain_id, d.market);
+        let (s, reply) = self.h.json("POST", "/v1/jobs", None, &body).await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&reply));
+        id
+    }
+}
 
 #[tokio::test]
 async fn watcher_posts_roots_once_and_survives_a_reorg() {
-    let chain = DevChain::start(Options {
-        min_stake: U256::from(1),
-        roles: Roles::Separate,
-        ..Options::default()
-    })
-    .await;
-    let (anvil, d) = (&chain.anvil, chain.d);
-    let admin = chain.admin().clone();
-    let coordinator = chain.keys[1].clone();
-    let provider = chain.provider(&admin);
-    let market = JobMarket::new(d.market, &provider);
-    let token = GleanerToken::new(d.token, &provider);
     let budget = U256::from(1_000_000u64);
-    token
-        .faucet(admin.address(), budget * U256::from(4))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    token
-        .approve(d.market, budget * U256::from(4))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-
-    let store = Store::connect("sqlite::memory:").await.unwrap();
-    let (chain, info) = RpcChain::connect(&anvil.endpoint(), d.market, 1 << 20)
-        .await
-        .unwrap();
-    let state = AppState::new(store, Arc::new(chain), info, ApiSettings::default());
-    let h = crate::common::Harness {
-        state: state.clone(),
-        chain: Arc::default(),
-        verifier: admin.clone(),
-    };
+    let f = Fixture::start(Roles::Separate, budget * U256::from(4)).await;
+    let (anvil, d, provider) = (&f.chain.anvil, f.chain.d, &f.provider);
+    let (state, h, coordinator) = (&f.state, &f.h, &f.coordinator);
+    let market = JobMarket::new(d.market, provider);
 
     // Two jobs on-chain, registered with the coordinator.
     let mut ids = Vec::new();
@@ -76,29 +117,7 @@ async fn watcher_posts_roots_once_and_survives_a_reorg() {
                 cost: 6,
             },
         ]);
-        market
-            .createJob(m.spec_hash(), 2, 2, budget, u64::MAX / 4)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        let id = market.jobCount().call().await.unwrap();
-        let (s, body) = h
-            .json(
-                "POST",
-                "/v1/jobs",
-                None,
-                &register_body_for(&admin, id.to(), &m, d.chain_id, d.market),
-            )
-            .await;
-        assert_eq!(
-            s,
-            axum::http::StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&body)
-        );
+        let id = f.create_and_register(&m, 2, budget).await;
         ids.push(id);
         manifests.push(m);
     }
@@ -197,7 +216,6 @@ async fn watcher_posts_roots_once_and_survives_a_reorg() {
             (job_status::OPEN, "registered")
         );
     }
-    let _ = B256::ZERO;
 }
 
 /// Someone else posts a root for a registered job before the coordinator does: the watcher
@@ -205,73 +223,17 @@ async fn watcher_posts_roots_once_and_survives_a_reorg() {
 #[tokio::test]
 async fn a_foreign_root_on_chain_ends_the_job_as_root_mismatch() {
     // The admin also holds the coordinator role here, so it can post a root of its own.
-    let chain = DevChain::start(Options {
-        min_stake: U256::from(1),
-        ..Options::default()
-    })
-    .await;
-    let (anvil, d) = (&chain.anvil, chain.d);
-    let admin = chain.admin().clone();
-    let coordinator = chain.keys[1].clone();
-    let provider = chain.provider(&admin);
-    let market = JobMarket::new(d.market, &provider);
-    let token = GleanerToken::new(d.token, &provider);
     let budget = U256::from(1_000_000u64);
-    token
-        .faucet(admin.address(), budget)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    token
-        .approve(d.market, budget)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-
-    let store = Store::connect("sqlite::memory:").await.unwrap();
-    let (chain, info) = RpcChain::connect(&anvil.endpoint(), d.market, 1 << 20)
-        .await
-        .unwrap();
-    let state = AppState::new(store, Arc::new(chain), info, ApiSettings::default());
-    let h = crate::common::Harness {
-        state: state.clone(),
-        chain: Arc::default(),
-        verifier: admin.clone(),
-    };
+    let f = Fixture::start(Roles::Admin, budget).await;
+    let (anvil, d, provider) = (&f.chain.anvil, f.chain.d, &f.provider);
+    let (state, h, coordinator) = (&f.state, &f.h, &f.coordinator);
+    let market = JobMarket::new(d.market, provider);
     let input = h.put_blob(b"text\n").await;
     let m = manifest(vec![TaskInput {
         input_hash: input,
         cost: 5,
     }]);
-    market
-        .createJob(m.spec_hash(), 1, 1, budget, u64::MAX / 4)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let id = market.jobCount().call().await.unwrap();
-    let (s, body) = h
-        .json(
-            "POST",
-            "/v1/jobs",
-            None,
-            &register_body_for(&admin, id.to(), &m, d.chain_id, d.market),
-        )
-        .await;
-    assert_eq!(
-        s,
-        axum::http::StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
+    let id = f.create_and_register(&m, 1, budget).await;
     market
         .postTasks(id, B256::repeat_byte(0x66), 1)
         .send()
@@ -292,7 +254,7 @@ async fn a_foreign_root_on_chain_ends_the_job_as_root_mismatch() {
         watcher.poll().await.unwrap();
     }
     let (s, body) = h.get(&format!("/v1/jobs/{id}"), None).await;
-    assert_eq!(s, axum::http::StatusCode::OK);
+    assert_eq!(s, StatusCode::OK);
     let status: JobStatus = serde_json::from_slice(&body).unwrap();
     assert_eq!(status.state, JobState::RootMismatch);
     assert!(status.state.is_terminal());
