@@ -123,6 +123,17 @@ pub enum Difference {
         /// The worker.
         worker: Address,
     },
+    /// The report the coordinator serves is not a canonical settlement report.
+    UnreadableReport {
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The formulas cannot be applied to the report and the chain's values (a worker without a
+    /// confidence entry, more accepted tasks than tasks, an overflow).
+    Unrecomputable {
+        /// What failed.
+        reason: String,
+    },
     /// An on-chain amount is too large for the formulas' arithmetic (u128).
     OutOfRange {
         /// Which value.
@@ -202,6 +213,10 @@ impl std::fmt::Display for Difference {
             ),
             Self::UnreportedSlash { worker } => {
                 write!(f, "{worker} was slashed without a report entry")
+            }
+            Self::UnreadableReport { reason } => write!(f, "the report is unreadable: {reason}"),
+            Self::Unrecomputable { reason } => {
+                write!(f, "the settlement cannot be recomputed: {reason}")
             }
             Self::OutOfRange { what, value } => {
                 write!(f, "{what} {value} is out of the formulas' range")

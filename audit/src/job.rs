@@ -104,13 +104,33 @@ pub async fn audit_job(
             on_chain: settled.reportHash,
         });
     }
-    let report = SettlementReport::from_canonical(&bytes)?;
-    let deployment = (chain_id, market);
-    compare(job_id, deployment, &ev, &report, &mut differences)?;
-    let created = ev.created.as_ref().expect("compare checked it");
+    let created = ev
+        .created
+        .as_ref()
+        .ok_or_else(|| Error::NotAuditable(format!("no JobCreated event for job {job_id}")))?;
+    let workers = match SettlementReport::from_canonical(&bytes) {
+        Ok(report) => {
+            compare(job_id, (chain_id, market), &ev, &report, &mut differences)?;
+            worker_lines(&ev, &report)
+        }
+        Err(e) => {
+            differences.push(Difference::UnreadableReport {
+                reason: e.to_string(),
+            });
+            ev.paid
+                .iter()
+                .map(|p| WorkerLine {
+                    worker: p.worker,
+                    tasks: 0,
+                    units: p.units,
+                    payout: p.amount,
+                })
+                .collect()
+        }
+    };
     Ok(AuditReport {
         job_id,
-        workers: worker_lines(&ev, &report),
+        workers,
         pool: settled.pool,
         fee: settled.fee,
         refund: settled.refund,
@@ -217,7 +237,15 @@ pub(crate) fn compare(
     }
 
     // Units from the contribution formula; payouts from the payout formula.
-    let re = report.recompute()?;
+    let re = match report.recompute() {
+        Ok(re) => re,
+        Err(e) => {
+            diffs.push(Difference::Unrecomputable {
+                reason: e.to_string(),
+            });
+            return Ok(());
+        }
+    };
     check(
         re.accepted_tasks == settled.acceptedTasks,
         Difference::AcceptedTasks {
@@ -238,16 +266,19 @@ pub(crate) fn compare(
         },
     );
     if let Some(budget) = small("budget", created.budget, diffs) {
-        let pool = U256::from(formulas::pool(
+        match formulas::pool(
             budget,
             u64::from(settled.acceptedTasks),
             u64::from(created.taskCount),
-        )?);
-        if pool != settled.pool {
-            diffs.push(Difference::Pool {
-                computed: pool,
+        ) {
+            Ok(pool) if U256::from(pool) == settled.pool => {}
+            Ok(pool) => diffs.push(Difference::Pool {
+                computed: U256::from(pool),
                 on_chain: settled.pool,
-            });
+            }),
+            Err(e) => diffs.push(Difference::Unrecomputable {
+                reason: format!("pool: {e}"),
+            }),
         }
     }
     let distributable = settled.pool.saturating_sub(settled.fee);
@@ -273,13 +304,16 @@ pub(crate) fn compare(
             small("total units", total, diffs),
         );
         if let (Some(d), Some(u), Some(t)) = amounts {
-            let want = U256::from(formulas::mul_div(d, u, t.max(1))?);
-            if p.amount != want {
-                diffs.push(Difference::Payout {
+            match formulas::mul_div(d, u, t.max(1)) {
+                Ok(want) if U256::from(want) == p.amount => {}
+                Ok(want) => diffs.push(Difference::Payout {
                     worker: *w,
-                    computed: want,
+                    computed: U256::from(want),
                     on_chain: p.amount,
-                });
+                }),
+                Err(e) => diffs.push(Difference::Unrecomputable {
+                    reason: format!("payout of {w}: {e}"),
+                }),
             }
         }
         paid_sum = paid_sum.saturating_add(p.amount);
@@ -502,6 +536,14 @@ mod tests {
         });
         // A reported slash without a Slashed event is not a payout difference.
         assert_eq!(differences(&ev, &report), []);
+
+        // A paid worker the report gives no confidence: named, not an error.
+        let (ev, mut report) = settled(&worker);
+        report.workers.clear();
+        assert!(matches!(
+            differences(&ev, &report).as_slice(),
+            [Difference::Unrecomputable { reason }] if reason.contains("no confidence entry")
+        ));
         let mut posted = ev;
         posted.posted = None;
         assert!(matches!(

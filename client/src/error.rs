@@ -66,8 +66,13 @@ pub enum Error {
 impl Error {
     /// Whether trying the same request later may succeed (network trouble, a coordinator that
     /// restarts or sheds load). Every role backs off and retries exactly these.
+    /// An unreadable reply counts: a proxy's error page or a cut-off body is usually
+    /// transient, and the role's own loop backs off before asking again.
     pub fn recoverable(&self) -> bool {
-        matches!(self, Self::Transport { .. } | Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::Transport { .. } | Self::Unavailable { .. } | Self::Decode { .. }
+        )
     }
 
     /// The HTTP status of a refusal (`401` after a session expired, `409` for a conflict).

@@ -20,6 +20,21 @@ use crate::{Error, Result, RetryPolicy, sign};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a blob transfer may take (16 MiB at ~40 kB/s): blobs are large, and a total
+/// timeout sized for API calls would cut slow links off and re-send the whole blob.
+const BLOB_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Whether a request may be sent again after a failure that may have reached the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// Sending it twice changes nothing (reads, content-addressed uploads, registrations the
+    /// coordinator answers 409 to the second time): every recoverable failure is retried.
+    Safe,
+    /// Sending it twice could count twice (a `more` decision, a result, a sign-in nonce, a
+    /// lease): retried only when the coordinator surely did not act on it (the connection was
+    /// never made, or it answered 429 or 503); otherwise the failure goes to the caller.
+    Unsafe,
+}
 
 fn unix_now() -> Duration {
     SystemTime::now()
@@ -112,7 +127,7 @@ impl Client {
         let expiry = now.as_secs().saturating_add(valid_for.as_secs());
         let body = sign::sign_in(signer, domain, capabilities, nonce, expiry)?;
         let session: Session = self
-            .json("sign-in", |c| {
+            .json("sign-in", Replay::Unsafe, |c| {
                 c.request(Method::POST, "/v1/sign-in").json(&body)
             })
             .await?;
@@ -121,7 +136,7 @@ impl Client {
 
     /// `GET /v1/info`: the deployment the coordinator serves.
     pub async fn info(&self) -> Result<Info> {
-        self.json("info", |c| c.request(Method::GET, "/v1/info"))
+        self.json("info", Replay::Safe, |c| c.request(Method::GET, "/v1/info"))
             .await
     }
 
@@ -129,7 +144,7 @@ impl Client {
     pub async fn lease(&self, wait_ms: u32) -> Result<Option<Lease>> {
         let timeout = Duration::from_millis(u64::from(wait_ms)) + REQUEST_TIMEOUT;
         let resp = self
-            .send("lease", |c| {
+            .send("lease", Replay::Unsafe, |c| {
                 c.request(Method::POST, "/v1/leases")
                     .json(&LeaseRequest { wait_ms })
                     .timeout(timeout)
@@ -144,14 +159,14 @@ impl Client {
     /// `POST /v1/leases/{id}/release`: gives a leased replica back to the queue.
     pub async fn release(&self, lease_id: &str) -> Result<()> {
         let path = format!("/v1/leases/{lease_id}/release");
-        self.send("release", |c| c.request(Method::POST, &path))
+        self.send("release", Replay::Safe, |c| c.request(Method::POST, &path))
             .await
             .map(drop)
     }
 
     /// `POST /v1/results`: a signed result (its output blob uploaded first).
     pub async fn submit(&self, body: &SubmitResult) -> Result<()> {
-        self.send("result", |c| {
+        self.send("result", Replay::Unsafe, |c| {
             c.request(Method::POST, "/v1/results").json(body)
         })
         .await
@@ -162,7 +177,11 @@ impl Client {
     /// does not have is [`Error::Refused`] with status 404.
     pub async fn blob(&self, hash: B256) -> Result<Vec<u8>> {
         let path = format!("/v1/blobs/{hash}");
-        let resp = self.send("blob", |c| c.request(Method::GET, &path)).await?;
+        let resp = self
+            .send("blob", Replay::Safe, |c| {
+                c.request(Method::GET, &path).timeout(BLOB_TIMEOUT)
+            })
+            .await?;
         let bytes = resp.bytes().await.map_err(|e| transport("blob", &e))?;
         let got = blob_hash(&bytes);
         if got != hash {
@@ -187,8 +206,10 @@ impl Client {
         let path = format!("/v1/blobs/{hash}");
         let body = alloy::primitives::Bytes::from(bytes).0;
         let stored: BlobRef = self
-            .json("blob upload", |c| {
-                c.request(Method::PUT, &path).body(body.clone())
+            .json("blob upload", Replay::Safe, |c| {
+                c.request(Method::PUT, &path)
+                    .body(body.clone())
+                    .timeout(BLOB_TIMEOUT)
             })
             .await?;
         if stored.hash != hash {
@@ -202,7 +223,7 @@ impl Client {
 
     /// `POST /v1/jobs`: registers a signed manifest of an on-chain job.
     pub async fn register_job(&self, body: &RegisterJob) -> Result<JobStatus> {
-        self.json("job registration", |c| {
+        self.json("job registration", Replay::Safe, |c| {
             c.request(Method::POST, "/v1/jobs").json(body)
         })
         .await
@@ -211,20 +232,24 @@ impl Client {
     /// `GET /v1/jobs/{id}`.
     pub async fn job_status(&self, job_id: U256) -> Result<JobStatus> {
         let path = format!("/v1/jobs/{job_id}");
-        self.json("job status", |c| c.request(Method::GET, &path))
-            .await
+        self.json("job status", Replay::Safe, |c| {
+            c.request(Method::GET, &path)
+        })
+        .await
     }
 
     /// `GET /v1/jobs/{id}/results`: accepted outputs in task order, and the manifest.
     pub async fn job_results(&self, job_id: U256) -> Result<JobResults> {
         let path = format!("/v1/jobs/{job_id}/results");
-        self.json("job results", |c| c.request(Method::GET, &path))
-            .await
+        self.json("job results", Replay::Safe, |c| {
+            c.request(Method::GET, &path)
+        })
+        .await
     }
 
     /// `GET /v1/verifier/work` (verifier session).
     pub async fn verifier_work(&self) -> Result<VerifierWork> {
-        self.json("verifier work", |c| {
+        self.json("verifier work", Replay::Safe, |c| {
             c.request(Method::GET, "/v1/verifier/work")
         })
         .await
@@ -232,7 +257,7 @@ impl Client {
 
     /// `POST /v1/verifier/decisions` (verifier session).
     pub async fn decide(&self, decision: &Decision) -> Result<()> {
-        self.send("decision", |c| {
+        self.send("decision", Replay::Unsafe, |c| {
             c.request(Method::POST, "/v1/verifier/decisions")
                 .json(decision)
         })
@@ -242,7 +267,7 @@ impl Client {
 
     /// `POST /v1/verifier/settled` (verifier session).
     pub async fn settled(&self, settled: &Settled) -> Result<()> {
-        self.send("settled", |c| {
+        self.send("settled", Replay::Safe, |c| {
             c.request(Method::POST, "/v1/verifier/settled")
                 .json(settled)
         })
@@ -262,26 +287,39 @@ impl Client {
     async fn json<T: DeserializeOwned>(
         &self,
         what: &str,
+        replay: Replay,
         build: impl Fn(&Self) -> RequestBuilder,
     ) -> Result<T> {
-        decode(what, self.send(what, build).await?).await
+        decode(what, self.send(what, replay, build).await?).await
     }
 
-    /// Sends the request `build` makes, retrying recoverable failures under the policy;
-    /// returns the successful response.
-    async fn send(&self, what: &str, build: impl Fn(&Self) -> RequestBuilder) -> Result<Response> {
+    /// Sends the request `build` makes, retrying recoverable failures under the policy (only
+    /// those the coordinator surely did not act on, for [`Replay::Unsafe`] requests); returns
+    /// the successful response.
+    async fn send(
+        &self,
+        what: &str,
+        replay: Replay,
+        build: impl Fn(&Self) -> RequestBuilder,
+    ) -> Result<Response> {
         let mut retry = 0;
         loop {
-            let (err, retry_after) = match build(self).send().await {
+            let (err, retry_after, unprocessed) = match build(self).send().await {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
                     let retry_after = retry_after(&resp);
-                    (refusal(what, resp).await, retry_after)
+                    let status = resp.status().as_u16();
+                    (
+                        refusal(what, resp).await,
+                        retry_after,
+                        status == 429 || status == 503,
+                    )
                 }
-                Err(e) => (transport(what, &e), None),
+                Err(e) => (transport(what, &e), None, e.is_connect()),
             };
             retry += 1;
-            if !err.recoverable() || retry >= self.retry.attempts {
+            let may_retry = err.recoverable() && (replay == Replay::Safe || unprocessed);
+            if !may_retry || retry >= self.retry.attempts {
                 return Err(err);
             }
             let delay = self.retry.delay(retry - 1, retry_after);
@@ -397,6 +435,51 @@ mod tests {
             assert_eq!(client.info().await.unwrap(), info());
             assert_eq!(hits.load(Ordering::SeqCst), 3, "{status}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_decision_is_not_sent_twice_when_the_coordinator_may_have_acted_on_it() {
+        use alloy::primitives::U256;
+        use axum::routing::post;
+        let hits = Arc::new(AtomicU32::new(0));
+        let (h500, h503) = (hits.clone(), Arc::new(AtomicU32::new(0)));
+        let h503c = h503.clone();
+        let router = Router::new()
+            .route(
+                "/v1/verifier/decisions",
+                post(move || {
+                    h500.fetch_add(1, Ordering::SeqCst);
+                    async { (Status::INTERNAL_SERVER_ERROR, "{}") }
+                }),
+            )
+            .route(
+                "/v1/verifier/settled",
+                post(move || {
+                    let n = h503c.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if n < 1 {
+                            (Status::SERVICE_UNAVAILABLE, "{}")
+                        } else {
+                            (Status::NO_CONTENT, "")
+                        }
+                    }
+                }),
+            );
+        let client = serve(router).await;
+        let more = Decision {
+            job_id: U256::from(1),
+            index: 0,
+            verdict: gleaner_protocol::api::Verdict::More { extra_replicas: 1 },
+        };
+        assert!(client.decide(&more).await.unwrap_err().recoverable());
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "a 500 may have applied it");
+        let settled = Settled {
+            job_id: U256::from(1),
+            report_hash: B256::ZERO,
+            tx_hash: B256::ZERO,
+        };
+        client.settled(&settled).await.unwrap();
+        assert_eq!(h503.load(Ordering::SeqCst), 2, "idempotent: retried");
     }
 
     #[tokio::test]

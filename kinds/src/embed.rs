@@ -312,7 +312,12 @@ impl TaskKind for EmbedKind {
         Matrix::weighted_mean(&outputs, &confidences)?.to_blob()
     }
 
-    fn write_results(&self, outcomes: &[Outcome<'_>], out: &Path) -> Result<Written> {
+    fn write_results(
+        &self,
+        job_id: alloy::primitives::U256,
+        outcomes: &[Outcome<'_>],
+        out: &Path,
+    ) -> Result<Written> {
         let (mut data, mut rows, mut cols, mut missing) = (Vec::new(), 0, EMBED_DIM, Vec::new());
         for o in outcomes {
             let Some(bytes) = o.output else {
@@ -328,8 +333,9 @@ impl TaskKind for EmbedKind {
         }
         let mut w = create(out)?;
         if out.extension().is_some_and(|e| e == "safetensors") {
-            w.write_all(&encode_matrix(EMBED_TENSOR, &data, rows, cols, &[])?)
-                .map_err(io_err(out))?;
+            let job = job_id.to_string();
+            let bytes = encode_matrix(EMBED_TENSOR, &data, rows, cols, &[("job", &job)])?;
+            w.write_all(&bytes).map_err(io_err(out))?;
         } else {
             for row in data.chunks_exact(cols) {
                 serde_json::to_writer(&mut w, row)
@@ -500,13 +506,20 @@ mod tests {
             },
         ];
         let st = dir.join("v.safetensors");
-        let w = k.write_results(&outcomes, &st).unwrap();
+        let w = k
+            .write_results(alloy::primitives::U256::from(9), &outcomes, &st)
+            .unwrap();
         assert_eq!((w.items, w.missing.clone()), (3, vec![1]));
         let (data, rows, cols) = decode_matrix(EMBED_TENSOR, &std::fs::read(&st).unwrap()).unwrap();
         assert_eq!((rows, cols), (3, EMBED_DIM));
         assert_eq!(data[2 * EMBED_DIM + 3], 1.0);
+        let bytes = std::fs::read(&st).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        assert_eq!(header["__metadata__"]["job"], "9");
         let jl = dir.join("v.jsonl");
-        k.write_results(&outcomes, &jl).unwrap();
+        k.write_results(alloy::primitives::U256::from(9), &outcomes, &jl)
+            .unwrap();
         let text = std::fs::read_to_string(&jl).unwrap();
         assert_eq!(text.lines().count(), 3);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -209,7 +209,12 @@ impl TaskKind for GenerateKind {
         true
     }
 
-    fn write_results(&self, outcomes: &[Outcome<'_>], out: &Path) -> Result<Written> {
+    fn write_results(
+        &self,
+        _job_id: alloy::primitives::U256,
+        outcomes: &[Outcome<'_>],
+        out: &Path,
+    ) -> Result<Written> {
         let mut w = create(out)?;
         let (mut items, mut missing) = (0, Vec::new());
         for o in outcomes {

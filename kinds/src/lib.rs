@@ -210,8 +210,8 @@ pub trait TaskKind: Send + Sync + 'static {
     fn run(&self, task: &TaskRef<'_>, input: &[u8]) -> Result<Vec<u8>>;
 
     /// Checks one replica's output blob (already attributed to its worker) against the task's
-    /// input. `Ok(Malformed)` blames the worker; `Err` is the checker's own failure and says
-    /// nothing about the worker.
+    /// input (empty when the coordinator could not serve it). `Ok(Malformed)` blames the worker;
+    /// `Err` is the checker's own failure and says nothing about the worker.
     fn check(&self, task: &TaskRef<'_>, input: &[u8], output: &[u8]) -> Result<Checked>;
 
     /// Whether two valid outputs of one task agree (the comparator).
@@ -225,9 +225,9 @@ pub trait TaskKind: Send + Sync + 'static {
         false
     }
 
-    /// Writes the accepted outputs, in task order, to `out` (the format may depend on its
-    /// extension).
-    fn write_results(&self, outcomes: &[Outcome<'_>], out: &Path) -> Result<Written>;
+    /// Writes the accepted outputs of job `job_id`, in task order, to `out` (the format may
+    /// depend on its extension).
+    fn write_results(&self, job_id: U256, outcomes: &[Outcome<'_>], out: &Path) -> Result<Written>;
 }
 
 /// Downcasts every member's output to the kind's type, or says which one is not.

@@ -410,7 +410,7 @@ pub struct Session {
 /// Ask for work; the coordinator holds the request up to `wait_ms` (long poll).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRequest {
-    /// How long to wait for a task, at most 30,000.
+    /// How long to wait for a task, in milliseconds; the coordinator caps it (30,000 by default).
     pub wait_ms: u32,
 }
 

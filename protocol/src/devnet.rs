@@ -1,7 +1,5 @@
-//! Deploying the contracts and finding a local anvil: used by `gleaner devnet`, `scripts/demo`
+//! Deploying the contracts on a dev chain: used by `gleaner devnet`, `scripts/demo`
 //! and the tests of every crate that talks to the chain.
-
-use std::path::{Path, PathBuf};
 
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
@@ -124,34 +122,6 @@ pub async fn deploy<P: Provider + Clone>(
         registry: *registry.address(),
         market: *market.address(),
     })
-}
-
-/// The anvil binary: `$GLEANER_ANVIL`, else `node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil`
-/// under the first ancestor of `start` that has one, else `anvil` on the PATH.
-pub fn find_anvil(start: &Path) -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("GLEANER_ANVIL").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let rel = Path::new("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
-    for dir in start.ancestors() {
-        let p = dir.join(rel);
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join("anvil");
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    Err(Error::Invalid(
-        "anvil not found: run `scripts/build-contracts` (npm ci installs @foundry-rs/anvil) \
-         or set GLEANER_ANVIL"
-            .into(),
-    ))
 }
 
 /// On a dev chain: `worker` mints `tokens` from the faucet to itself, approves the registry and

@@ -7,7 +7,7 @@
 //! - [`api`]: the coordinator's HTTP API bodies and routes.
 //! - [`bindings`]: alloy `sol!` bindings of the contracts, from forge's artifacts.
 //! - [`blob`]: task input/output blob formats and their sha256 content address.
-//! - [`devnet`]: deploy the contracts, find anvil (dev chains and tests).
+//! - [`devnet`]: deploy the contracts, fund and stake (dev chains and tests).
 //! - [`eip712`]: the signed messages (worker sign-in, task results, job registration).
 //! - [`report`]: the settlement report and the recomputation an auditor runs.
 //! - [`sampling`]: the seeded sampler of `generate` tasks (SplitMix64, temperature, top-p).

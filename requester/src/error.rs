@@ -22,7 +22,7 @@ pub enum Error {
     #[error("{0}")]
     Mismatch(String),
     /// The requester's balance does not cover the budget.
-    #[error("{who} holds {have} base units of the token, the budget is {budget}")]
+    #[error("{who} holds {} tokens, the budget is {}", tokens(*have), tokens(*budget))]
     Funds {
         /// The requester.
         who: alloy::primitives::Address,
@@ -49,4 +49,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A chain error, with what was being asked.
 pub(crate) fn chain(what: &'static str) -> impl Fn(alloy::contract::Error) -> Error {
     move |e| Error::Chain(format!("{what}: {e}"))
+}
+
+/// Base units as whole tokens (18 decimals).
+fn tokens(v: U256) -> String {
+    alloy::primitives::utils::format_units(v, 18).unwrap_or_else(|_| v.to_string())
 }

@@ -259,7 +259,7 @@ pub async fn results(
             output: output.as_deref(),
         })
         .collect();
-    Ok(kind.write_results(&outcomes, out)?)
+    Ok(kind.write_results(job_id, &outcomes, out)?)
 }
 
 /// Cancels a job whose tasks are not posted yet (full refund); returns the transaction hash.
@@ -331,7 +331,12 @@ mod tests {
         fn accept(&self, m: &[Member<'_>]) -> gleaner_kinds::Result<Vec<u8>> {
             Ok(m[0].output.get::<Vec<u8>>().cloned().unwrap_or_default())
         }
-        fn write_results(&self, _: &[Outcome<'_>], _: &Path) -> gleaner_kinds::Result<Written> {
+        fn write_results(
+            &self,
+            _: U256,
+            _: &[Outcome<'_>],
+            _: &Path,
+        ) -> gleaner_kinds::Result<Written> {
             Ok(Written::default())
         }
     }

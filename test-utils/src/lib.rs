@@ -7,12 +7,53 @@
 //! anvil comes from `scripts/setup` (npm `@foundry-rs/anvil`) or `GLEANER_ANVIL`; a missing one
 //! fails with the command that installs it.
 
+use std::path::{Path, PathBuf};
+
 use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use gleaner_protocol::bindings::{GleanerToken, confirm};
-use gleaner_protocol::devnet::{DeployParams, Deployment, deploy, find_anvil, fund_and_stake};
+use gleaner_protocol::devnet::{DeployParams, Deployment, deploy, fund_and_stake};
+
+/// The anvil binary: `$GLEANER_ANVIL`, else `node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil`
+/// under the first ancestor of `start` that has one, else `anvil` on the `PATH`; panics with the
+/// command that installs it.
+pub fn find_anvil(start: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("GLEANER_ANVIL").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let rel = Path::new("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("anvil"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    start
+        .ancestors()
+        .map(|dir| dir.join(rel))
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "anvil not found: run `scripts/setup` (npm ci installs @foundry-rs/anvil) or set \
+                 GLEANER_ANVIL"
+            )
+        })
+}
+
+/// Where the tests find the model weights, as `scripts/setup` put them and the `gleaner`
+/// binary reads them: `$GLEANER_HOME`, else `$HOME/.cache/gleaner` (library code reads no
+/// such variable; tests, like the binary's flags, may).
+pub fn gleaner_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("GLEANER_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("gleaner")
+}
 
 /// `n` whole tokens (18 decimals) in base units.
 pub fn e18(n: u64) -> U256 {
@@ -77,8 +118,7 @@ impl std::fmt::Debug for DevChain {
 impl DevChain {
     /// Starts anvil (found from this crate's checkout) and deploys the contracts.
     pub async fn start(options: Options) -> Self {
-        let bin = find_anvil(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let bin = find_anvil(Path::new(env!("CARGO_MANIFEST_DIR")));
         let anvil = Anvil::at(bin)
             .arg("--accounts")
             .arg(options.accounts.to_string())

@@ -188,6 +188,9 @@ impl Service {
             }
             w => w?,
         };
+        // Forget "more asked" marks of jobs the coordinator no longer lists (settled, expired).
+        self.asked_more
+            .retain(|(job_id, _), _| work.jobs.iter().any(|j| j.job_id == *job_id));
         let mut first_err = None;
         for job in &work.jobs {
             if let Err(e) = self.job(job).await {
@@ -252,14 +255,16 @@ impl Service {
         let (_, domain) = self.domain().await?;
         let kind = Arc::clone(self.config.kinds.get(&manifest.kind)?);
         let input_hash = manifest.tasks[index as usize].input_hash;
-        let input: Arc<[u8]> = self
-            .client
-            .blob_if_present(input_hash)
-            .await?
-            .ok_or_else(|| {
-                Error::CoordinatorUnavailable(format!("task {index}: the input blob is missing"))
-            })?
-            .into();
+        // A missing (or corrupt) input is the coordinator's problem, never a worker's: the kind
+        // checks what it can without it (embed: the format) or says it cannot (generate).
+        let input: Arc<[u8]> = match self.client.blob_if_present(input_hash).await {
+            Ok(Some(bytes)) => bytes.into(),
+            Ok(None) | Err(gleaner_client::Error::BadBlob { .. }) => {
+                warn!(target: "verifier", %job_id, task = index, %input_hash, "input blob unavailable");
+                Arc::from(Vec::new())
+            }
+            Err(e) => return Err(e.into()),
+        };
         let conf = self
             .store
             .confidences(views.iter().map(|v| v.worker).collect::<Vec<_>>())

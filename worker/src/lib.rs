@@ -127,6 +127,13 @@ impl Worker {
         let info = client.info().await?;
         let domain = eip712::domain(info.chain_id, info.market);
         let kinds = config.kinds.available();
+        for k in config.kinds.iter().filter(|k| !kinds.contains(&k.id())) {
+            tracing::warn!(
+                target: "worker",
+                kind = %k.id(),
+                "not offered: its model files are missing (fetch them with scripts/setup)"
+            );
+        }
         if kinds.is_empty() {
             return Err(Error::NoKinds {
                 known: config.kinds.names(),

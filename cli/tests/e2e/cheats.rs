@@ -49,8 +49,13 @@ impl<K: TaskKind> TaskKind for Cheat<K> {
     fn accept(&self, m: &[Member<'_>]) -> Result<Vec<u8>> {
         self.honest.accept(m)
     }
-    fn write_results(&self, o: &[Outcome<'_>], out: &Path) -> Result<Written> {
-        self.honest.write_results(o, out)
+    fn write_results(
+        &self,
+        job: alloy::primitives::U256,
+        o: &[Outcome<'_>],
+        out: &Path,
+    ) -> Result<Written> {
+        self.honest.write_results(job, o, out)
     }
 }
 

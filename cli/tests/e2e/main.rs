@@ -13,7 +13,7 @@ use alloy::providers::ProviderBuilder;
 use alloy::signers::local::{LocalSigner, PrivateKeySigner};
 use gleaner_client::Client;
 use gleaner_kinds::{ModelSetup, Registry, TaskKind};
-use gleaner_models::{BackendChoice, MiniLmFiles};
+use gleaner_models::BackendChoice;
 use gleaner_protocol::bindings::{JobMarket, WorkerRegistry};
 use gleaner_protocol::devnet::Deployment;
 use gleaner_test_utils::{DevChain, Options, Roles, e18};
@@ -67,7 +67,7 @@ fn gleaner() -> Command {
 
 impl Net {
     async fn start(workers: usize) -> Self {
-        let files = MiniLmFiles::from_cache();
+        let files = gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).minilm();
         if let Err(e) = files.ensure_present() {
             panic!("{e}");
         }
@@ -262,7 +262,7 @@ impl Net {
         let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
         let mut kinds = Registry::standard(
             &ModelSetup::new(&gleaner_models::ModelPaths::new(
-                gleaner_models::default_home(),
+                gleaner_test_utils::gleaner_home(),
             )),
             device.clone(),
         );
@@ -358,7 +358,7 @@ async fn corrupt_worker_is_slashed_and_honest_ones_are_paid() {
     let cheat = || -> Arc<dyn TaskKind> {
         let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
         let setup = ModelSetup::new(&gleaner_models::ModelPaths::new(
-            gleaner_models::default_home(),
+            gleaner_test_utils::gleaner_home(),
         ));
         Arc::new(Cheat {
             honest: gleaner_kinds::EmbedKind::new(setup.minilm, device),
@@ -408,7 +408,7 @@ async fn corrupt_worker_is_slashed_and_honest_ones_are_paid() {
 /// the model generates for each prompt with the job's seed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generate_job_settles_and_a_token_substitute_is_slashed() {
-    let path = gleaner_models::smollm_gguf();
+    let path = gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).smollm_gguf();
     assert!(
         path.is_file(),
         "{} is missing: run scripts/setup",

@@ -67,7 +67,12 @@ impl TaskKind for Reverse {
             .cloned()
             .ok_or_else(|| Error::Invalid("nothing to accept".into()))
     }
-    fn write_results(&self, outcomes: &[Outcome<'_>], out: &Path) -> Result<Written> {
+    fn write_results(
+        &self,
+        _: alloy::primitives::U256,
+        outcomes: &[Outcome<'_>],
+        out: &Path,
+    ) -> Result<Written> {
         let io = |e| Error::Io {
             path: out.to_owned(),
             source: e,

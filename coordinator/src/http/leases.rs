@@ -21,14 +21,9 @@ pub(super) async fn lease(
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Response> {
     let worker = s.session(&headers, WORKER).await?;
-    let max_wait_ms = s.settings().max_wait_ms;
-    if req.wait_ms > max_wait_ms {
-        return Err(Error::BadRequest(format!(
-            "wait_ms {} is above {max_wait_ms}",
-            req.wait_ms
-        )));
-    }
-    let until = tokio::time::Instant::now() + Duration::from_millis(u64::from(req.wait_ms));
+    // A long-poll wait is a hint: one above this coordinator's limit waits the limit.
+    let wait_ms = req.wait_ms.min(s.settings().max_wait_ms);
+    let until = tokio::time::Instant::now() + Duration::from_millis(u64::from(wait_ms));
     let lease_secs = s.settings().lease_secs;
     let active_secs = s.settings().active_secs();
     loop {

@@ -67,15 +67,23 @@ impl Harness {
     }
 
     pub(crate) async fn with_store(store: Store) -> Self {
+        Self::with_settings(store, |s| s).await
+    }
+
+    /// A harness whose API settings `adjust` changes from the tests' defaults.
+    pub(crate) async fn with_settings(
+        store: Store,
+        adjust: impl FnOnce(ApiSettings) -> ApiSettings,
+    ) -> Self {
         let chain = Arc::new(FakeChain::default());
         let verifier = PrivateKeySigner::random();
-        let settings = ApiSettings {
+        let settings = adjust(ApiSettings {
             lease_secs: 120,
             max_blob_bytes: 4096,
             verifier: Some(verifier.address()),
             session_secs: 3600,
             ..ApiSettings::default()
-        };
+        });
         let state = AppState::new(store, chain.clone(), info(), settings);
         Self {
             state,

@@ -338,17 +338,37 @@ async fn release_expiry_and_foreign_leases() {
         submit(&h, &b, &tb, &lb, b"late").await,
         StatusCode::CONFLICT
     );
-    // wait_ms is bounded.
-    assert_eq!(
-        h.json(
+}
+
+/// A long-poll wait above the coordinator's limit is a hint: it waits the limit, it is not
+/// refused (a miner with a longer default keeps working against a stricter coordinator).
+#[tokio::test]
+async fn a_wait_above_the_limit_waits_the_limit() {
+    let store = gleaner_coordinator::Store::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let h = Harness::with_settings(store, |s| gleaner_coordinator::ApiSettings {
+        max_wait_ms: 200,
+        ..s
+    })
+    .await;
+    let a = PrivateKeySigner::random();
+    let ta = h.sign_in(&a, 1.0, 1).await;
+    let t = std::time::Instant::now();
+    let (s, _) = h
+        .json(
             "POST",
             "/v1/leases",
             Some(&ta),
-            &LeaseRequest { wait_ms: 30_001 }
+            &LeaseRequest { wait_ms: 30_000 },
         )
-        .await
-        .0,
-        StatusCode::BAD_REQUEST
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let waited = t.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(150)
+            && waited < std::time::Duration::from_secs(5),
+        "{waited:?}"
     );
 }
 

@@ -27,7 +27,7 @@ fn reference() -> Reference {
 
 #[track_caller]
 fn files() -> MiniLmFiles {
-    let files = MiniLmFiles::from_cache();
+    let files = gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).minilm();
     if let Err(e) = files.ensure_present() {
         panic!("{e}");
     }

@@ -8,7 +8,11 @@ use tokenizers::Tokenizer;
 /// SmolLM2 from the model cache on `backend`, with its tokenizer.
 fn load(backend: BackendChoice) -> (Llama, Tokenizer) {
     let device = select_device(backend).unwrap().device;
-    Llama::load(&gleaner_models::smollm_gguf(), &device).unwrap_or_else(|e| panic!("{e}"))
+    Llama::load(
+        &gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).smollm_gguf(),
+        &device,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The token ids of `text` (no special tokens added).
@@ -36,7 +40,10 @@ fn greedy_matches_the_reference_ids() {
 #[test]
 fn defaults_are_the_gguf_values() {
     use gleaner_models::LlamaConfig;
-    let g = gleaner_models::gguf::Gguf::open(&gleaner_models::smollm_gguf()).unwrap();
+    let g = gleaner_models::gguf::Gguf::open(
+        &gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).smollm_gguf(),
+    )
+    .unwrap();
     let tok = gleaner_models::smollm::tokenizer_from_gguf(&g).unwrap();
     let cfg = LlamaConfig::from_gguf(&g, tok.get_vocab_size(false)).unwrap();
     assert_eq!(cfg, LlamaConfig::new());
@@ -70,7 +77,7 @@ fn generator_verifies_honest_runs_and_rejects_substitutions() {
     use gleaner_protocol::blob::Generation;
     use gleaner_protocol::task::SamplingParams;
 
-    let path = gleaner_models::smollm_gguf();
+    let path = gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).smollm_gguf();
     let flex = Generator::load(&path, select_device(BackendChoice::Flex).unwrap())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(flex.weights_sha256(), gleaner_models::SMOLLM_GGUF_SHA256);
@@ -189,7 +196,7 @@ fn batched_decoding_equals_one_at_a_time() {
 #[test]
 fn wgpu_decodes_the_reference_and_the_cpu_check_accepts_it() {
     use gleaner_models::Generator;
-    let path = gleaner_models::smollm_gguf();
+    let path = gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).smollm_gguf();
     let wgpu = Generator::load(&path, select_device(BackendChoice::Wgpu).unwrap())
         .unwrap_or_else(|e| panic!("{e}"));
     let rule = wgpu.decoding(5, None, 0, 0);
@@ -208,7 +215,11 @@ fn quantized_cpu_decoder_matches_the_reference() {
     use gleaner_models::qcpu::QuantLlama;
     use gleaner_models::smollm::{Decoding, GENERATE_MARGIN, Sampling};
     let (model, tok) = load(BackendChoice::Flex);
-    let q = QuantLlama::load(&gleaner_models::smollm_gguf(), model.config()).unwrap();
+    let q = QuantLlama::load(
+        &gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).smollm_gguf(),
+        model.config(),
+    )
+    .unwrap();
     let ids = |t: &str| ids(&tok, t);
     let france = ids("The capital of France is");
     let greedy = q.generate_batch(&[&france], 12, Some(2), &[None]).unwrap();
@@ -311,7 +322,11 @@ fn decoding_and_the_check_run_on_either_decoder() {
     use gleaner_models::qcpu::QuantLlama;
     use gleaner_models::smollm::{Decoding, GENERATE_MARGIN, generate_batch, verify};
     let (model, tok) = load(BackendChoice::Flex);
-    let q = QuantLlama::load(&gleaner_models::smollm_gguf(), model.config()).unwrap();
+    let q = QuantLlama::load(
+        &gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).smollm_gguf(),
+        model.config(),
+    )
+    .unwrap();
     let prompt = ids(&tok, "The capital of France is");
     let rule = Decoding {
         max_new: 12,
