@@ -124,28 +124,54 @@ async fn audit_job(a: &JobAudit) -> anyhow::Result<AuditReport> {
     Ok(r)
 }
 
-/// The `--json` object: verdict, differences, each worker's tasks, units and payout.
+/// The `--json` object: verdict, differences, each worker's tasks, units and payout. Every
+/// amount is exact: an integer of base units as a decimal string (`payout`), with the same
+/// amount in whole tokens beside it (`payout_tokens`); units are decimal strings too.
 fn json(r: &AuditReport) -> serde_json::Value {
     let workers: Vec<_> = r
         .workers
         .iter()
         .map(|w| {
             serde_json::json!({
-                "worker": w.worker, "tasks": w.tasks, "units": w.units, "payout": w.payout
+                "worker": w.worker,
+                "tasks": w.tasks,
+                "units": w.units.to_string(),
+                "payout": w.payout.to_string(),
+                "payout_tokens": tokens(w.payout),
             })
         })
         .collect();
     serde_json::json!({
-        "job_id": r.job_id,
+        "job_id": r.job_id.to_string(),
         "verdict": if r.ok() { "OK" } else { "MISMATCH" },
         "differences": r.differences.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "difference_kinds": r.differences,
         "workers": workers,
-        "pool": r.pool,
-        "fee": r.fee,
-        "refund": r.refund,
+        "pool": r.pool.to_string(),
+        "pool_tokens": tokens(r.pool),
+        "fee": r.fee.to_string(),
+        "fee_tokens": tokens(r.fee),
+        "refund": r.refund.to_string(),
+        "refund_tokens": tokens(r.refund),
         "slashed": r.slashed,
     })
+}
+
+/// Base units as an exact decimal number of whole tokens (18 decimals), trailing zeros cut:
+/// `104523531786980130000` → `104.52353178698013`.
+fn tokens(v: U256) -> String {
+    let s = format_amount(v);
+    match s.split_once('.') {
+        Some((whole, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            if frac.is_empty() {
+                whole.to_owned()
+            } else {
+                format!("{whole}.{frac}")
+            }
+        }
+        None => s,
+    }
 }
 
 fn print_report(r: &AuditReport) {
@@ -183,4 +209,52 @@ async fn events(a: EventsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gleaner_audit::WorkerLine;
+
+    #[test]
+    fn json_amounts_are_exact_decimal_strings_with_tokens_beside() {
+        let payout = U256::from(104_523_531_786_980_130_000u128);
+        let r = AuditReport {
+            job_id: U256::from(7),
+            differences: Vec::new(),
+            workers: vec![WorkerLine {
+                worker: Address::repeat_byte(1),
+                tasks: 3,
+                units: U256::from(310_630_000u64),
+                payout,
+            }],
+            pool: U256::from(300u64) * U256::from(10u64).pow(U256::from(18)),
+            fee: U256::ZERO,
+            refund: U256::from(1u64),
+            slashed: Vec::new(),
+            task_count: 3,
+            accepted_tasks: 3,
+            status: 4,
+        };
+        let j = json(&r);
+        assert_eq!(j["job_id"], "7");
+        assert_eq!(j["workers"][0]["payout"], "104523531786980130000");
+        assert_eq!(j["workers"][0]["payout_tokens"], "104.52353178698013");
+        assert_eq!(j["workers"][0]["units"], "310630000");
+        assert_eq!(
+            (j["pool"].as_str(), j["pool_tokens"].as_str()),
+            (Some("300000000000000000000"), Some("300"))
+        );
+        assert_eq!(
+            (j["refund"].as_str(), j["refund_tokens"].as_str()),
+            (Some("1"), Some("0.000000000000000001"))
+        );
+        assert_eq!(j["fee_tokens"], "0");
+        // Exactly the chain's integer, whatever its size: no float anywhere.
+        let max = AuditReport {
+            refund: U256::MAX,
+            ..r
+        };
+        assert_eq!(json(&max)["refund"], U256::MAX.to_string());
+    }
 }
