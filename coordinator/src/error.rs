@@ -31,6 +31,12 @@ pub enum Error {
     /// Body larger than allowed (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The route exists but not with this method (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The request (its body included) took too long (408).
+    #[error("{0}")]
+    Timeout(String),
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -55,6 +61,8 @@ impl Error {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -69,6 +69,8 @@ pub struct CoordinatorConfig {
     pub worker_active_secs: Option<u64>,
     /// Parsed job manifests kept in memory.
     pub manifest_cache: usize,
+    /// Longest a request may take besides a long-poll wait (see [`ApiSettings::request_secs`]).
+    pub request_secs: u64,
     /// Largest blob in bytes.
     pub max_blob_bytes: u64,
     /// The verifier's address.
@@ -95,6 +97,7 @@ impl CoordinatorConfig {
             max_wait_ms: self.max_wait_ms,
             worker_active_secs: self.worker_active_secs,
             manifest_cache: self.manifest_cache,
+            request_secs: self.request_secs,
         }
     }
 

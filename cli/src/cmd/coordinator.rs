@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// Parsed job manifests kept in memory (least recently used ones are dropped).
     #[arg(long, env = "GLEANER_MANIFEST_CACHE", default_value_t = 1024)]
     pub manifest_cache: usize,
+    /// Longest a request may take, its body included, in seconds (a lease's long-poll wait
+    /// comes on top); slower clients get 408.
+    #[arg(long, env = "GLEANER_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    pub request_timeout_secs: u64,
     /// Largest blob (and request body) accepted, in bytes.
     #[arg(long, env = "GLEANER_MAX_BLOB_BYTES", default_value_t = 16 << 20)]
     pub max_blob_bytes: u64,
@@ -118,6 +122,7 @@ impl RunArgs {
             max_wait_ms: self.max_wait_ms,
             worker_active_secs: self.worker_active_secs,
             manifest_cache: self.manifest_cache,
+            request_secs: self.request_timeout_secs.max(1),
             max_blob_bytes: self.max_blob_bytes,
             verifier: self.verifier,
             poll_interval: Duration::from_millis(self.poll_ms.max(10)),
@@ -197,6 +202,7 @@ mod tests {
             (api.max_wait_ms, api.active_secs(), api.manifest_cache),
             (before.max_wait_ms, 120, before.manifest_cache)
         );
+        assert_eq!(api.request_secs, before.request_secs);
         assert!(
             c.database_url.starts_with("sqlite://")
                 && c.database_url.ends_with("coordinator.db?mode=rwc")

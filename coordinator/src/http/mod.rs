@@ -66,6 +66,9 @@ pub struct ApiSettings {
     pub worker_active_secs: Option<u64>,
     /// Parsed manifests kept in memory.
     pub manifest_cache: usize,
+    /// Longest a request may take, its body included, besides a lease's long-poll wait: a
+    /// client whose body never arrives gets 408 instead of holding a connection.
+    pub request_secs: u64,
 }
 
 impl Default for ApiSettings {
@@ -79,6 +82,7 @@ impl Default for ApiSettings {
             max_wait_ms: MAX_WAIT_MS,
             worker_active_secs: None,
             manifest_cache: 1024,
+            request_secs: 60,
         }
     }
 }
@@ -306,6 +310,47 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(info::metrics))
         .nest("/v1", v1)
         .fallback(|| async { Error::NotFound("no such route; see gleaner_protocol::api".into()) })
+        .method_not_allowed_fallback(|| async {
+            Error::MethodNotAllowed(
+                "this route does not take that method; see gleaner_protocol::api".into(),
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Before anything is read: a declared body above the limit is refused at once (413, not
+/// after a gigabyte); then the whole request, body included, must finish within
+/// `request_secs` plus the longest long-poll wait (408 after), so a body that trickles or never
+/// arrives does not hold a connection.
+async fn guard(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let settings = s.settings();
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(len) = declared.filter(|&n| n > settings.max_blob_bytes) {
+        return Error::TooLarge(format!(
+            "the body declares {len} bytes; this coordinator accepts at most {}",
+            settings.max_blob_bytes
+        ))
+        .into_response();
+    }
+    let budget = std::time::Duration::from_secs(settings.request_secs)
+        + std::time::Duration::from_millis(u64::from(settings.max_wait_ms));
+    match tokio::time::timeout(budget, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => Error::Timeout(format!(
+            "the request did not complete within {} s",
+            budget.as_secs()
+        ))
+        .into_response(),
+    }
 }

@@ -264,3 +264,80 @@ async fn sign_in_checks_signature_nonce_and_stake() {
         StatusCode::OK
     );
 }
+
+/// A body declared above the limit is refused before a byte of it is read, with the JSON
+/// error body; nothing is stored.
+#[tokio::test]
+async fn a_declared_oversize_body_is_refused_at_once() {
+    let h = Harness::new().await;
+    let hash = blob_hash(b"never sent");
+    for declared in ["1000000000", "4097"] {
+        let req = Request::builder()
+            .method("PUT")
+            .uri(format!("/v1/blobs/{hash}"))
+            .header("content-length", declared)
+            .body(Body::from_stream(futures_util::stream::pending::<
+                Result<Vec<u8>, std::io::Error>,
+            >()))
+            .unwrap();
+        let (s, body) = tokio::time::timeout(std::time::Duration::from_secs(5), h.call(req))
+            .await
+            .expect("answered at once, without waiting for the body");
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{declared}");
+        assert_eq!(error(&body).code, "too_large");
+    }
+    assert_eq!(
+        h.get(&format!("/v1/blobs/{hash}"), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// A body that never arrives gets 408 with the JSON error body after the request budget.
+#[tokio::test]
+async fn a_body_that_never_arrives_times_out() {
+    let store = gleaner_coordinator::Store::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let h = Harness::with_settings(store, |s| gleaner_coordinator::ApiSettings {
+        request_secs: 0,
+        max_wait_ms: 300,
+        ..s
+    })
+    .await;
+    let req = Request::builder()
+        .method("PUT")
+        .uri(format!("/v1/blobs/{}", blob_hash(b"x")))
+        .header("content-length", "100")
+        .body(Body::from_stream(futures_util::stream::pending::<
+            Result<Vec<u8>, std::io::Error>,
+        >()))
+        .unwrap();
+    let (s, body) = tokio::time::timeout(std::time::Duration::from_secs(5), h.call(req))
+        .await
+        .expect("answered within the budget");
+    assert_eq!(s, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(error(&body).code, "request_timeout");
+}
+
+/// A wrong method on a real route is 405 with the JSON error body, like every other 4xx.
+#[tokio::test]
+async fn a_wrong_method_is_405_with_a_json_body() {
+    let h = Harness::new().await;
+    for (method, uri) in [
+        ("DELETE", "/v1/info"),
+        ("GET", "/v1/leases"),
+        ("POST", "/healthz"),
+    ] {
+        let (s, body) = h
+            .call(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        assert_eq!(error(&body).code, "method_not_allowed", "{method} {uri}");
+    }
+}
