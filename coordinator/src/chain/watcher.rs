@@ -12,6 +12,11 @@
 //! [`JobState::RootMismatch`], a terminal state: it is never leased, and a requester waiting
 //! on it stops.
 //!
+//! Stake changes: the watcher also reads the WorkerRegistry's `Slashed`, `UnstakeRequested`,
+//! `StakeWithdrawn` and `MinStakeChanged` events. A worker they leave ineligible loses its sessions and live leases at
+//! once (its token stops working; its leases go back to the queue), instead of working on until
+//! its session expires.
+//!
 //! The watcher needs only the store, a [`Notify`] to wake long-polling lease requests when a
 //! job becomes leasable, and the counters: not the HTTP state.
 
@@ -27,6 +32,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEventInterface;
 use gleaner_protocol::api::JobState;
 use gleaner_protocol::bindings::JobMarket::{self, JobMarketEvents};
+use gleaner_protocol::bindings::WorkerRegistry::{self, WorkerRegistryEvents};
 use gleaner_protocol::bindings::job_status;
 use tokio::sync::Notify;
 
@@ -84,6 +90,8 @@ pub struct Watcher {
     config: WatcherConfig,
     provider: DynProvider,
     poster: Poster,
+    /// The market's WorkerRegistry, read on the first poll.
+    registry: tokio::sync::OnceCell<Address>,
 }
 
 /// A decoded JobMarket log as the job event the coordinator keeps, or `None` for events it
@@ -158,7 +166,44 @@ impl Watcher {
             config,
             provider,
             poster,
+            registry: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The market's WorkerRegistry address.
+    async fn registry(&self) -> Result<Address> {
+        self.registry
+            .get_or_try_init(|| async {
+                JobMarket::new(self.config.market, &self.provider)
+                    .registry()
+                    .call()
+                    .await
+                    .map_err(Error::chain)
+            })
+            .await
+            .copied()
+    }
+
+    /// Ends the sessions and live leases of each of `workers` that is no longer eligible.
+    async fn end_ineligible(&self, workers: &[Address]) -> Result<()> {
+        let registry = WorkerRegistry::new(self.registry().await?, &self.provider);
+        for &worker in workers {
+            let eligible = registry
+                .isEligible(worker)
+                .call()
+                .await
+                .map_err(Error::chain)?;
+            if eligible {
+                continue;
+            }
+            let (sessions, leases) = self.store.end_worker(worker).await?;
+            tracing::warn!(target: "coordinator::chain", %worker, sessions, leases,
+                           "worker no longer eligible: sessions and leases ended");
+            if leases > 0 {
+                self.work.notify_waiters();
+            }
+        }
+        Ok(())
     }
 
     /// Counts into `metrics` (shared with the HTTP API's `/metrics`).
@@ -232,8 +277,9 @@ impl Watcher {
         let range = self.config.logs_range.max(1);
         while from <= target {
             let to = target.min(from + range - 1);
+            let registry = self.registry().await?;
             let filter = Filter::new()
-                .address(self.config.market)
+                .address(vec![self.config.market, registry])
                 .from_block(from)
                 .to_block(to);
             let logs = self
@@ -243,7 +289,28 @@ impl Watcher {
                 .map_err(Error::chain)?;
             let mut events = Vec::new();
             let mut blocks = Vec::new();
+            let mut stake_changed = Vec::new();
             for log in &logs {
+                if log.address() == registry {
+                    if let Ok(decoded) = WorkerRegistryEvents::decode_log(&log.inner) {
+                        let workers = match decoded.data {
+                            WorkerRegistryEvents::Slashed(e) => vec![e.worker],
+                            WorkerRegistryEvents::UnstakeRequested(e) => vec![e.worker],
+                            WorkerRegistryEvents::StakeWithdrawn(e) => vec![e.worker],
+                            // A higher minimum can leave anyone signed in short of it.
+                            WorkerRegistryEvents::MinStakeChanged(_) => {
+                                self.store.signed_in_workers().await?
+                            }
+                            _ => Vec::new(),
+                        };
+                        for w in workers {
+                            if !stake_changed.contains(&w) {
+                                stake_changed.push(w);
+                            }
+                        }
+                    }
+                    continue;
+                }
                 let (Some(block_hash), Some(block_number), Some(tx_hash), Some(log_index)) = (
                     log.block_hash,
                     log.block_number,
@@ -275,6 +342,7 @@ impl Watcher {
             for fresh in self.store.record_chain(&blocks, &events).await? {
                 self.react(fresh.job_id, &fresh.event).await?;
             }
+            self.end_ineligible(&stake_changed).await?;
             self.metrics.chain_block.store(to, Ordering::Relaxed);
             from = to + 1;
         }

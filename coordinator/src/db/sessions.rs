@@ -80,6 +80,38 @@ impl Store {
         Ok(())
     }
 
+    /// Ends everything a worker that lost its eligibility holds: its worker sessions (its bearer
+    /// tokens stop working at once) and its live leases (back to the queue). Returns (sessions,
+    /// leases) ended. The verifier's session, on the same address or not, is left alone.
+    pub async fn end_worker(&self, worker: Address) -> Result<(u64, u64)> {
+        let mut tx = self.pool.begin().await?;
+        let sessions = sqlx::query("DELETE FROM sessions WHERE address = $1 AND role = $2")
+            .bind(to_hex(&worker))
+            .bind("worker")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let leases = sqlx::query("UPDATE replicas SET state = $1 WHERE worker = $2 AND state = $3")
+            .bind(crate::db::ReplicaState::Released.as_str())
+            .bind(to_hex(&worker))
+            .bind(crate::db::ReplicaState::Leased.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok((sessions, leases))
+    }
+
+    /// Every address with a worker session (expired ones included until the next sign-in
+    /// sweeps them).
+    pub async fn signed_in_workers(&self) -> Result<Vec<Address>> {
+        let rows = sqlx::query("SELECT DISTINCT address FROM sessions WHERE role = $1")
+            .bind("worker")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| column(r, "address")).collect()
+    }
+
     /// The (address, role) of an unexpired session.
     pub async fn session(&self, token: &str, now: u64) -> Result<Option<(Address, String)>> {
         let row =

@@ -264,3 +264,77 @@ async fn a_foreign_root_on_chain_ends_the_job_as_root_mismatch() {
         .unwrap();
     assert_eq!(coordinator_nonce, 0, "the coordinator posted nothing");
 }
+
+/// A worker slashed below the minimum stake loses its session and leases as soon as the
+/// watcher sees the slash: its old token is refused, another worker's is not.
+#[tokio::test]
+async fn a_slashed_worker_is_signed_out_at_once() {
+    let f = Fixture::start(Roles::Admin, U256::from(1_000u64)).await;
+    let (cheat, honest) = (f.chain.keys[5].clone(), f.chain.keys[6].clone());
+    let stake = U256::from(10u64);
+    f.chain
+        .stake(&[cheat.clone(), honest.clone()], stake, stake)
+        .await;
+    let sign_in = |w: &alloy::signers::local::PrivateKeySigner, nonce: u64| {
+        let d = &f.chain.d;
+        let domain = gleaner_protocol::eip712::domain(d.chain_id, d.market);
+        let expiry = crate::common::now() + 300;
+        gleaner_client::sign::sign_in(w, &domain, crate::common::caps(1.0), nonce, expiry).unwrap()
+    };
+    let session = |w: &alloy::signers::local::PrivateKeySigner| {
+        let body = sign_in(w, 1);
+        let h = &f.h;
+        async move {
+            let (s, reply) = h.json("POST", "/v1/sign-in", None, &body).await;
+            assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&reply));
+            serde_json::from_slice::<gleaner_protocol::api::Session>(&reply)
+                .unwrap()
+                .token
+        }
+    };
+    let cheat_token = session(&cheat).await;
+    let honest_token = session(&honest).await;
+    let lease = |token: String| {
+        let h = &f.h;
+        async move {
+            h.json(
+                "POST",
+                "/v1/leases",
+                Some(&token),
+                &gleaner_protocol::api::LeaseRequest { wait_ms: 0 },
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(lease(cheat_token.clone()).await, StatusCode::NO_CONTENT);
+
+    // The verifier (here the admin) slashes the whole stake.
+    let registry = gleaner_protocol::bindings::WorkerRegistry::new(f.chain.d.registry, &f.provider);
+    confirm(
+        "slash",
+        registry
+            .slash(cheat.address(), stake, U256::ZERO, B256::repeat_byte(1))
+            .send()
+            .await,
+    )
+    .await
+    .unwrap();
+    let watcher = Watcher::new(
+        f.state.store().clone(),
+        f.state.work_notifier(),
+        WatcherConfig::new(f.chain.anvil.endpoint(), f.chain.d.market),
+        f.coordinator.clone(),
+    )
+    .unwrap();
+    watcher.poll().await.unwrap();
+
+    assert_eq!(lease(cheat_token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(lease(honest_token).await, StatusCode::NO_CONTENT);
+    // Signing in again is refused too: the chain says it is not eligible.
+    let body = sign_in(&cheat, 2);
+    assert_eq!(
+        f.h.json("POST", "/v1/sign-in", None, &body).await.0,
+        StatusCode::FORBIDDEN
+    );
+}
