@@ -102,6 +102,9 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
     uint16 public constant MAX_FEE_BPS = 1000;
     /// @notice Basis-point denominator.
     uint256 public constant BPS = 10_000;
+    /// @notice How long after its deadline a begun chunked settlement may still be finalised
+    /// before the requester can abandon it (`abandonSettlement`).
+    uint64 public constant SETTLEMENT_GRACE = 7 days;
 
     /// @notice The payment token.
     IERC20 public immutable token;
@@ -158,6 +161,9 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
     event JobCancelled(uint256 indexed jobId, address indexed requester, uint256 refund);
     /// @notice The requester took back `refund` after the deadline passed without a settlement.
     event JobReclaimed(uint256 indexed jobId, address indexed requester, uint256 refund);
+    /// @notice The requester abandoned a chunked settlement left unfinished past the grace period:
+    /// workers keep the `paid` earlier chunks credited them; the requester got `refund` back.
+    event SettlementAbandoned(uint256 indexed jobId, address indexed requester, uint256 paid, uint256 refund);
     /// @notice `account` withdrew `amount` of its balance.
     event Withdrawn(address indexed account, uint256 amount);
     /// @notice The admin changed the fee for new jobs.
@@ -218,6 +224,8 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
     error NothingToWithdraw();
     /// @notice The fee exceeds `MAX_FEE_BPS`.
     error FeeTooHigh(uint16 feeBps, uint16 max);
+    /// @notice A begun settlement can be abandoned only after `unlockAt` (deadline + grace).
+    error GraceNotOver(uint256 jobId, uint256 unlockAt);
 
     /// @param token_ Payment token.
     /// @param registry_ Worker registry.
@@ -292,6 +300,22 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
         job.status = JobStatus.Reclaimed;
         openEscrow -= refund;
         emit JobReclaimed(jobId, msg.sender, refund);
+        token.safeTransfer(msg.sender, refund);
+    }
+
+    /// @notice Ends a chunked settlement that was begun but not finalised `SETTLEMENT_GRACE` after
+    /// the job's deadline, so its escrow is never locked for good: workers keep what earlier
+    /// chunks credited them, no fee is taken, and the requester gets the rest of the budget.
+    function abandonSettlement(uint256 jobId) external nonReentrant {
+        Job storage job = _requesterJob(jobId);
+        if (job.status != JobStatus.Settling) revert WrongStatus(jobId, job.status);
+        uint256 unlockAt = uint256(job.deadline) + SETTLEMENT_GRACE;
+        if (block.timestamp <= unlockAt) revert GraceNotOver(jobId, unlockAt);
+        uint256 paid = _settlements[jobId].paid;
+        uint256 refund = uint256(job.budget) - paid;
+        job.status = JobStatus.Reclaimed;
+        openEscrow -= refund;
+        emit SettlementAbandoned(jobId, msg.sender, paid, refund);
         token.safeTransfer(msg.sender, refund);
     }
 

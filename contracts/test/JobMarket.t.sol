@@ -37,6 +37,7 @@ abstract contract MarketEvents {
     );
     event JobCancelled(uint256 indexed jobId, address indexed requester, uint256 refund);
     event JobReclaimed(uint256 indexed jobId, address indexed requester, uint256 refund);
+    event SettlementAbandoned(uint256 indexed jobId, address indexed requester, uint256 paid, uint256 refund);
     event Withdrawn(address indexed account, uint256 amount);
     event FeeChanged(uint16 oldFeeBps, uint16 newFeeBps);
     event TreasuryChanged(address oldTreasury, address newTreasury);
@@ -632,6 +633,51 @@ contract JobMarketChunkedSettleTest is MarketTest {
         vm.prank(verifier);
         market.finalizeSettlement(jobId);
         assertEq(market.withdrawable(requester), BUDGET);
+    }
+
+    function test_AbandonSettlement_RefundsWhatChunksDidNotPay() public {
+        _begin(TASKS, 10);
+        _chunk(two(workers[0], workers[1]), two(1, 2));
+        uint256 paid = market.getSettlement(jobId).paid;
+        JobMarket.Job memory j = market.getJob(jobId);
+        vm.warp(uint256(j.deadline) + market.SETTLEMENT_GRACE() + 1);
+        uint256 before = token.balanceOf(requester);
+        vm.expectEmit(address(market));
+        emit SettlementAbandoned(jobId, requester, paid, BUDGET - paid);
+        vm.prank(requester);
+        market.abandonSettlement(jobId);
+        assertEq(token.balanceOf(requester), before + BUDGET - paid);
+        assertTrue(statusOf(jobId) == JobMarket.JobStatus.Reclaimed);
+        // Workers keep what they were credited; nothing of the job stays in escrow.
+        assertEq(market.withdrawable(workers[1]), paid * 2 / 3);
+        assertEq(market.openEscrow(), 0);
+        assertMarketSolvent();
+        // The verifier can no longer continue it.
+        vm.prank(verifier);
+        expectWrongStatus(jobId, JobMarket.JobStatus.Reclaimed);
+        market.settleChunk(jobId, one(workers[2]), one(3));
+    }
+
+    function test_RevertWhen_AbandonSettlementWithinGrace() public {
+        _begin(TASKS, 1);
+        JobMarket.Job memory j = market.getJob(jobId);
+        uint256 unlockAt = uint256(j.deadline) + market.SETTLEMENT_GRACE();
+        vm.warp(unlockAt);
+        vm.prank(requester);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.GraceNotOver.selector, jobId, unlockAt));
+        market.abandonSettlement(jobId);
+    }
+
+    function test_RevertWhen_AbandonSettlementByOthersOrNotSettling() public {
+        JobMarket.Job memory j = market.getJob(jobId);
+        vm.warp(uint256(j.deadline) + market.SETTLEMENT_GRACE() + 1);
+        vm.prank(requester);
+        expectWrongStatus(jobId, JobMarket.JobStatus.Posted);
+        market.abandonSettlement(jobId);
+        _begin(TASKS, 1);
+        vm.prank(workers[0]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotRequester.selector, jobId, workers[0]));
+        market.abandonSettlement(jobId);
     }
 
     function test_RevertWhen_ReclaimAfterSettlementBegan() public {

@@ -273,15 +273,31 @@ pub async fn cancel(
     Ok(r.transaction_hash)
 }
 
-/// Reclaims the escrow of a job past its deadline that was never settled; returns the
-/// transaction hash.
+/// Takes back the escrow of a job that will not be settled; returns the transaction hash.
+/// A job past its deadline whose settlement never began is reclaimed whole; one whose chunked
+/// settlement began but was not finalised within the grace period after the deadline is
+/// abandoned: workers keep what earlier chunks paid them, the rest comes back.
 pub async fn reclaim(
     provider: &impl Provider,
     market: Address,
     job_id: U256,
 ) -> Result<alloy::primitives::B256> {
     let m = JobMarket::new(market, provider);
-    let r = confirm("reclaim", m.reclaim(job_id).send().await).await?;
+    let status = m
+        .getJob(job_id)
+        .call()
+        .await
+        .map_err(chain("getJob"))?
+        .status;
+    let r = if status == gleaner_protocol::bindings::job_status::SETTLING {
+        confirm(
+            "abandonSettlement",
+            m.abandonSettlement(job_id).send().await,
+        )
+        .await?
+    } else {
+        confirm("reclaim", m.reclaim(job_id).send().await).await?
+    };
     Ok(r.transaction_hash)
 }
 

@@ -38,7 +38,9 @@ pub enum JobCommand {
     Results(ResultsArgs),
     /// Cancel a job whose tasks are not posted yet (full refund).
     Cancel(OnChainArgs),
-    /// Reclaim the escrow of a job past its deadline that was never settled.
+    /// Reclaim the escrow of a job past its deadline that was never settled (a chunked
+    /// settlement left unfinished past the grace period is abandoned: workers keep what they
+    /// were paid, the rest comes back).
     Reclaim(OnChainArgs),
 }
 
