@@ -26,9 +26,7 @@ pub mod scheduler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 
 pub use cache::BoundedCache;
@@ -51,68 +49,10 @@ pub struct CoordinatorConfig {
     pub database_url: String,
     /// Most database connections (`None`: 1 for SQLite, 16 for PostgreSQL).
     pub db_pool_size: Option<u32>,
-    /// JSON-RPC endpoint.
-    pub rpc_url: String,
-    /// JobMarket address.
-    pub market: Address,
-    /// Confirmations before an event counts.
-    pub confirmations: u64,
-    /// Lease duration in seconds (a result not in by then: the replica goes back to the queue).
-    pub lease_secs: u64,
-    /// Session (sign-in) lifetime in seconds.
-    pub session_secs: u64,
-    /// How far ahead a signed sign-in or registration's expiry may be, in seconds.
-    pub max_expiry_ahead_secs: u64,
-    /// Longest lease long-poll, in milliseconds.
-    pub max_wait_ms: u32,
-    /// Workers seen within this many seconds share the work (`None`: max(lease, 60 s)).
-    pub worker_active_secs: Option<u64>,
-    /// Parsed job manifests kept in memory.
-    pub manifest_cache: usize,
-    /// Longest a request may take besides a long-poll wait (see [`ApiSettings::request_secs`]).
-    pub request_secs: u64,
-    /// Largest blob in bytes.
-    pub max_blob_bytes: u64,
-    /// The verifier's address.
-    pub verifier: Option<Address>,
-    /// Pause between chain polls.
-    pub poll_interval: Duration,
-    /// First block the watcher reads.
-    pub from_block: u64,
-    /// Stored blocks re-checked for a reorg each poll.
-    pub reorg_depth: u64,
-    /// Most blocks per `eth_getLogs`.
-    pub logs_range: u64,
-}
-
-impl CoordinatorConfig {
-    /// The API's part of the config.
-    pub fn api_settings(&self) -> ApiSettings {
-        ApiSettings {
-            lease_secs: self.lease_secs,
-            max_blob_bytes: self.max_blob_bytes,
-            verifier: self.verifier,
-            session_secs: self.session_secs,
-            max_expiry_ahead_secs: self.max_expiry_ahead_secs,
-            max_wait_ms: self.max_wait_ms,
-            worker_active_secs: self.worker_active_secs,
-            manifest_cache: self.manifest_cache,
-            request_secs: self.request_secs,
-        }
-    }
-
-    /// The watcher's part of the config.
-    pub fn watcher_config(&self) -> WatcherConfig {
-        WatcherConfig {
-            rpc_url: self.rpc_url.clone(),
-            market: self.market,
-            confirmations: self.confirmations,
-            poll_interval: self.poll_interval,
-            from_block: self.from_block,
-            reorg_depth: self.reorg_depth,
-            logs_range: self.logs_range,
-        }
-    }
+    /// The HTTP API's settings (leases, sessions, limits, the verifier).
+    pub api: ApiSettings,
+    /// The chain watcher's settings (RPC, market, confirmations, polling, reorgs).
+    pub watcher: WatcherConfig,
 }
 
 /// Runs the coordinator until `shutdown` resolves or the chain watcher fails.
@@ -122,13 +62,17 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let store = Store::connect_with(&config.database_url, config.db_pool_size).await?;
-    let (chain, info) =
-        RpcChain::connect(&config.rpc_url, config.market, config.max_blob_bytes).await?;
-    let state = AppState::new(store.clone(), Arc::new(chain), info, config.api_settings());
+    let (chain, info) = RpcChain::connect(
+        &config.watcher.rpc_url,
+        config.watcher.market,
+        config.api.max_blob_bytes,
+    )
+    .await?;
+    let state = AppState::new(store.clone(), Arc::new(chain), info, config.api.clone());
     let watcher = Watcher::new(
         store.clone(),
         state.work_notifier(),
-        config.watcher_config(),
+        config.watcher.clone(),
         signer,
     )?
     .with_metrics(state.shared_metrics());

@@ -112,23 +112,27 @@ impl RunArgs {
         Ok(gleaner_coordinator::CoordinatorConfig {
             listen: self.listen,
             database_url,
-            rpc_url: self.chain.rpc_url.clone(),
-            market: self.chain.market,
-            confirmations: self.confirmations,
             db_pool_size: self.db_pool_size,
-            lease_secs: self.lease_secs.max(1),
-            session_secs: self.session_secs.max(1),
-            max_expiry_ahead_secs: self.max_expiry_ahead_secs,
-            max_wait_ms: self.max_wait_ms,
-            worker_active_secs: self.worker_active_secs,
-            manifest_cache: self.manifest_cache,
-            request_secs: self.request_timeout_secs.max(1),
-            max_blob_bytes: self.max_blob_bytes,
-            verifier: self.verifier,
-            poll_interval: Duration::from_millis(self.poll_ms.max(10)),
-            from_block: self.from_block,
-            reorg_depth: self.reorg_depth.max(1),
-            logs_range: self.logs_range.max(1),
+            api: gleaner_coordinator::ApiSettings {
+                lease_secs: self.lease_secs.max(1),
+                session_secs: self.session_secs.max(1),
+                max_expiry_ahead_secs: self.max_expiry_ahead_secs,
+                max_wait_ms: self.max_wait_ms,
+                worker_active_secs: self.worker_active_secs,
+                manifest_cache: self.manifest_cache,
+                request_secs: self.request_timeout_secs.max(1),
+                max_blob_bytes: self.max_blob_bytes,
+                verifier: self.verifier,
+            },
+            watcher: WatcherConfig {
+                rpc_url: self.chain.rpc_url.clone(),
+                market: self.chain.market,
+                confirmations: self.confirmations,
+                poll_interval: Duration::from_millis(self.poll_ms.max(10)),
+                from_block: self.from_block,
+                reorg_depth: self.reorg_depth.max(1),
+                logs_range: self.logs_range.max(1),
+            },
         })
     }
 }
@@ -138,7 +142,7 @@ pub(crate) fn run(cmd: CoordinatorCommand) -> anyhow::Result<()> {
         CoordinatorCommand::Run(args) => {
             let config = args.config()?;
             let signer = args.key.signer()?;
-            tracing::info!(coordinator = %signer.address(), market = %config.market, "starting coordinator");
+            tracing::info!(coordinator = %signer.address(), market = %config.watcher.market, "starting coordinator");
             runtime()?
                 .block_on(gleaner_coordinator::serve(config, signer, async {
                     let _ = tokio::signal::ctrl_c().await;
@@ -188,7 +192,7 @@ mod tests {
         );
         let c = a.config().unwrap();
         // The API gets the same settings as before these were flags.
-        let api = c.api_settings();
+        let api = c.api;
         let before = gleaner_coordinator::ApiSettings::default();
         assert_eq!(
             (api.lease_secs, api.session_secs, api.max_expiry_ahead_secs),
