@@ -53,6 +53,7 @@ pub struct Client {
     base: String,
     retry: RetryPolicy,
     session: Option<Session>,
+    grant: Option<String>,
     last_nonce: u64,
 }
 
@@ -76,6 +77,7 @@ impl Client {
             base: url.to_owned(),
             retry: RetryPolicy::default(),
             session: None,
+            grant: None,
             last_nonce: 0,
         })
     }
@@ -83,6 +85,13 @@ impl Client {
     /// Uses `policy` for every later request.
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Shows `grant` (a requester's [`ReadGrant`](gleaner_protocol::api::ReadGrant)) with every
+    /// later request, so blob downloads of its job are allowed.
+    pub fn with_grant(mut self, grant: &gleaner_protocol::api::ReadGrant) -> Self {
+        self.grant = Some(grant.token());
         self
     }
 
@@ -174,7 +183,8 @@ impl Client {
     }
 
     /// `GET /v1/blobs/{sha256}`: the bytes, checked against `hash`; a blob the coordinator
-    /// does not have is [`Error::Refused`] with status 404.
+    /// does not have is [`Error::Refused`] with status 404, one this caller may not read
+    /// (no session or grant that names it) 403.
     pub async fn blob(&self, hash: B256) -> Result<Vec<u8>> {
         let path = format!("/v1/blobs/{hash}");
         let resp = self
@@ -277,7 +287,10 @@ impl Client {
 
     /// A request to `path`, with the session's token when one is held.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let req = self.http.request(method, format!("{}{path}", self.base));
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(grant) = &self.grant {
+            req = req.header(gleaner_protocol::api::GRANT_HEADER, grant);
+        }
         match &self.session {
             Some(s) => req.bearer_auth(&s.token),
             None => req,

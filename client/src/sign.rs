@@ -1,10 +1,11 @@
 //! The signed bodies every role sends: one place that builds each EIP-712 message.
 
+use alloy::primitives::Address;
 use alloy::primitives::{B256, Bytes, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{Eip712Domain, SolStruct};
-use gleaner_protocol::api::{Capabilities, RegisterJob, SignIn};
+use gleaner_protocol::api::{Capabilities, ReadGrant, RegisterJob, SignIn};
 use gleaner_protocol::eip712::{self, JobRegistration, TaskResult, WorkerSignIn};
 
 use crate::{Error, Result};
@@ -89,6 +90,26 @@ pub fn register_job(
         requester: signer.address(),
         expiry,
     })
+}
+
+/// A requester's [`ReadGrant`] for the blobs of `job_id`: `grantee` is the requester itself
+/// (to read its own inputs and outputs) or [`Address::ZERO`] (anyone holding it may read the
+/// outputs once the job is settled), valid until `expiry` (unix seconds).
+pub fn read_grant(
+    signer: &PrivateKeySigner,
+    domain: &Eip712Domain,
+    job_id: U256,
+    grantee: Address,
+    expiry: u64,
+) -> Result<ReadGrant> {
+    let mut grant = ReadGrant {
+        job_id,
+        grantee,
+        expiry,
+        signature: Bytes::new(),
+    };
+    grant.signature = sign("read grant", signer, &grant.message(), domain)?;
+    Ok(grant)
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use alloy::signers::local::PrivateKeySigner;
 pub use cache::BoundedCache;
 pub use chain::{BoxFuture, Chain, OnChainJob, Poster, RpcChain, Watcher, WatcherConfig};
 pub use db::{
-    ChainEvent, DbKind, JobEvent, JobRow, LeasedTask, NewTask, QueueStats, ReplicaRow,
+    BlobUses, ChainEvent, DbKind, JobEvent, JobRow, LeasedTask, NewTask, QueueStats, ReplicaRow,
     ReplicaState, Store, TaskRow, TaskState,
 };
 pub use error::{Error, Result};

@@ -6,7 +6,7 @@
 //! | GET | `/metrics` | anyone | → Prometheus text |
 //! | GET | `/v1/info` | anyone | → [`Info`] |
 //! | PUT | `/v1/blobs/{sha256}` | anyone | raw bytes (≤ limit; hash must match) → [`BlobRef`] |
-//! | GET | `/v1/blobs/{sha256}` | anyone | → raw bytes |
+//! | GET | `/v1/blobs/{sha256}` | see [Blob access](#blob-access) | → raw bytes |
 //! | POST | `/v1/jobs` | requester | [`RegisterJob`] (signed) → [`JobStatus`] |
 //! | GET | `/v1/jobs/{id}` | anyone | → [`JobStatus`] |
 //! | GET | `/v1/jobs/{id}/results` | anyone | → [`JobResults`] (accepted outputs only) |
@@ -23,11 +23,90 @@
 //! (nonce strictly increasing per address, expiry ≤ 10 min ahead) and the on-chain stake
 //! (workers) or the configured verifier address; the reply's token goes in
 //! `Authorization: Bearer <token>`.
+//!
+//! # Blob access
+//!
+//! Anyone may upload a blob (its hash must match), but a blob is read only by those its job
+//! names. A settlement report is public (auditors rebuild payouts from it). A task's input
+//! blob is readable by the verifier, by a worker holding a live lease on that task, and by the
+//! job's requester. An output (a replica's result or an accepted result) is readable by the
+//! verifier and the requester, and, once the job is settled, by whoever holds a
+//! [`ReadGrant`] the requester shared. Everyone else gets 403 (404 when no job names the
+//! hash). Workers and the verifier show their Bearer session; a requester shows a
+//! [`ReadGrant`] it signed for itself, in the [`GRANT_HEADER`] header or the `grant` query
+//! parameter (a shareable link).
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
 use crate::task::{KindId, ModelRef, TaskParams};
+
+/// The header that carries a [`ReadGrant`] (its [`ReadGrant::token`] form).
+pub const GRANT_HEADER: &str = "x-gleaner-grant";
+
+/// How far ahead a [`ReadGrant`]'s expiry may be: a shared link lives at most a week.
+pub const MAX_GRANT_SECS: u64 = 7 * 24 * 3600;
+
+/// A requester's signed permission to read a job's blobs (EIP-712
+/// [`ReadGrant`](crate::eip712::ReadGrant)): for itself (`grantee` = the requester: inputs and
+/// outputs) or for anyone holding it (`grantee` = 0: accepted and replica outputs, after
+/// settlement). It travels as one URL-safe token, `job.grantee.expiry.signature`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadGrant {
+    /// The job whose blobs it opens.
+    pub job_id: U256,
+    /// The requester itself, or [`Address::ZERO`] for whoever holds the grant.
+    pub grantee: Address,
+    /// Unix seconds after which it is refused.
+    pub expiry: u64,
+    /// The requester's 65-byte signature.
+    pub signature: Bytes,
+}
+
+impl ReadGrant {
+    /// The EIP-712 message signed.
+    pub fn message(&self) -> crate::eip712::ReadGrant {
+        crate::eip712::ReadGrant {
+            jobId: self.job_id,
+            grantee: self.grantee,
+            expiry: self.expiry,
+        }
+    }
+
+    /// `job.grantee.expiry.signature` (decimal, hex, decimal, hex).
+    pub fn token(&self) -> String {
+        format!(
+            "{}.{}.{}.{}",
+            self.job_id, self.grantee, self.expiry, self.signature
+        )
+    }
+
+    /// Parses [`ReadGrant::token`]'s form.
+    pub fn parse(token: &str) -> crate::Result<Self> {
+        let bad = |what: &str| {
+            crate::Error::Invalid(format!(
+                "read grant {what}: expected JOB.GRANTEE.EXPIRY.SIGNATURE (decimal, 0x address, \
+                 decimal, 0x signature)"
+            ))
+        };
+        let mut parts = token.trim().split('.');
+        let (Some(job), Some(grantee), Some(expiry), Some(sig), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(bad("has the wrong number of parts"));
+        };
+        Ok(Self {
+            job_id: U256::from_str_radix(job, 10).map_err(|_| bad("has a bad job id"))?,
+            grantee: grantee.parse().map_err(|_| bad("has a bad grantee"))?,
+            expiry: expiry.parse().map_err(|_| bad("has a bad expiry"))?,
+            signature: sig.parse().map_err(|_| bad("has a bad signature"))?,
+        })
+    }
+}
 
 /// Error body of every non-2xx reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,6 +35,16 @@ alloy::sol! {
         address requester;
         uint64 expiry;
     }
+
+    /// A requester lets `grantee` read the blobs of job `jobId` until `expiry`: itself (its
+    /// inputs and outputs, at any time), or anyone holding the grant (`grantee` = 0: the
+    /// accepted outputs only, once the job is settled).
+    #[derive(Debug, PartialEq, Eq)]
+    struct ReadGrant {
+        uint256 jobId;
+        address grantee;
+        uint64 expiry;
+    }
 }
 
 /// The Gleaner EIP-712 domain of one deployment.

@@ -222,8 +222,34 @@ pub async fn wait(
     }
 }
 
+/// A [`ReadGrant`](gleaner_protocol::api::ReadGrant) for job `job_id`'s blobs, signed by its
+/// requester `signer` in the coordinator's deployment, valid for `valid_for` (at most
+/// [`MAX_GRANT_SECS`](gleaner_protocol::api::MAX_GRANT_SECS)): `grantee` = the signer's own
+/// address opens the job's inputs and outputs to it; [`Address::ZERO`] opens the outputs of the
+/// settled job to whoever holds the grant (a link to share).
+pub async fn read_grant(
+    client: &Client,
+    signer: &PrivateKeySigner,
+    job_id: U256,
+    grantee: Address,
+    valid_for: Duration,
+) -> Result<gleaner_protocol::api::ReadGrant> {
+    let info = client.info().await?;
+    let secs = valid_for
+        .as_secs()
+        .min(gleaner_protocol::api::MAX_GRANT_SECS);
+    Ok(gleaner_client::sign::read_grant(
+        signer,
+        &eip712::domain(info.chain_id, info.market),
+        job_id,
+        grantee,
+        now().saturating_add(secs),
+    )?)
+}
+
 /// Fetches the accepted outputs of `job_id` (hash-checked) and has its kind write them to
-/// `out` in input order.
+/// `out` in input order. The client must show a read grant
+/// ([`Client::with_grant`], from [`read_grant`]): blobs are not public.
 pub async fn results(
     client: &Client,
     kinds: &Registry,

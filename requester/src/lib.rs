@@ -18,5 +18,6 @@ pub mod wallet;
 
 pub use error::{Error, Result};
 pub use job::{
-    JobRequest, PreparedJob, Submitted, cancel, prepare, reclaim, results, sampling, submit, wait,
+    JobRequest, PreparedJob, Submitted, cancel, prepare, read_grant, reclaim, results, sampling,
+    submit, wait,
 };

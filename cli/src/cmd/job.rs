@@ -25,7 +25,9 @@ use crate::common::{
 ///   gleaner job submit --kind generate --input prompts.jsonl --temperature 0.8 --top-p 0.9 \
 ///       --seed 7 --budget 50 --keystore requester.json --market 0x...
 ///   gleaner job status 1
-///   gleaner job results 1 --out vectors.jsonl
+///   gleaner job results 1 --out vectors.jsonl --keystore requester.json
+///   gleaner job share 1 --for 7d --keystore requester.json
+///   gleaner job results 1 --out vectors.jsonl --grant 1.0x0000…0000.1767225600.0x…
 ///   gleaner job cancel 1 --keystore requester.json --market 0x...
 #[derive(Debug, Subcommand)]
 #[command(verbatim_doc_comment)]
@@ -34,8 +36,12 @@ pub enum JobCommand {
     Submit(SubmitArgs),
     /// Where a job stands (coordinator view).
     Status(StatusArgs),
-    /// Write the accepted outputs in input order.
+    /// Write the accepted outputs in input order (blobs are not public: the requester's key
+    /// signs a read grant for itself, or show a grant someone shared).
     Results(ResultsArgs),
+    /// Print a read grant that lets whoever holds it read the job's outputs once it is
+    /// settled (a link to share; expires).
+    Share(ShareArgs),
     /// Cancel a job whose tasks are not posted yet (full refund).
     Cancel(OnChainArgs),
     /// Reclaim the escrow of a job past its deadline that was never settled (a chunked
@@ -127,6 +133,36 @@ pub struct ResultsArgs {
     /// of vectors. generate: JSON lines {"prompt", "ids", "text"}.
     #[arg(long)]
     pub out: PathBuf,
+    /// A read grant someone shared (`gleaner job share`), instead of the requester's keystore.
+    #[arg(long, conflicts_with = "keystore")]
+    pub grant: Option<String>,
+    /// The requester's keystore: it signs a short read grant for itself.
+    #[arg(long, env = "GLEANER_KEYSTORE", required_unless_present = "grant")]
+    pub keystore: Option<PathBuf>,
+    /// File whose first line is the keystore password (for scripts).
+    #[arg(long, env = "GLEANER_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The keystore password itself (visible to other local users; prefer --password-file).
+    #[arg(
+        long = "unsafe-password",
+        env = "GLEANER_PASSWORD",
+        hide_env_values = true
+    )]
+    pub unsafe_password: Option<String>,
+}
+
+/// Options of `job share`.
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// Job id.
+    pub job_id: U256,
+    #[command(flatten)]
+    coord: CoordinatorArg,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// How long the grant works: 90s, 30m, 2h, 7d (at most 7 days).
+    #[arg(long = "for", default_value = "1d")]
+    pub valid_for: String,
 }
 
 /// A job id with chain and key.
@@ -146,6 +182,7 @@ pub(crate) fn run(cmd: JobCommand) -> anyhow::Result<()> {
         JobCommand::Submit(a) => rt.block_on(submit(a)),
         JobCommand::Status(a) => rt.block_on(status(a)),
         JobCommand::Results(a) => rt.block_on(results(a)),
+        JobCommand::Share(a) => rt.block_on(share(a)),
         JobCommand::Cancel(a) => rt.block_on(cancel_or_reclaim(a, true)),
         JobCommand::Reclaim(a) => rt.block_on(cancel_or_reclaim(a, false)),
     }
@@ -265,8 +302,26 @@ async fn status(a: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Blob reads of a job's results last at most this long.
+const OWN_GRANT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 async fn results(a: ResultsArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.coord.coordinator_url)?;
+    let grant = match (a.grant, a.keystore) {
+        (Some(token), _) => gleaner_protocol::api::ReadGrant::parse(&token)?,
+        (None, Some(keystore)) => {
+            let signer = KeyArgs {
+                keystore,
+                password_file: a.password_file,
+                unsafe_password: a.unsafe_password,
+            }
+            .signer()?;
+            gleaner_requester::read_grant(&client, &signer, a.job_id, signer.address(), OWN_GRANT)
+                .await?
+        }
+        (None, None) => anyhow::bail!("give --keystore (the requester's) or --grant"),
+    };
+    let client = client.with_grant(&grant);
     let written = gleaner_requester::results(&client, &kinds(), a.job_id, &a.out).await?;
     if !written.missing.is_empty() {
         eprintln!(
@@ -280,6 +335,38 @@ async fn results(a: ResultsArgs) -> anyhow::Result<()> {
         written.unit,
         a.out.display()
     );
+    Ok(())
+}
+
+async fn share(a: ShareArgs) -> anyhow::Result<()> {
+    let valid_for = parse_duration(&a.valid_for)?;
+    if valid_for.as_secs() > gleaner_protocol::api::MAX_GRANT_SECS {
+        anyhow::bail!(
+            "--for {} is longer than the 7 days a grant may last",
+            a.valid_for
+        );
+    }
+    let client = Client::new(&a.coord.coordinator_url)?;
+    let signer = a.key.signer()?;
+    let grant = gleaner_requester::read_grant(
+        &client,
+        &signer,
+        a.job_id,
+        alloy::primitives::Address::ZERO,
+        valid_for,
+    )
+    .await?;
+    eprintln!(
+        "whoever holds this grant may read job {}'s outputs once it is settled, until unix {}:\n  \
+         gleaner job results {} --grant TOKEN --out FILE\n  \
+         curl -H '{}: TOKEN' {}/v1/blobs/HASH",
+        a.job_id,
+        grant.expiry,
+        a.job_id,
+        gleaner_protocol::api::GRANT_HEADER,
+        client.base_url()
+    );
+    println!("{}", grant.token());
     Ok(())
 }
 

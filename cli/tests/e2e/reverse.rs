@@ -182,6 +182,21 @@ async fn a_kind_defined_in_a_test_runs_end_to_end() {
     verifier.await.unwrap().unwrap();
 
     let out = net.dir.path().join("reversed.txt");
+    // Blobs are not public: without the requester's grant the outputs are refused.
+    let refused = gleaner_requester::results(&client, &kinds(), submitted.job_id, &out)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let grant = gleaner_requester::read_grant(
+        &client,
+        &net.requester,
+        submitted.job_id,
+        net.requester.address(),
+        Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    let client = client.with_grant(&grant);
     let written = gleaner_requester::results(&client, &kinds(), submitted.job_id, &out)
         .await
         .unwrap();

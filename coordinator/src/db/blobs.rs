@@ -2,12 +2,31 @@
 
 use std::collections::HashSet;
 
-use alloy::primitives::B256;
+use alloy::primitives::{Address, B256, U256};
 use sqlx::Row;
 
 use super::Store;
-use super::codec::{to_bigint, to_hex};
+use super::codec::{ReplicaState, column, to_bigint, to_hex};
 use crate::error::Result;
+
+/// The jobs that name a blob, and as what: who may read it follows from these (see the blob
+/// access rules in `gleaner_protocol::api`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BlobUses {
+    /// Jobs whose settlement report it is (public).
+    pub report_of: Vec<U256>,
+    /// Jobs with a task whose input it is.
+    pub input_of: Vec<U256>,
+    /// Jobs with a replica result or an accepted result that is it.
+    pub output_of: Vec<U256>,
+}
+
+impl BlobUses {
+    /// Whether no job names the blob.
+    pub fn is_empty(&self) -> bool {
+        self.report_of.is_empty() && self.input_of.is_empty() && self.output_of.is_empty()
+    }
+}
 
 impl Store {
     /// Stores a blob under its sha256 (idempotent).
@@ -38,6 +57,49 @@ impl Store {
             .bind(to_hex(&hash))
             .fetch_optional(&self.pool)
             .await?;
+        Ok(row.is_some())
+    }
+
+    /// The jobs that name `hash` as a report, an input or an output (indexed lookups).
+    pub async fn blob_uses(&self, hash: B256) -> Result<BlobUses> {
+        let rows = sqlx::query(
+            "SELECT 'report' AS role, job_id FROM jobs WHERE report_hash = $1 \
+             UNION SELECT 'input' AS role, job_id FROM tasks WHERE input_hash = $1 \
+             UNION SELECT 'output' AS role, job_id FROM tasks WHERE accepted_result = $1 \
+             UNION SELECT 'output' AS role, job_id FROM replicas WHERE result_hash = $1",
+        )
+        .bind(to_hex(&hash))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut uses = BlobUses::default();
+        for row in &rows {
+            let job: U256 = column(row, "job_id")?;
+            let list = match row.try_get::<String, _>("role")?.as_str() {
+                "report" => &mut uses.report_of,
+                "input" => &mut uses.input_of,
+                _ => &mut uses.output_of,
+            };
+            if !list.contains(&job) {
+                list.push(job);
+            }
+        }
+        Ok(uses)
+    }
+
+    /// Whether `worker` holds a live (unexpired, not yet submitted) lease on a task whose input
+    /// is `hash`.
+    pub async fn leases_input(&self, worker: Address, hash: B256, now: u64) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM replicas r JOIN tasks t ON t.job_id = r.job_id AND t.idx = r.idx \
+             WHERE r.worker = $1 AND r.state = $2 AND r.expires_at > $3 AND t.input_hash = $4 \
+             LIMIT 1",
+        )
+        .bind(to_hex(&worker))
+        .bind(ReplicaState::Leased.as_str())
+        .bind(to_bigint(now)?)
+        .bind(to_hex(&hash))
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.is_some())
     }
 

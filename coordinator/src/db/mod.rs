@@ -23,6 +23,7 @@ mod tasks;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
+pub use blobs::BlobUses;
 pub use chain::{ChainEvent, JobEvent};
 pub use codec::{ReplicaState, TaskState};
 pub use jobs::{JobRow, NewTask};

@@ -204,22 +204,31 @@ impl AppState {
         Ok(manifest)
     }
 
-    /// The address of the caller's session, which must have `role`.
-    async fn session(&self, headers: &HeaderMap, role: &str) -> Result<Address> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+    /// The (address, role) of the caller's Bearer session; `None` without an `Authorization`
+    /// header, 401 for a malformed, unknown or expired one.
+    async fn caller(&self, headers: &HeaderMap) -> Result<Option<(Address, String)>> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Ok(None);
+        };
+        let token = value
+            .to_str()
+            .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                Error::Unauthorized("missing `Authorization: Bearer TOKEN`; sign in first".into())
+                Error::Unauthorized("expected `Authorization: Bearer TOKEN`; sign in first".into())
             })?;
-        let (address, have) = self
-            .store()
+        self.store()
             .session(token.trim(), self.now())
             .await?
-            .ok_or_else(|| {
-                Error::Unauthorized("unknown or expired session; sign in again".into())
-            })?;
+            .map(Some)
+            .ok_or_else(|| Error::Unauthorized("unknown or expired session; sign in again".into()))
+    }
+
+    /// The address of the caller's session, which must have `role`.
+    async fn session(&self, headers: &HeaderMap, role: &str) -> Result<Address> {
+        let (address, have) = self.caller(headers).await?.ok_or_else(|| {
+            Error::Unauthorized("missing `Authorization: Bearer TOKEN`; sign in first".into())
+        })?;
         if have != role {
             return Err(Error::Forbidden(format!(
                 "this needs a {role} session, not a {have} one"

@@ -74,8 +74,14 @@ async fn health_info_metrics_and_unknown_route() {
 async fn blobs_are_content_addressed_and_bounded() {
     let h = Harness::new().await;
     let hash = h.put_blob(b"hello").await;
-    let (s, body) = h.get(&format!("/v1/blobs/{hash}"), None).await;
+    // No job names it: only the verifier reads it (see blob_access.rs for the rules).
+    let vt = h.sign_in(&h.verifier.clone(), 0.0, 1).await;
+    let (s, body) = h.get(&format!("/v1/blobs/{hash}"), Some(&vt)).await;
     assert_eq!((s, body.as_slice()), (StatusCode::OK, b"hello".as_slice()));
+    assert_eq!(
+        h.get(&format!("/v1/blobs/{hash}"), None).await.0,
+        StatusCode::NOT_FOUND
+    );
     // Wrong hash, oversized, malformed hash, unknown blob.
     let wrong = blob_hash(b"other");
     let put = |uri: String, bytes: Vec<u8>| {

@@ -1,6 +1,7 @@
 //! Integration tests of the coordinator: the HTTP API in-process, the store on SQLite and
 //! PostgreSQL, the scheduler's properties, and the chain watcher against anvil.
 
+mod blob_access;
 mod chain;
 mod common;
 mod http;
