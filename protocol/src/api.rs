@@ -334,16 +334,26 @@ impl Capabilities {
         alloy::primitives::keccak256(serde_json::to_vec(&c).expect("serialises"))
     }
 
-    /// Rounds the measured numbers to what the wire carries exactly.
+    /// Rounds the measured numbers to what the wire carries exactly (`gflops` to 3 decimals,
+    /// within ±10^12, a non-finite one to 0).
     pub fn round(mut self) -> Self {
         self.gflops = round3(self.gflops);
         self
     }
 }
 
+/// The largest `gflops` magnitude the wire carries exactly: a zettaFLOP/s, far beyond any machine.
+///
+/// Up to it a value rounded to 3 decimals is `k / 1000` with `k < 2^53`, whose shortest decimal
+/// form JSON parsing reads back bit-exactly. Beyond it the parsed value could be 1 ulp off and the
+/// capabilities hash differ after the round trip (and at `f64::MAX`, `x * 1000` overflowed to
+/// infinity, which serialised as `null` and did not parse at all): property tests in
+/// `tests/codecs.rs` found both.
+const MAX_GFLOPS: f64 = 1e12;
+
 fn round3(x: f64) -> f64 {
     if x.is_finite() {
-        (x * 1000.0).round() / 1000.0
+        (x.clamp(-MAX_GFLOPS, MAX_GFLOPS) * 1000.0).round() / 1000.0
     } else {
         0.0
     }
@@ -455,6 +465,27 @@ mod tests {
             .round();
             let back: Capabilities =
                 serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back.hash(), c.hash(), "gflops {g}");
+        }
+        // Huge values are clamped, so they serialise as numbers and parse back exactly.
+        for (g, want) in [
+            (f64::MAX, MAX_GFLOPS),
+            (-f64::MAX, -MAX_GFLOPS),
+            (2.7595620671566766e13, MAX_GFLOPS),
+            (999_999_999_999.987, 999_999_999_999.987),
+        ] {
+            let c = Capabilities {
+                adapter: "cpu".into(),
+                backend: "flex".into(),
+                memory_bytes: 0,
+                gflops: g,
+                kinds: vec![],
+            }
+            .round();
+            assert_eq!(c.gflops, want);
+            let back: Capabilities =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c);
             assert_eq!(back.hash(), c.hash(), "gflops {g}");
         }
     }

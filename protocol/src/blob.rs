@@ -18,8 +18,13 @@ pub fn blob_hash(bytes: &[u8]) -> B256 {
     B256::from_slice(&Sha256::digest(bytes))
 }
 
-/// Encodes an embed task input.
+/// Encodes an embed task input (at least one text).
 pub fn encode_texts(texts: &[&str]) -> Result<Vec<u8>> {
+    // An empty list would encode to empty bytes, which `decode_texts` refuses: refuse it here,
+    // as `encode_prompts` does, so that what the encoder writes always decodes.
+    if texts.is_empty() {
+        return Err(Error::Invalid("no texts".into()));
+    }
     let mut out = Vec::new();
     for (i, t) in texts.iter().enumerate() {
         if t.trim().is_empty() || t.contains('\n') {
@@ -142,7 +147,8 @@ pub fn decode_generations(bytes: &[u8]) -> Result<Vec<Generation>> {
     Ok(g.outputs)
 }
 
-/// Writes a row-major `[rows, cols]` F32 matrix as safetensors with one tensor `name`.
+/// Writes a row-major `[rows, cols]` F32 matrix as safetensors with one tensor `name` (any name
+/// but `__metadata__`, the key safetensors reserves for the metadata map).
 pub fn encode_matrix(
     name: &str,
     data: &[f32],
@@ -150,6 +156,12 @@ pub fn encode_matrix(
     cols: usize,
     metadata: &[(&str, &str)],
 ) -> Result<Vec<u8>> {
+    // A tensor named `__metadata__` would be overwritten by (or read as) the metadata map.
+    if name == "__metadata__" {
+        return Err(Error::Invalid(
+            "a tensor cannot be named __metadata__".into(),
+        ));
+    }
     if data.len() != rows.checked_mul(cols).ok_or(Error::Overflow)? {
         return Err(Error::Invalid(format!(
             "{} values are not [{rows}, {cols}]",
@@ -217,8 +229,11 @@ pub fn decode_matrix(name: &str, bytes: &[u8]) -> Result<(Vec<f32>, usize, usize
     if stop.checked_sub(start) != Some(want) {
         return Err(bad("data size does not match the shape"));
     }
+    // Offsets come from the file and may be near usize::MAX: slice twice instead of adding them
+    // to `end` (`end + start` overflowed, a panic in debug builds, on e.g. offsets [MAX, MAX]).
     let data = bytes
-        .get(end + start..end + stop)
+        .get(end..)
+        .and_then(|d| d.get(start..stop))
         .ok_or_else(|| bad("truncated data"))?
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
@@ -239,6 +254,15 @@ mod tests {
         assert!(decode_matrix("embeddings", &b[..b.len() - 1]).is_err());
         assert!(decode_matrix("embeddings", &b[..5]).is_err());
         assert!(encode_matrix("e", &m, 4, 2, &[]).is_err());
+        assert!(encode_matrix("__metadata__", &m, 3, 2, &[("k", "v")]).is_err());
+        // Offsets near usize::MAX are refused, not added up (found by tests/codecs.rs).
+        let max = usize::MAX;
+        let header =
+            format!(r#"{{"e":{{"dtype":"F32","shape":[0,0],"data_offsets":[{max},{max}]}}}}"#);
+        let header = header.as_bytes();
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header);
+        assert!(decode_matrix("e", &b).is_err());
     }
 
     #[test]
@@ -247,6 +271,7 @@ mod tests {
         assert_eq!(b, b"a b\nc\n");
         assert_eq!(decode_texts(&b).unwrap(), vec!["a b", "c"]);
         assert!(encode_texts(&["a\nb"]).is_err());
+        assert!(encode_texts(&[]).is_err());
         assert!(decode_texts(b"a\n\nb\n").is_err());
         assert!(decode_texts(b"\xff\n").is_err());
         assert!(decode_texts(b"").is_err());
