@@ -2,20 +2,20 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gleaner_protocol::api::BlobRef;
 use gleaner_protocol::blob::blob_hash;
 
-use super::{AppState, parse_hash};
+use super::{ApiPath, AppState, parse_hash};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 pub(super) async fn put_blob(
     State(s): State<AppState>,
-    Path(hash): Path<String>,
+    ApiPath(hash): ApiPath<String>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<BlobRef>> {
     let hash = parse_hash(&hash)?;
@@ -47,7 +47,7 @@ pub(super) async fn put_blob(
 
 pub(super) async fn get_blob(
     State(s): State<AppState>,
-    Path(hash): Path<String>,
+    ApiPath(hash): ApiPath<String>,
 ) -> Result<Response> {
     let hash = parse_hash(&hash)?;
     let bytes = s
