@@ -11,6 +11,10 @@
 //! - `chain/`: the reader ([`RpcChain`]), the [`Watcher`] (ingests JobMarket events after N
 //!   confirmations, survives reorgs, derives job states) and the [`Poster`] (`postTasks`, once
 //!   per job). The watcher shares only the store, a wake-up `Notify` and the [`Metrics`].
+//! - `server`: [`serve_http`] is the accept loop (hyper's HTTP/1 over the router) with the
+//!   limits on connections: a header-read timeout that also closes idle keep-alive connections,
+//!   a cap on concurrent connections (503 beyond it), a write timeout and a bounded graceful
+//!   shutdown ([`ServerSettings`]).
 //! - [`serve`] wires it all: binds, migrates, spawns the watcher (whose failure stops the
 //!   service) and serves until shutdown.
 
@@ -23,6 +27,7 @@ mod error;
 mod http;
 mod metrics;
 pub mod scheduler;
+mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,8 +42,11 @@ pub use db::{
 };
 pub use error::{Error, Result};
 pub use gleaner_protocol::api::JobState;
-pub use http::{ApiSettings, AppState, MAX_EXPIRY_AHEAD_SECS, MAX_WAIT_MS, app};
+pub use http::{
+    ApiSettings, AppState, MAX_EXPIRY_AHEAD_SECS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_WAIT_MS, app,
+};
 pub use metrics::Metrics;
+pub use server::{ServerSettings, serve_http};
 
 /// Everything `gleaner coordinator run` configures.
 #[derive(Debug, Clone)]
@@ -51,11 +59,15 @@ pub struct CoordinatorConfig {
     pub db_pool_size: Option<u32>,
     /// The HTTP API's settings (leases, sessions, limits, the verifier).
     pub api: ApiSettings,
+    /// The HTTP server's settings (header timeout, connection cap, shutdown grace).
+    pub server: ServerSettings,
     /// The chain watcher's settings (RPC, market, confirmations, polling, reorgs).
     pub watcher: WatcherConfig,
 }
 
-/// Runs the coordinator until `shutdown` resolves or the chain watcher fails.
+/// Runs the coordinator until `shutdown` resolves or the chain watcher fails. On shutdown, no
+/// new connection is accepted and in-flight requests have [`ServerSettings::shutdown_grace`] to
+/// finish.
 pub async fn serve(
     config: CoordinatorConfig,
     signer: PrivateKeySigner,
@@ -88,9 +100,9 @@ pub async fn serve(
     let router = app(state).layer(tower_http::trace::TraceLayer::new_for_http());
     // The watcher is critical: if it ends, the service ends (reth's spawn_critical_task).
     let mut watcher = tokio::spawn(watcher.run());
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+    let server = serve_http(listener, router, config.server.clone(), shutdown);
     let result = tokio::select! {
-        r = server => r.map_err(|e| Error::Internal(format!("server: {e}"))),
+        () = server => Ok(()),
         r = &mut watcher => match r {
             Ok(Ok(())) => Err(Error::Internal("chain watcher stopped".into())),
             Ok(Err(e)) => Err(Error::Internal(format!("chain watcher failed: {e}"))),

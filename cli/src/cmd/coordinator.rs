@@ -70,9 +70,18 @@ pub struct RunArgs {
     #[arg(long, env = "GLEANER_MANIFEST_CACHE", default_value_t = 1024)]
     pub manifest_cache: usize,
     /// Longest a request may take, its body included, in seconds (a lease's long-poll wait
-    /// comes on top); slower clients get 408.
+    /// comes on top); slower clients get 408. A response the client does not read for this
+    /// long is dropped too.
     #[arg(long, env = "GLEANER_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
+    /// Longest a client may take to send a request's line and headers, and longest a keep-alive
+    /// connection may sit idle, in seconds; a client that started a request gets 408.
+    #[arg(long, env = "GLEANER_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Most HTTP connections served at once; a connection beyond them is answered 503 (retry
+    /// in a moment) and closed. Keep the open-file limit (`ulimit -n`) above it.
+    #[arg(long, env = "GLEANER_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
     /// Largest blob (and request body) accepted, in bytes.
     #[arg(long, env = "GLEANER_MAX_BLOB_BYTES", default_value_t = 16 << 20)]
     pub max_blob_bytes: u64,
@@ -123,6 +132,12 @@ impl RunArgs {
                 request_secs: self.request_timeout_secs.max(1),
                 max_blob_bytes: self.max_blob_bytes,
                 verifier: self.verifier,
+            },
+            server: gleaner_coordinator::ServerSettings {
+                header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+                max_connections: self.max_connections.max(1),
+                write_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+                ..gleaner_coordinator::ServerSettings::default()
             },
             watcher: WatcherConfig {
                 rpc_url: self.chain.rpc_url.clone(),
@@ -207,6 +222,18 @@ mod tests {
             (before.max_wait_ms, 120, before.manifest_cache)
         );
         assert_eq!(api.request_secs, before.request_secs);
+        assert_eq!((a.header_timeout_secs, a.max_connections), (10, 1024));
+        // The server too.
+        let server = c.server;
+        let before = gleaner_coordinator::ServerSettings::default();
+        assert_eq!(
+            (server.header_timeout, server.max_connections),
+            (before.header_timeout, before.max_connections)
+        );
+        assert_eq!(
+            (server.write_timeout, server.shutdown_grace),
+            (before.write_timeout, before.shutdown_grace)
+        );
         assert!(
             c.database_url.starts_with("sqlite://")
                 && c.database_url.ends_with("coordinator.db?mode=rwc")

@@ -5,7 +5,7 @@ use alloy::primitives::{Address, B256};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gleaner_protocol::api::{BlobRef, GRANT_HEADER, JobState, MAX_GRANT_SECS, ReadGrant};
@@ -13,13 +13,13 @@ use gleaner_protocol::blob::blob_hash;
 use gleaner_protocol::eip712;
 
 use super::sessions::{VERIFIER, WORKER};
-use super::{AppState, parse_hash};
+use super::{ApiPath, AppState, parse_hash};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 pub(super) async fn put_blob(
     State(s): State<AppState>,
-    Path(hash): Path<String>,
+    ApiPath(hash): ApiPath<String>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<BlobRef>> {
     let hash = parse_hash(&hash)?;
@@ -51,7 +51,7 @@ pub(super) async fn put_blob(
 
 pub(super) async fn get_blob(
     State(s): State<AppState>,
-    Path(hash): Path<String>,
+    ApiPath(hash): ApiPath<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {

@@ -2,14 +2,14 @@
 
 use alloy::primitives::B256;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use gleaner_protocol::api::{JobResults, JobState, JobStatus, RegisterJob, TaskResultRef};
 use gleaner_protocol::bindings::job_status;
 use gleaner_protocol::eip712::JobRegistration;
 use gleaner_protocol::merkle::MerkleTree;
 use gleaner_protocol::task::JobManifest;
 
-use super::{ApiJson, AppState, parse_job_id};
+use super::{ApiJson, ApiPath, AppState, parse_job_id};
 use crate::db::{JobRow, NewTask};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -37,7 +37,7 @@ async fn status_of(s: &AppState, job: &JobRow) -> Result<JobStatus> {
 
 pub(super) async fn job_status(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobStatus>> {
     let job = s.find_job(parse_job_id(&id)?).await?;
     Ok(Json(status_of(&s, &job).await?))
@@ -45,7 +45,7 @@ pub(super) async fn job_status(
 
 pub(super) async fn job_results(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobResults>> {
     let job = s.find_job(parse_job_id(&id)?).await?;
     let tasks = s

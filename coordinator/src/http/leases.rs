@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use alloy::primitives::Address;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gleaner_protocol::api::{Lease, LeaseRequest};
 
 use super::sessions::WORKER;
-use super::{ApiJson, AppState};
+use super::{ApiJson, ApiPath, AppState};
 use crate::db::{ReplicaRow, ReplicaState};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -90,7 +90,7 @@ pub(super) async fn own_lease(s: &AppState, worker: Address, lease_id: &str) -> 
 pub(super) async fn release(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Path(lease_id): Path<String>,
+    ApiPath(lease_id): ApiPath<String>,
 ) -> Result<StatusCode> {
     let worker = s.session(&headers, WORKER).await?;
     own_lease(&s, worker, &lease_id).await?;

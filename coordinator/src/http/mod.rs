@@ -26,8 +26,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use alloy::primitives::{Address, B256, Signature, U256};
 use alloy::sol_types::Eip712Domain;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use gleaner_protocol::api::Info;
@@ -45,6 +47,12 @@ use crate::metrics::Metrics;
 pub const MAX_EXPIRY_AHEAD_SECS: u64 = 600;
 /// Default of [`ApiSettings::max_wait_ms`].
 pub const MAX_WAIT_MS: u32 = 30_000;
+/// Most header bytes (names and values) a request may carry: above it, 431 with the JSON error
+/// body. The server's parser refuses heads above 64 KiB itself, with a bare 431.
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+/// Most headers a request may carry: above it, 431 with the JSON error body. The server's parser
+/// refuses more than 256 itself, with a bare 431.
+pub const MAX_HEADERS: usize = 100;
 
 /// Settings of the API (the part of the config it needs).
 #[derive(Debug, Clone)]
@@ -279,6 +287,25 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
     }
 }
 
+/// Path parameters whose rejections are [`Error`]s: a percent-encoded parameter that does not
+/// decode to UTF-8 (`/v1/jobs/%FF`) is 400 with the JSON error body, not axum's plain text.
+struct ApiPath<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Self(v)),
+            Err(e) if e.status().is_server_error() => Err(Error::Internal(e.body_text())),
+            Err(e) => Err(Error::BadRequest(format!(
+                "{}; percent-encode path parameters as UTF-8",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
 fn json_rejection(e: JsonRejection) -> Error {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         Error::TooLarge("request body too large".into())
@@ -329,17 +356,20 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Before anything is read: a declared body above the limit is refused at once (413, not
-/// after a gigabyte); then the whole request, body included, must finish within
-/// `request_secs` plus the longest long-poll wait (408 after), so a body that trickles or never
-/// arrives does not hold a connection.
+/// Before anything is read: headers above [`MAX_HEADERS`] or [`MAX_HEADER_BYTES`] are refused
+/// (431), and a declared body above the limit is refused at once (413, not after a gigabyte);
+/// then the whole request, body included, must finish within `request_secs` plus the longest
+/// long-poll wait (408 after), so a body that trickles or never arrives does not hold a
+/// connection. Whatever answers, a 4xx leaves with the JSON error body ([`json_error_body`]).
 async fn guard(
     axum::extract::State(s): axum::extract::State<AppState>,
     req: Request,
     next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
+) -> Response {
     let settings = s.settings();
+    if let Err(e) = check_headers(req.headers()) {
+        return e.into_response();
+    }
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -355,11 +385,140 @@ async fn guard(
     let budget = std::time::Duration::from_secs(settings.request_secs)
         + std::time::Duration::from_millis(u64::from(settings.max_wait_ms));
     match tokio::time::timeout(budget, next.run(req)).await {
-        Ok(response) => response,
+        Ok(response) => json_error_body(response).await,
         Err(_) => Error::Timeout(format!(
             "the request did not complete within {} s",
             budget.as_secs()
         ))
         .into_response(),
+    }
+}
+
+/// Refuses more than [`MAX_HEADERS`] headers or more than [`MAX_HEADER_BYTES`] of them.
+fn check_headers(headers: &HeaderMap) -> Result<()> {
+    if headers.len() > MAX_HEADERS {
+        return Err(Error::HeadersTooLarge(format!(
+            "the request has {} headers; this coordinator accepts at most {MAX_HEADERS}",
+            headers.len()
+        )));
+    }
+    // As on the wire: `name: value\r\n`.
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(Error::HeadersTooLarge(format!(
+            "the request's headers take {bytes} bytes; this coordinator accepts at most \
+             {MAX_HEADER_BYTES}; send large data in the body"
+        )));
+    }
+    Ok(())
+}
+
+/// A 4xx whose body is not JSON (a rejection axum makes itself, with a plain-text body) gets the
+/// documented `ApiError` body, its text as the message, so that every 4xx has it.
+async fn json_error_body(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !response.status().is_client_error() || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("client error")
+            .to_owned()
+    } else {
+        text
+    };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = crate::error::api_error(parts.status, message);
+    let mut answer = (parts.status, Json(body)).into_response();
+    answer.headers_mut().extend(parts.headers);
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(r: Response) -> Vec<u8> {
+        axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    /// A plain-text 4xx (an axum rejection) gets the JSON error body with its status, text and
+    /// other headers; JSON 4xx and other statuses pass unchanged.
+    #[tokio::test]
+    async fn every_4xx_leaves_with_the_json_error_body() {
+        let plain = (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            [(header::RETRY_AFTER, "1")],
+            "Expected request with `Content-Type: application/json`",
+        )
+            .into_response();
+        let r = json_error_body(plain).await;
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let e: gleaner_protocol::api::ApiError = serde_json::from_slice(&body(r).await).unwrap();
+        assert_eq!(e.code, "unsupported_media_type");
+        assert_eq!(
+            e.message,
+            "Expected request with `Content-Type: application/json`"
+        );
+
+        let empty = StatusCode::LENGTH_REQUIRED.into_response();
+        let e: gleaner_protocol::api::ApiError =
+            serde_json::from_slice(&body(json_error_body(empty).await).await).unwrap();
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("length_required", "Length Required")
+        );
+
+        let json = Error::NotFound("no job 7".into()).into_response();
+        let r = json_error_body(json).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let e: gleaner_protocol::api::ApiError = serde_json::from_slice(&body(r).await).unwrap();
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("not_found", "no job 7")
+        );
+
+        let ok = (StatusCode::OK, "ok").into_response();
+        assert_eq!(body(json_error_body(ok).await).await, b"ok");
+    }
+
+    /// Headers are counted as on the wire, against both limits.
+    #[test]
+    fn header_limits() {
+        let mut h = HeaderMap::new();
+        h.insert("x-big", "a".repeat(MAX_HEADER_BYTES - 9).parse().unwrap());
+        assert!(check_headers(&h).is_ok());
+        h.insert("x-big", "a".repeat(MAX_HEADER_BYTES - 8).parse().unwrap());
+        assert!(matches!(check_headers(&h), Err(Error::HeadersTooLarge(_))));
+        let mut h = HeaderMap::new();
+        for i in 0..=MAX_HEADERS {
+            h.insert(
+                header::HeaderName::try_from(format!("x-h{i}")).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        assert!(matches!(check_headers(&h), Err(Error::HeadersTooLarge(_))));
+        h.remove("x-h0");
+        assert!(check_headers(&h).is_ok());
     }
 }

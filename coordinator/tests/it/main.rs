@@ -1,10 +1,11 @@
-//! Integration tests of the coordinator: the HTTP API in-process, the store on SQLite and
-//! PostgreSQL, the scheduler's properties, and the chain watcher against anvil.
+//! Integration tests of the coordinator: the HTTP API in-process and over sockets, the store on
+//! SQLite and PostgreSQL, the scheduler's properties, and the chain watcher against anvil.
 
 mod blob_access;
 mod chain;
 mod common;
 mod http;
+mod http_conn;
 mod http_work;
 mod pg;
 mod store;
