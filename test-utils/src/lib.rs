@@ -1,11 +1,14 @@
 //! Test fixtures shared by every crate's chain tests: [`DevChain`] starts anvil, deploys the
-//! contracts and hands out keys; [`e18`] writes whole tokens in base units.
+//! contracts and hands out keys; [`e18`] writes whole tokens in base units; [`Postgres`] runs a
+//! throwaway PostgreSQL.
 //!
 //! A dev-dependency only: no production crate depends on it, so it changes no feature of the
 //! crates it builds on (nothing is compiled twice for tests).
 //!
 //! anvil comes from `scripts/setup` (npm `@foundry-rs/anvil`) or `GLEANER_ANVIL`; a missing one
 //! fails with the command that installs it.
+
+mod pg;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +18,8 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use gleaner_protocol::bindings::{GleanerToken, confirm};
 use gleaner_protocol::devnet::{DeployParams, Deployment, deploy, fund_and_stake};
+
+pub use pg::Postgres;
 
 /// The anvil binary: `$GLEANER_ANVIL`, else `node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil`
 /// under the first ancestor of `start` that has one, else `anvil` on the `PATH`; panics with the

@@ -86,6 +86,27 @@ pub async fn settle_and_slash<P: Provider>(
     report: &SettlementReport,
     logs_from_block: u64,
 ) -> Result<ChainOutcome> {
+    settle_and_slash_in_chunks(
+        provider,
+        market_addr,
+        report,
+        logs_from_block,
+        MAX_SETTLEMENT_CHUNK,
+    )
+    .await
+}
+
+/// [`settle_and_slash`], paying at most `chunk` workers per transaction (1 to
+/// [`MAX_SETTLEMENT_CHUNK`]): smaller chunks cost more transactions; tests and the chaos suite
+/// use them to interrupt a settlement between chunks.
+pub async fn settle_and_slash_in_chunks<P: Provider>(
+    provider: &P,
+    market_addr: Address,
+    report: &SettlementReport,
+    logs_from_block: u64,
+    chunk: usize,
+) -> Result<ChainOutcome> {
+    let chunk = chunk.clamp(1, MAX_SETTLEMENT_CHUNK);
     if report.market != market_addr {
         return Err(Error::Conflict(format!(
             "report is for market {}, not {market_addr}",
@@ -107,7 +128,7 @@ pub async fn settle_and_slash<P: Provider>(
         )));
     }
     let (settle_tx, settled_now) = match job.status {
-        job_status::POSTED if plan.fits_one_call() => {
+        job_status::POSTED if plan.workers.len() <= chunk => {
             let r = confirm(
                 "settle",
                 market
@@ -139,7 +160,7 @@ pub async fn settle_and_slash<P: Provider>(
             )
             .await?;
             (
-                settle_chunks(&market, &plan, job_id, Address::ZERO).await?,
+                settle_chunks(&market, &plan, job_id, Address::ZERO, chunk).await?,
                 true,
             )
         }
@@ -156,7 +177,7 @@ pub async fn settle_and_slash<P: Provider>(
                 )));
             }
             (
-                settle_chunks(&market, &plan, job_id, st.lastWorker).await?,
+                settle_chunks(&market, &plan, job_id, st.lastWorker, chunk).await?,
                 true,
             )
         }
@@ -206,11 +227,12 @@ async fn settle_chunks<P: Provider>(
     plan: &SettlementPlan,
     job_id: U256,
     last_worker: Address,
+    chunk: usize,
 ) -> Result<B256> {
     let start = plan.workers.partition_point(|w| *w <= last_worker);
     let mut i = start;
     while i < plan.workers.len() {
-        let end = (i + MAX_SETTLEMENT_CHUNK).min(plan.workers.len());
+        let end = (i + chunk).min(plan.workers.len());
         confirm(
             "settleChunk",
             market

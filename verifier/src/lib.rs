@@ -34,7 +34,7 @@ mod service;
 mod settlement;
 mod store;
 
-pub use chain::{ChainOutcome, SlashOutcome, settle_and_slash};
+pub use chain::{ChainOutcome, SlashOutcome, settle_and_slash, settle_and_slash_in_chunks};
 pub use decide::{
     Cluster, Fetched, Policy, Replica, Verdict, accepted_blob, attributed, cluster, decide,
     signature_valid,

@@ -20,7 +20,7 @@ use gleaner_protocol::report::{ReplicaEntry, SettlementReport};
 use gleaner_protocol::task::{JobManifest, KindId};
 use tracing::{debug, error, info, instrument, warn};
 
-use crate::chain::settle_and_slash;
+use crate::chain::settle_and_slash_in_chunks;
 use crate::decide::{Fetched, Policy, Replica, Verdict, accepted_blob, attributed, decide};
 use crate::reputation::conducts;
 use crate::settlement::{JobContext, TaskRecord, build_report, report_blob};
@@ -55,6 +55,8 @@ pub struct Config {
     pub sign_in_valid_for: Duration,
     /// How each request to the coordinator is retried.
     pub retry: gleaner_client::RetryPolicy,
+    /// Most workers paid per settlement transaction (1 to the contract's 256).
+    pub settle_chunk: usize,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
             checked_cache: 4096,
             sign_in_valid_for: Duration::from_secs(300),
             retry: gleaner_client::RetryPolicy::default(),
+            settle_chunk: crate::settlement::MAX_SETTLEMENT_CHUNK,
         }
     }
 }
@@ -421,11 +424,12 @@ impl Service {
         let (bytes, sha) = report_blob(&report);
         self.client.put_blob(bytes).await?;
         let provider = self.provider();
-        let outcome = settle_and_slash(
+        let outcome = settle_and_slash_in_chunks(
             &provider,
             self.config.market,
             &report,
             self.config.logs_from_block,
+            self.config.settle_chunk,
         )
         .await?;
         let told = self

@@ -76,6 +76,11 @@ pub struct RunArgs {
     /// Checked outputs remembered, so that a task polled again is not re-checked.
     #[arg(long, env = "GLEANER_VERIFIER_CHECKED_CACHE", default_value_t = 4096)]
     pub checked_cache: usize,
+    /// Most workers paid per settlement transaction (1-256): a job with more workers is
+    /// settled in chunks (more transactions; an interrupted one resumes where it stopped).
+    #[arg(long, env = "GLEANER_SETTLE_CHUNK", default_value_t = 256,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub settle_chunk: u16,
     #[command(flatten)]
     models: ModelArgs,
 }
@@ -102,6 +107,7 @@ impl RunArgs {
         c.logs_from_block = self.logs_from_block;
         c.sign_in_valid_for = Duration::from_secs(self.sign_in_valid_secs);
         c.checked_cache = self.checked_cache;
+        c.settle_chunk = usize::from(self.settle_chunk);
         c
     }
 

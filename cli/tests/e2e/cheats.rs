@@ -12,10 +12,32 @@ use gleaner_protocol::blob::{
 };
 use gleaner_protocol::task::{JobManifest, KindId, ModelRef, TaskParams};
 
+/// How a cheat turns the honest output of a task (its input at hand) into its lie.
+pub(crate) type Tamper<K> =
+    Box<dyn Fn(&K, &TaskRef<'_>, &[u8], Vec<u8>) -> Result<Vec<u8>> + Send + Sync>;
+
 /// An honest kind whose outputs `tamper` changes after computing them honestly.
 pub(crate) struct Cheat<K> {
     pub(crate) honest: K,
-    pub(crate) tamper: fn(&K, Vec<u8>) -> Result<Vec<u8>>,
+    pub(crate) tamper: Tamper<K>,
+    /// Tasks it lied about (its output differed from the honest one).
+    pub(crate) lies: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<K: 'static> Cheat<K> {
+    /// `honest` with the plain output-to-output `tamper`.
+    pub(crate) fn new(honest: K, tamper: fn(&K, Vec<u8>) -> Result<Vec<u8>>) -> Self {
+        Self::with(honest, Box::new(move |k, _, _, out| tamper(k, out)))
+    }
+
+    /// `honest` with a `tamper` that sees the task and its input.
+    pub(crate) fn with(honest: K, tamper: Tamper<K>) -> Self {
+        Self {
+            honest,
+            tamper,
+            lies: std::sync::Arc::default(),
+        }
+    }
 }
 
 impl<K: TaskKind> TaskKind for Cheat<K> {
@@ -38,7 +60,12 @@ impl<K: TaskKind> TaskKind for Cheat<K> {
         self.honest.prepare()
     }
     fn run(&self, task: &TaskRef<'_>, input: &[u8]) -> Result<Vec<u8>> {
-        (self.tamper)(&self.honest, self.honest.run(task, input)?)
+        let honest = self.honest.run(task, input)?;
+        let out = (self.tamper)(&self.honest, task, input, honest.clone())?;
+        if out != honest {
+            self.lies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(out)
     }
     fn check(&self, t: &TaskRef<'_>, i: &[u8], o: &[u8]) -> Result<Checked> {
         self.honest.check(t, i, o)

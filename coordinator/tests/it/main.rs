@@ -7,5 +7,4 @@ mod common;
 mod http;
 mod http_conn;
 mod http_work;
-mod pg;
 mod store;

@@ -3,7 +3,7 @@
 use alloy::primitives::{Address, B256, Bytes, U256};
 use gleaner_coordinator::{JobRow, JobState, NewTask, ReplicaState, Store};
 
-use crate::pg::Postgres;
+use gleaner_test_utils::Postgres;
 
 fn job(id: u64, n: u32, redundancy: u16) -> (JobRow, Vec<NewTask>) {
     let row = JobRow {

@@ -14,10 +14,12 @@ fn bin_dir() -> Option<PathBuf> {
     dirs.pop()
 }
 
-pub(crate) struct Postgres {
+/// A throwaway PostgreSQL cluster, stopped (immediately) on drop.
+pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
-    pub(crate) url: String,
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub url: String,
 }
 
 fn as_postgres(args: &[&str]) -> std::process::Output {
@@ -44,8 +46,9 @@ fn free_port() -> u16 {
 }
 
 impl Postgres {
-    /// Starts a fresh cluster; fails (never skips) when PostgreSQL is not installed.
-    pub(crate) fn start() -> Self {
+    /// Starts a fresh cluster; fails (never skips) when PostgreSQL is not installed;
+    /// needs root (it runs the server as user `postgres`).
+    pub fn start() -> Self {
         let bin = bin_dir()
             .expect("PostgreSQL is needed for the store tests: apt-get install postgresql");
         let initdb = bin.join("initdb");

@@ -1,0 +1,231 @@
+//! Crashes: miners, the coordinator (SQLite and PostgreSQL) and the verifier SIGKILLed mid-job.
+//! Nothing may be lost, nothing paid twice, nothing paid for work that never arrived.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::U256;
+use alloy::providers::{Provider, ProviderBuilder};
+use gleaner_client::Client;
+use gleaner_protocol::api::JobStatus;
+
+use crate::net::{Net, Service, paid, run_worker};
+use crate::{Found, chain_facts};
+
+async fn status(net: &Net, job: U256) -> Option<JobStatus> {
+    Client::new(&net.api).unwrap().job_status(job).await.ok()
+}
+
+/// Waits until `job` has at least `n` replicas done.
+async fn wait_replicas(net: &Net, job: U256, n: u32, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if status(net, job).await.is_some_and(|s| s.replicas_done >= n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job}: {n} replicas not done after {secs}s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGKILL (std's `Child::kill` on Unix), and reaped.
+fn sigkill(s: &mut Service) {
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+}
+
+/// The common end: settled once, every task accepted, the audit OK.
+async fn settled_row(found: &mut Found, net: &Net, job: U256, scenario: &str, t0: Instant) {
+    let facts = chain_facts(net, job).await;
+    let st = status(net, job).await.expect("job status");
+    let audit = net.audit(job);
+    let lost = st.tasks.saturating_sub(st.tasks_accepted);
+    found.add("jobs", 1);
+    found.add("tasks", u64::from(st.tasks));
+    found.add("tasks_lost", u64::from(lost));
+    found.add("paid_twice", facts.settled.saturating_sub(1) as u64);
+    found.row(
+        scenario,
+        "settles once, 0 tasks lost, audit OK",
+        format!(
+            "settled {}x in {:.0} s, {}/{} tasks accepted, audit {}",
+            facts.settled,
+            t0.elapsed().as_secs_f64(),
+            st.tasks_accepted,
+            st.tasks,
+            audit["verdict"].as_str().unwrap_or("?")
+        ),
+        facts.settled == 1 && lost == 0 && audit["verdict"] == "OK",
+    );
+}
+
+/// Ten `gleaner miner run` processes; three are SIGKILLed while the job runs. Their leases
+/// expire and go to the others; the job settles before its deadline; the dead are paid only
+/// for what they returned (the audit checks every payout against the report).
+pub(crate) async fn miners_killed() -> Found {
+    let mut found = Found::default();
+    let net = Net::start(10).await;
+    let coord = net.coordinator(4).await;
+    let _ver = net.verifier(&[]);
+    let mut miners: Vec<Service> = (0..10).map(|i| net.miner(i)).collect();
+    let t0 = Instant::now();
+    let job = net.submit(120, 2, 2);
+    wait_replicas(&net, job, 20, 240).await;
+    for m in &mut miners[..3] {
+        sigkill(m);
+    }
+    found.add("miners_killed", 3);
+    net.wait_state(job, "settled", 240).await;
+    let audit = net.audit(job);
+    let paid = paid(&audit);
+    let dead_paid = net.workers[..3]
+        .iter()
+        .filter(|w| paid.contains(&w.address()))
+        .count();
+    settled_row(
+        &mut found,
+        &net,
+        job,
+        "3 of 10 miners SIGKILLed mid-job",
+        t0,
+    )
+    .await;
+    found.row(
+        "  the killed miners",
+        "paid only for results they returned",
+        format!(
+            "{dead_paid} of 3 paid for earlier results; audit {}",
+            audit["verdict"]
+        ),
+        audit["verdict"] == "OK",
+    );
+    drop(coord);
+    found
+}
+
+/// The coordinator SIGKILLed with results in flight and restarted on the same database.
+pub(crate) async fn coordinator_killed(postgres: bool) -> Found {
+    let mut found = Found::default();
+    let pg = postgres.then(gleaner_test_utils::Postgres::start);
+    let net = Net::start(3).await;
+    let db = match &pg {
+        Some(pg) => pg.url.clone(),
+        None => net.sqlite("coordinator"),
+    };
+    let mut coord = net.coordinator_on(&db, 10, &[]).await;
+    let _ver = net.verifier(&[]);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut handles = Vec::new();
+    for i in 0..3 {
+        handles.push(run_worker(net.worker(i, None).await, stop.clone()));
+    }
+    let t0 = Instant::now();
+    let job = net.submit(60, 2, 2);
+    wait_replicas(&net, job, 10, 120).await;
+    sigkill(&mut coord);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _coord = net.coordinator_on(&db, 10, &[]).await;
+    net.wait_state(job, "settled", 200).await;
+    stop.notify_waiters();
+    for h in handles {
+        let _ = h.await;
+    }
+    let backend = if postgres { "PostgreSQL" } else { "SQLite" };
+    settled_row(
+        &mut found,
+        &net,
+        job,
+        &format!("coordinator SIGKILLed mid-job, restarted ({backend})"),
+        t0,
+    )
+    .await;
+    found
+}
+
+async fn rpc<T: serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + Unpin + 'static>(
+    p: &impl Provider,
+    method: &'static str,
+    params: serde_json::Value,
+) -> T {
+    p.raw_request(method.into(), params)
+        .await
+        .unwrap_or_else(|e| panic!("{method}: {e}"))
+}
+
+/// The verifier settles in chunks of one worker; anvil mines only when told, so the verifier is
+/// SIGKILLed exactly after its second chunk is sent. A new verifier resumes from the contract's
+/// cursor: the job is settled once, every worker paid once (the audit checks the sums).
+pub(crate) async fn verifier_killed() -> Found {
+    let mut found = Found::default();
+    let net = Net::start(4).await;
+    let _coord = net.coordinator(30).await;
+    let mut ver = net.verifier(&["--settle-chunk", "1"]);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut handles = Vec::new();
+    for i in 0..4 {
+        handles.push(run_worker(net.worker(i, None).await, stop.clone()));
+    }
+    let t0 = Instant::now();
+    let job = net.submit(24, 2, 2);
+    net.wait_state(job, "posted", 60).await;
+    let p = ProviderBuilder::new().connect_http(net.chain.anvil.endpoint_url());
+    let () = rpc(&p, "evm_setAutomine", serde_json::json!([false])).await;
+    // Mine each transaction the verifier sends: beginSettlement, chunk 1; kill it once chunk 2
+    // is waiting in the pool.
+    let mut mined = 0;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while mined < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the verifier sent {mined} settlement transactions"
+        );
+        let pool: serde_json::Value = rpc(&p, "txpool_status", serde_json::json!([])).await;
+        let pending = u64::from_str_radix(
+            pool["pending"]
+                .as_str()
+                .unwrap_or("0x0")
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap_or(0);
+        if pending == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        mined += 1;
+        if mined == 3 {
+            sigkill(&mut ver);
+        }
+        let _: serde_json::Value = rpc(&p, "evm_mine", serde_json::json!([])).await;
+    }
+    let () = rpc(&p, "evm_setAutomine", serde_json::json!([true])).await;
+    let market = gleaner_protocol::bindings::JobMarket::new(net.d.market, &p);
+    let mid = market.getJob(job).call().await.unwrap().status;
+    let _ver = net.verifier(&["--settle-chunk", "1"]);
+    net.wait_state(job, "settled", 120).await;
+    stop.notify_waiters();
+    for h in handles {
+        let _ = h.await;
+    }
+    found.row(
+        "  the killed verifier",
+        "left the job mid-settlement",
+        format!(
+            "on-chain status {mid} when it died (settling = {})",
+            gleaner_protocol::bindings::job_status::SETTLING
+        ),
+        mid == gleaner_protocol::bindings::job_status::SETTLING,
+    );
+    settled_row(
+        &mut found,
+        &net,
+        job,
+        "verifier SIGKILLed between settlement chunks",
+        t0,
+    )
+    .await;
+    found
+}
