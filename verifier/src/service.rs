@@ -411,8 +411,19 @@ impl Service {
     async fn settle(&mut self, job: &JobForReview, manifest: &JobManifest) -> Result<()> {
         let job_id = job.job_id;
         if self.store.notified(job_id).await? {
-            debug!(target: "verifier", %job_id, "already settled and reported");
-            return Ok(());
+            // Listed again after we reported it: settled still, or did a reorg drop it?
+            let status =
+                gleaner_protocol::bindings::JobMarket::new(self.config.market, self.provider())
+                    .getJob(job_id)
+                    .call()
+                    .await
+                    .map_err(|e| crate::Error::Chain(format!("getJob: {e}")))?
+                    .status;
+            if status == gleaner_protocol::bindings::job_status::SETTLED {
+                debug!(target: "verifier", %job_id, "already settled and reported");
+                return Ok(());
+            }
+            warn!(target: "verifier", %job_id, status, "reported settlement is not on the chain (reorg?): settling again");
         }
         let report = match self.store.report(job_id).await? {
             Some(r) => r,

@@ -229,3 +229,122 @@ pub(crate) async fn verifier_killed() -> Found {
     .await;
     found
 }
+
+/// The number of the block holding `job`'s last `TasksPosted` (`posted`) or `JobSettled`
+/// event, and how many such events the canonical chain has.
+async fn event_block(net: &Net, job: U256, posted: bool) -> (Option<u64>, usize) {
+    let p = ProviderBuilder::new().connect_http(net.chain.anvil.endpoint_url());
+    let market = gleaner_protocol::bindings::JobMarket::new(net.d.market, &p);
+    let logs: Vec<alloy::rpc::types::Log> = if posted {
+        market
+            .TasksPosted_filter()
+            .topic1(job)
+            .from_block(0)
+            .query()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
+    } else {
+        market
+            .JobSettled_filter()
+            .topic1(job)
+            .from_block(0)
+            .query()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
+    };
+    (logs.last().and_then(|l| l.block_number), logs.len())
+}
+
+/// Replaces the blocks from `from` to the head (at least three) with empty ones: the
+/// transactions in them are gone.
+async fn reorg_from(net: &Net, from: u64) -> u64 {
+    let p = ProviderBuilder::new().connect_http(net.chain.anvil.endpoint_url());
+    while p.get_block_number().await.unwrap() < from + 2 {
+        let _: serde_json::Value = rpc(&p, "evm_mine", serde_json::json!([])).await;
+    }
+    let depth = p.get_block_number().await.unwrap() - from + 1;
+    let _: serde_json::Value = rpc(
+        &p,
+        "anvil_reorg",
+        serde_json::json!([depth, []]),
+    )
+    .await;
+    depth
+}
+
+async fn chain_status(net: &Net, job: U256) -> u8 {
+    let p = ProviderBuilder::new().connect_http(net.chain.anvil.endpoint_url());
+    gleaner_protocol::bindings::JobMarket::new(net.d.market, &p)
+        .getJob(job)
+        .call()
+        .await
+        .unwrap()
+        .status
+}
+
+/// A reorg of depth ≥ 3 removes the block with the coordinator's `postTasks`, and later the
+/// one with the verifier's settlement: the coordinator posts again, the verifier settles again,
+/// once each on the canonical chain, and the audit is OK.
+pub(crate) async fn reorg() -> Found {
+    use gleaner_protocol::bindings::job_status;
+    let mut found = Found::default();
+    let net = Net::start(2).await;
+    let (_c, _v) = net.services(30).await;
+    let t0 = Instant::now();
+    let job = net.submit(8, 2, 2);
+    net.wait_state(job, "posted", 60).await;
+    let (Some(at), 1) = event_block(&net, job, true).await else {
+        panic!("no single TasksPosted event");
+    };
+    let depth = reorg_from(&net, at).await;
+    let after = chain_status(&net, job).await;
+    found.add("reorgs", 1);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut handles = Vec::new();
+    for i in 0..2 {
+        handles.push(run_worker(net.worker(i, None).await, stop.clone()));
+    }
+    net.wait_state(job, "settled", 180).await;
+    let (_, posts) = event_block(&net, job, true).await;
+    found.row(
+        format!("reorg of depth {depth} removing postTasks"),
+        "posted again, once on the canonical chain",
+        format!("status {after} after the reorg; {posts} TasksPosted on chain"),
+        after == job_status::OPEN && posts == 1,
+    );
+
+    let (Some(at), 1) = event_block(&net, job, false).await else {
+        panic!("no single JobSettled event");
+    };
+    let depth = reorg_from(&net, at).await;
+    let after = chain_status(&net, job).await;
+    found.add("reorgs", 1);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while chain_status(&net, job).await != job_status::SETTLED {
+        assert!(
+            Instant::now() < deadline,
+            "job {job} not settled again after the reorg"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    net.wait_state(job, "settled", 60).await;
+    stop.notify_waiters();
+    for h in handles {
+        let _ = h.await;
+    }
+    let (_, settles) = event_block(&net, job, false).await;
+    found.row(
+        format!("reorg of depth {depth} removing the settlement"),
+        "settled again, once on the canonical chain",
+        format!("status {after} after the reorg; {settles} JobSettled on chain"),
+        after == job_status::POSTED && settles == 1,
+    );
+    settled_row(&mut found, &net, job, "  the job after both reorgs", t0).await;
+    found
+}

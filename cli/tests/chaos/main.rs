@@ -95,6 +95,9 @@ fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
             Duration::from_secs(240),
             || Box::pin(faults::coordinator_killed(true)),
         ),
+        ("reorg", Duration::from_secs(300), || {
+            Box::pin(faults::reorg())
+        }),
         ("verifier-killed", Duration::from_secs(240), || {
             Box::pin(faults::verifier_killed())
         }),

@@ -421,6 +421,20 @@ impl Watcher {
                 }
             }
         }
+        // A settlement the verifier reported but the chain no longer has (a reorg dropped it
+        // before the watcher confirmed it): the job is posted again, so the verifier sees it
+        // and settles it again.
+        for job_id in self.store.settled_unconfirmed().await? {
+            let latest = market.getJob(job_id).call().await.map_err(Error::chain)?;
+            if latest.status == job_status::POSTED
+                && self
+                    .store
+                    .set_job_state(job_id, JobState::Settled, JobState::Posted)
+                    .await?
+            {
+                tracing::warn!(target: "coordinator::chain", %job_id, "reported settlement is not on the chain (reorg?): posted again");
+            }
+        }
         Ok(())
     }
 

@@ -139,6 +139,7 @@ impl Store {
         let from_chain = sql_list(
             [
                 JobState::Posted,
+                JobState::Settled,
                 JobState::Cancelled,
                 JobState::Expired,
                 JobState::RootMismatch,
@@ -173,6 +174,22 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(jobs)
+    }
+
+    /// Settled jobs whose `JobSettled` event is not stored (yet): the verifier reported them
+    /// settled, and the watcher has not confirmed it. A settlement a reorg removes stays here.
+    pub async fn settled_unconfirmed(&self) -> Result<Vec<U256>> {
+        let rows = sqlx::query(
+            "SELECT j.job_id FROM jobs j WHERE j.state = $1 AND NOT EXISTS \
+             (SELECT 1 FROM chain_events e WHERE e.job_id = j.job_id AND e.event = $2)",
+        )
+        .bind(JobState::Settled.as_str())
+        .bind("JobSettled")
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| parse_stored(&r.try_get::<String, _>("job_id")?, "job id"))
+            .collect()
     }
 
     /// Number of stored chain events (for tests and metrics).
