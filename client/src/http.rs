@@ -18,6 +18,8 @@ use crate::{Error, Result, RetryPolicy, sign};
 
 /// How long a request may take unless it says otherwise (a long poll adds its wait).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle keep-alive connection is kept for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a blob transfer may take (16 MiB at ~40 kB/s): blobs are large, and a total
@@ -70,6 +72,10 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
+            // The coordinator closes a keep-alive connection idle for its header timeout
+            // (10 s by default): reuse one only well within that, or a request sent as it
+            // closes fails (and a result, which is not replayed, would be lost).
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
         Ok(Self {

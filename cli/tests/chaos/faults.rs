@@ -210,6 +210,14 @@ pub(crate) async fn verifier_killed() -> Found {
     for h in handles {
         let _ = h.await;
     }
+    settled_row(
+        &mut found,
+        &net,
+        job,
+        "verifier SIGKILLed between settlement chunks",
+        t0,
+    )
+    .await;
     found.row(
         "  the killed verifier",
         "left the job mid-settlement",
@@ -219,14 +227,6 @@ pub(crate) async fn verifier_killed() -> Found {
         ),
         mid == gleaner_protocol::bindings::job_status::SETTLING,
     );
-    settled_row(
-        &mut found,
-        &net,
-        job,
-        "verifier SIGKILLed between settlement chunks",
-        t0,
-    )
-    .await;
     found
 }
 
@@ -269,12 +269,7 @@ async fn reorg_from(net: &Net, from: u64) -> u64 {
         let _: serde_json::Value = rpc(&p, "evm_mine", serde_json::json!([])).await;
     }
     let depth = p.get_block_number().await.unwrap() - from + 1;
-    let _: serde_json::Value = rpc(
-        &p,
-        "anvil_reorg",
-        serde_json::json!([depth, []]),
-    )
-    .await;
+    let _: serde_json::Value = rpc(&p, "anvil_reorg", serde_json::json!([depth, []])).await;
     depth
 }
 

@@ -81,6 +81,30 @@ pub(crate) async fn replay_across_domains() -> Found {
             s.to_string(),
             s == 401,
         );
+        // Job registration (of the job this coordinator already serves).
+        let manifest = Client::new(&net.api)
+            .unwrap()
+            .job_results(job)
+            .await
+            .unwrap()
+            .manifest;
+        let body = gleaner_client::sign::register_job(
+            &net.requester,
+            domain,
+            job,
+            manifest.as_bytes(),
+            now() + 300,
+        )
+        .unwrap();
+        let s = status_of(&http, http.post(format!("{}/v1/jobs", net.api)).json(&body)).await;
+        tried += 1;
+        refused += u64::from(s == 401);
+        found.row(
+            format!("replay: job registration signed for {what}"),
+            "401",
+            s.to_string(),
+            s == 401,
+        );
         // Read grant.
         let grant = gleaner_client::sign::read_grant(
             &net.requester,
@@ -280,7 +304,7 @@ pub(crate) async fn fuzz() -> Found {
         // Mostly a method the route takes, so that most requests reach a handler.
         let method = if rng.next() % 10 < 7 {
             match path.as_str() {
-                p if p.starts_with("/v1/blobs/") && rng.next() % 2 == 0 => "PUT",
+                p if p.starts_with("/v1/blobs/") && rng.next().is_multiple_of(2) => "PUT",
                 "/v1/info" | "/healthz" | "/metrics" | "/v1/verifier/work" => "GET",
                 p if p.starts_with("/v1/jobs/") || p.starts_with("/v1/blobs/") => "GET",
                 _ => "POST",
@@ -309,7 +333,7 @@ pub(crate) async fn fuzz() -> Found {
         let mut req = http
             .request(method.parse().unwrap(), format!("{}{path}", net.api))
             .body(body);
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             req = req.header("content-type", "application/json");
         }
         match rng.next() % 4 {

@@ -422,6 +422,8 @@ async fn a_client_that_does_not_read_its_response_is_dropped() {
     .await;
     let blob = vec![7u8; 4 << 20];
     let hash = h.put_blob(&blob).await;
+    // No job names the blob: the verifier reads it (blob_access.rs has the rules).
+    let token = h.sign_in(&h.verifier.clone(), 0.0, 1).await;
     // Small socket buffers (accepted sockets inherit the listener's), so that the kernel cannot
     // hold the whole answer.
     let socket = TcpSocket::new_v4().unwrap();
@@ -439,7 +441,11 @@ async fn a_client_that_does_not_read_its_response_is_dropped() {
     client.set_recv_buffer_size(16 << 10).unwrap();
     let mut s = client.connect(server.addr).await.unwrap();
     s.write_all(
-        format!("GET /v1/blobs/{hash} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!(
+            "GET /v1/blobs/{hash} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .await
     .unwrap();
