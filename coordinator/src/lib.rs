@@ -99,17 +99,25 @@ pub async fn serve(
     tracing::info!(target: "coordinator", addr = %config.listen, db = ?store.kind(), "listening");
     let router = app(state).layer(tower_http::trace::TraceLayer::new_for_http());
     // The watcher is critical: if it ends, the service ends (reth's spawn_critical_task).
-    let mut watcher = tokio::spawn(watcher.run());
+    let watcher = Arc::new(watcher);
+    let mut watching = tokio::spawn({
+        let watcher = watcher.clone();
+        async move { watcher.run().await }
+    });
     let server = serve_http(listener, router, config.server.clone(), shutdown);
     let result = tokio::select! {
         () = server => Ok(()),
-        r = &mut watcher => match r {
+        r = &mut watching => match r {
             Ok(Ok(())) => Err(Error::Internal("chain watcher stopped".into())),
             Ok(Err(e)) => Err(Error::Internal(format!("chain watcher failed: {e}"))),
             Err(e) => Err(Error::Internal(format!("chain watcher panicked: {e}"))),
         },
     };
-    watcher.abort();
+    watching.abort();
+    // Hand the lead over at once rather than after its lease runs out.
+    if let Err(e) = watcher.resign().await {
+        tracing::warn!(target: "coordinator", error = %e, "could not give up the lead");
+    }
     store.close().await;
     result
 }

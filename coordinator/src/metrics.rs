@@ -24,6 +24,8 @@ pub struct Metrics {
     pub reorgs: AtomicU64,
     /// Last block ingested.
     pub chain_block: AtomicU64,
+    /// 1 while this coordinator leads (follows the chain and posts roots), else 0.
+    pub leader: AtomicU64,
 }
 
 impl Metrics {
@@ -88,6 +90,12 @@ impl Metrics {
             "gauge",
             "Last block ingested.",
             get(&self.chain_block),
+        );
+        put(
+            "leader",
+            "gauge",
+            "1 while this coordinator follows the chain and posts roots.",
+            get(&self.leader),
         );
         put(
             "replicas_queued",

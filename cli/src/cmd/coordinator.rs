@@ -100,6 +100,11 @@ pub struct RunArgs {
     /// Most blocks the chain watcher asks logs for at once (lower it for RPCs that cap ranges).
     #[arg(long, env = "GLEANER_LOGS_RANGE", default_value_t = WatcherConfig::DEFAULT_LOGS_RANGE)]
     pub logs_range: u64,
+    /// Several coordinators may share one PostgreSQL: one at a time follows the chain and
+    /// posts roots. Seconds its lead lasts without renewal (another takes over after that
+    /// when it dies; a clean shutdown hands over at once).
+    #[arg(long, env = "GLEANER_LEADER_SECS", default_value_t = WatcherConfig::DEFAULT_LEADER_SECS)]
+    pub leader_secs: u64,
     #[command(flatten)]
     home: HomeArgs,
 }
@@ -147,6 +152,7 @@ impl RunArgs {
                 from_block: self.from_block,
                 reorg_depth: self.reorg_depth.max(1),
                 logs_range: self.logs_range.max(1),
+                leader_secs: self.leader_secs.max(1),
             },
         })
     }

@@ -343,3 +343,130 @@ pub(crate) async fn reorg() -> Found {
     settled_row(&mut found, &net, job, "  the job after both reorgs", t0).await;
     found
 }
+
+/// Whether the coordinator at `api` says it leads (its `leader` gauge).
+async fn leads(api: &str) -> bool {
+    match reqwest::get(format!("{api}/metrics")).await {
+        Ok(r) => r
+            .text()
+            .await
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == "gleaner_coordinator_leader 1"),
+        Err(_) => false,
+    }
+}
+
+/// Two coordinator processes on one PostgreSQL, workers spread over them: one job settles
+/// with every replica on a distinct worker, every task decided once, one root posted and one
+/// settlement; then the leader is SIGKILLed and the other takes the lead within its lease and
+/// posts the next job.
+pub(crate) async fn shared_database() -> Found {
+    const LEADER_SECS: u64 = 3;
+    let mut found = Found::default();
+    let pg = gleaner_test_utils::Postgres::start();
+    let net = Net::start(4).await;
+    let flags = ["--leader-secs", "3", "--poll-ms", "200"];
+    // B first, so that it leads; A (the verifier's and the requester's) follows.
+    let api_b = crate::net::free_api();
+    let mut b = net
+        .coordinator_at(&api_b, "coordinator-b", &pg.url, 30, &flags)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !leads(&api_b).await {
+        assert!(Instant::now() < deadline, "coordinator B never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _a = net
+        .coordinator_at(&net.api, "coordinator-a", &pg.url, 30, &flags)
+        .await;
+    let _ver = net.verifier(&[]);
+    let device = gleaner_models::select_device(gleaner_models::BackendChoice::Flex).unwrap();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut handles = Vec::new();
+    for i in 0..4 {
+        let api = if i < 2 {
+            net.api.clone()
+        } else {
+            api_b.clone()
+        };
+        let kinds = gleaner_kinds::Registry::standard(
+            &gleaner_kinds::ModelSetup::new(&gleaner_models::ModelPaths::new(
+                gleaner_test_utils::gleaner_home(),
+            )),
+            device.clone(),
+        );
+        handles.push(run_worker(
+            net.worker_at(&api, i, kinds, &device).await,
+            stop.clone(),
+        ));
+    }
+    let t0 = Instant::now();
+    let job = net.submit(40, 2, 2);
+    net.wait_state(job, "settled", 180).await;
+    let (_, posts) = event_block(&net, job, true).await;
+    let report: gleaner_protocol::report::SettlementReport = {
+        let client = Client::new(&net.api).unwrap();
+        let h = client.job_results(job).await.unwrap().report_hash.unwrap();
+        serde_json::from_slice(&client.blob(h).await.unwrap()).unwrap()
+    };
+    let twice = report
+        .tasks
+        .iter()
+        .filter(|t| {
+            let mut w: Vec<_> = t.replicas.iter().map(|r| r.worker).collect();
+            w.sort();
+            w.dedup();
+            w.len() != t.replicas.len()
+        })
+        .count();
+    let decided = report
+        .tasks
+        .iter()
+        .filter(|t| t.accepted_result.is_some())
+        .count();
+    let paid = paid(&net.audit(job));
+    let on_b = net.workers[2..]
+        .iter()
+        .filter(|w| paid.contains(&w.address()))
+        .count();
+    found.add("coordinators", 2);
+    found.add("replicas_leased_twice", twice as u64);
+    found.row(
+        "2 coordinators on one PostgreSQL, workers split",
+        "0 leased twice to a worker, each task decided once, 1 root, 1 settlement",
+        format!(
+            "{twice} leased twice; {decided}/{} decided; {posts} root(s); workers of B paid: {on_b}/2",
+            report.tasks.len()
+        ),
+        twice == 0 && decided == report.tasks.len() && posts == 1 && on_b > 0,
+    );
+    settled_row(&mut found, &net, job, "  its job", t0).await;
+
+    // The leader dies: A takes over within the lease and posts the next job.
+    sigkill(&mut b);
+    let killed = Instant::now();
+    while !leads(&net.api).await {
+        assert!(
+            killed.elapsed() < Duration::from_secs(LEADER_SECS + 10),
+            "A never took the lead"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let handover = killed.elapsed().as_secs_f64();
+    let next = net.submit(8, 2, 2);
+    net.wait_state(next, "settled", 120).await;
+    stop.notify_waiters();
+    for h in handles {
+        let _ = h.await;
+    }
+    let (_, posts) = event_block(&net, next, true).await;
+    found.row(
+        "  the leader SIGKILLed",
+        format!("the other leads within {LEADER_SECS} s + a poll, posts and settles the next job"),
+        format!("led after {handover:.1} s; next job: {posts} root, settled"),
+        handover < (LEADER_SECS + 2) as f64 && posts == 1,
+    );
+    settled_row(&mut found, &net, next, "  the next job", killed).await;
+    found
+}

@@ -98,6 +98,11 @@ fn scenarios() -> Vec<(&'static str, Duration, Scenario)> {
         ("reorg", Duration::from_secs(300), || {
             Box::pin(faults::reorg())
         }),
+        (
+            "coordinators-shared-postgres",
+            Duration::from_secs(300),
+            || Box::pin(faults::shared_database()),
+        ),
         ("verifier-killed", Duration::from_secs(240), || {
             Box::pin(faults::verifier_killed())
         }),

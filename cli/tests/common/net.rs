@@ -99,11 +99,6 @@ impl Net {
             )
             .unwrap();
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         Self {
             chain,
             dir,
@@ -113,7 +108,7 @@ impl Net {
             verifier,
             requester,
             workers,
-            api: format!("http://127.0.0.1:{port}"),
+            api: free_api(),
         }
     }
 
@@ -204,7 +199,22 @@ impl Net {
         lease_secs: u64,
         extra: &[&str],
     ) -> Service {
-        let listen = self.api.trim_start_matches("http://").to_owned();
+        self.coordinator_at(&self.api, "coordinator", db, lease_secs, extra)
+            .await
+    }
+
+    /// A coordinator serving `api` (logging to `name`.log), once it answers.
+    pub(crate) async fn coordinator_at(
+        &self,
+        api: &str,
+        name: &str,
+        db: &str,
+        lease_secs: u64,
+        extra: &[&str],
+    ) -> Service {
+        let listen = api.trim_start_matches("http://").to_owned();
+        let lease = lease_secs.to_string();
+        let verifier = self.verifier.address().to_string();
         let mut args = vec![
             "coordinator",
             "run",
@@ -215,15 +225,18 @@ impl Net {
             "--confirmations",
             "0",
             "--lease-secs",
+            &lease,
+            "--verifier",
+            &verifier,
         ];
-        let lease = lease_secs.to_string();
-        let verifier = self.verifier.address().to_string();
-        args.extend_from_slice(&[&lease, "--verifier", &verifier]);
         args.extend_from_slice(extra);
-        let coord = self.spawn("coordinator", "coordinator", &args);
+        let coord = self.spawn(name, "coordinator", &args);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while reqwest::get(format!("{}/healthz", self.api)).await.is_err() {
-            assert!(Instant::now() < deadline, "coordinator did not come up");
+        while reqwest::get(format!("{api}/healthz")).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "coordinator {name} did not come up"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         coord
@@ -315,7 +328,18 @@ impl Net {
         kinds: Registry,
         device: &gleaner_models::SelectedDevice,
     ) -> Worker {
-        let mut cfg = WorkerConfig::new(&self.api, kinds, device);
+        self.worker_at(&self.api, i, kinds, device).await
+    }
+
+    /// Worker `i` with `kinds`, talking to the coordinator at `api`.
+    pub(crate) async fn worker_at(
+        &self,
+        api: &str,
+        i: usize,
+        kinds: Registry,
+        device: &gleaner_models::SelectedDevice,
+    ) -> Worker {
+        let mut cfg = WorkerConfig::new(api, kinds, device);
         cfg.wait_ms = 1_000;
         cfg.name = format!("w{i}");
         Worker::start(cfg, self.workers[i].clone()).await.unwrap()
@@ -354,6 +378,16 @@ impl Net {
         assert!(out.status.success(), "audit failed: {v}");
         v
     }
+}
+
+/// A free loopback URL (`http://127.0.0.1:PORT`).
+pub(crate) fn free_api() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
 }
 
 /// The workers an `audit job --json` report shows paid.

@@ -58,6 +58,10 @@ pub struct WatcherConfig {
     pub reorg_depth: u64,
     /// Most blocks per `eth_getLogs`.
     pub logs_range: u64,
+    /// How long a coordinator's lead lasts without renewal: of several coordinators on one
+    /// database, one follows the chain and posts roots; when it dies, another takes over
+    /// within this time.
+    pub leader_secs: u64,
 }
 
 impl WatcherConfig {
@@ -65,6 +69,8 @@ impl WatcherConfig {
     pub const DEFAULT_REORG_DEPTH: u64 = 64;
     /// Default of [`WatcherConfig::logs_range`].
     pub const DEFAULT_LOGS_RANGE: u64 = 1_000;
+    /// Default of [`WatcherConfig::leader_secs`].
+    pub const DEFAULT_LEADER_SECS: u64 = 15;
 
     /// Settings for `rpc_url` and `market` with the defaults: no confirmations, 1 s polls,
     /// from block 0.
@@ -77,6 +83,7 @@ impl WatcherConfig {
             from_block: 0,
             reorg_depth: Self::DEFAULT_REORG_DEPTH,
             logs_range: Self::DEFAULT_LOGS_RANGE,
+            leader_secs: Self::DEFAULT_LEADER_SECS,
         }
     }
 }
@@ -92,7 +99,14 @@ pub struct Watcher {
     poster: Poster,
     /// The market's WorkerRegistry, read on the first poll.
     registry: tokio::sync::OnceCell<Address>,
+    /// This process's name in the `leader` table.
+    holder: String,
+    /// Whether it led at its last poll.
+    leading: std::sync::atomic::AtomicBool,
 }
+
+/// The role in the `leader` table that follows the chain and posts roots.
+const LEADER_ROLE: &str = "watcher";
 
 /// A decoded JobMarket log as the job event the coordinator keeps, or `None` for events it
 /// does not follow (stakes, slashing, withdrawals).
@@ -167,6 +181,8 @@ impl Watcher {
             provider,
             poster,
             registry: tokio::sync::OnceCell::new(),
+            holder: crate::db::codec::random_hex()[..16].to_owned(),
+            leading: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -214,7 +230,7 @@ impl Watcher {
 
     /// Polls forever. Chain errors are logged and retried; a store error ends the loop (and,
     /// through [`crate::serve`], the process).
-    pub async fn run(self) -> Result<()> {
+    pub async fn run(&self) -> Result<()> {
         loop {
             match self.poll().await {
                 Ok(()) => {}
@@ -227,8 +243,44 @@ impl Watcher {
         }
     }
 
-    /// One round: detect reorgs, ingest confirmed events, derive job states, post roots.
+    /// Whether this watcher led at its last poll.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Gives up the lead (on shutdown), so another coordinator takes over at once.
+    pub async fn resign(&self) -> Result<()> {
+        self.store.resign(LEADER_ROLE, &self.holder).await
+    }
+
+    /// One round, if this coordinator leads (takes or renews the lead first): detect reorgs,
+    /// ingest confirmed events, derive job states, post roots. A follower only wakes its
+    /// long-polling lease requests: the leader moves job states in the shared store.
     pub async fn poll(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let leads = self
+            .store
+            .try_lead(
+                LEADER_ROLE,
+                &self.holder,
+                unix_now(),
+                self.config.leader_secs,
+            )
+            .await?;
+        let led = self.leading.swap(leads, Ordering::Relaxed);
+        self.metrics
+            .leader
+            .store(u64::from(leads), Ordering::Relaxed);
+        if !leads {
+            if led {
+                tracing::warn!(target: "coordinator::chain", holder = %self.holder, "lost the lead to another coordinator");
+            }
+            self.work.notify_waiters();
+            return Ok(());
+        }
+        if !led {
+            tracing::info!(target: "coordinator::chain", holder = %self.holder, "leading: following the chain and posting roots");
+        }
         self.check_reorg().await?;
         let confirmed = self.ingest().await?;
         self.advance_jobs(confirmed).await?;

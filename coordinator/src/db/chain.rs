@@ -192,6 +192,43 @@ impl Store {
             .collect()
     }
 
+    /// Takes or renews the lease on `role` for `holder` until `now + secs`, unless another
+    /// holder's lease is still running; returns whether `holder` holds it now. One statement,
+    /// so two coordinators racing for an expired lease cannot both win.
+    pub async fn try_lead(&self, role: &str, holder: &str, now: u64, secs: u64) -> Result<bool> {
+        let until = to_bigint(now.saturating_add(secs))?;
+        sqlx::query(
+            "INSERT INTO leader (role, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (role) DO UPDATE SET holder = excluded.holder, \
+             expires_at = excluded.expires_at \
+             WHERE leader.holder = excluded.holder OR leader.expires_at <= $4",
+        )
+        .bind(role.to_owned())
+        .bind(holder.to_owned())
+        .bind(until)
+        .bind(to_bigint(now)?)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT holder FROM leader WHERE role = $1")
+            .bind(role.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<String, _>("holder")? == holder,
+            None => false,
+        })
+    }
+
+    /// Gives up `role` if `holder` has it (a clean shutdown hands over at once).
+    pub async fn resign(&self, role: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leader WHERE role = $1 AND holder = $2")
+            .bind(role.to_owned())
+            .bind(holder.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Number of stored chain events (for tests and metrics).
     pub async fn chain_event_count(&self) -> Result<u64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM chain_events")
@@ -203,6 +240,22 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn one_holder_leads_until_its_lease_ends_or_it_resigns() {
+        let store = Store::memory().await;
+        assert!(store.try_lead("watcher", "a", 100, 10).await.unwrap());
+        assert!(!store.try_lead("watcher", "b", 105, 10).await.unwrap());
+        // Renewed by its holder, then taken over once it lapses.
+        assert!(store.try_lead("watcher", "a", 108, 10).await.unwrap());
+        assert!(!store.try_lead("watcher", "b", 117, 10).await.unwrap());
+        assert!(store.try_lead("watcher", "b", 118, 10).await.unwrap());
+        assert!(!store.try_lead("watcher", "a", 119, 10).await.unwrap());
+        store.resign("watcher", "a").await.unwrap();
+        assert!(!store.try_lead("watcher", "a", 120, 10).await.unwrap());
+        store.resign("watcher", "b").await.unwrap();
+        assert!(store.try_lead("watcher", "a", 121, 10).await.unwrap());
+    }
+
     use super::super::jobs::tests::{job, posted};
     use super::*;
 
