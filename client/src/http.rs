@@ -29,12 +29,13 @@ const BLOB_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Whether a request may be sent again after a failure that may have reached the coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Replay {
-    /// Sending it twice changes nothing (reads, content-addressed uploads, registrations the
-    /// coordinator answers 409 to the second time): every recoverable failure is retried.
+    /// Sending it twice changes nothing (reads, content-addressed uploads, registrations and
+    /// results the coordinator recognises the second time): every recoverable failure is
+    /// retried.
     Safe,
-    /// Sending it twice could count twice (a `more` decision, a result, a sign-in nonce, a
-    /// lease): retried only when the coordinator surely did not act on it (the connection was
-    /// never made, or it answered 429 or 503); otherwise the failure goes to the caller.
+    /// Sending it twice could count twice (a `more` decision, a sign-in nonce, a lease):
+    /// retried only when the coordinator surely did not act on it (the connection was never
+    /// made, or it answered 429 or 503); otherwise the failure goes to the caller.
     Unsafe,
 }
 
@@ -179,9 +180,10 @@ impl Client {
             .map(drop)
     }
 
-    /// `POST /v1/results`: a signed result (its output blob uploaded first).
+    /// `POST /v1/results`: a signed result (its output blob uploaded first). Safe to resend:
+    /// the coordinator answers 204 to the same result again, so a lost reply costs nothing.
     pub async fn submit(&self, body: &SubmitResult) -> Result<()> {
-        self.send("result", Replay::Unsafe, |c| {
+        self.send("result", Replay::Safe, |c| {
             c.request(Method::POST, "/v1/results").json(body)
         })
         .await

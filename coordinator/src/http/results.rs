@@ -1,4 +1,5 @@
-//! `/v1/results`: a worker submits the signed result of its lease.
+//! `/v1/results`: a worker submits the signed result of its lease (idempotent: the same result
+//! sent again is answered 204).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -8,6 +9,7 @@ use gleaner_protocol::eip712::TaskResult;
 use super::leases::own_lease;
 use super::sessions::WORKER;
 use super::{ApiJson, AppState};
+use crate::db::ReplicaState;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -17,7 +19,19 @@ pub(super) async fn submit_result(
     ApiJson(req): ApiJson<SubmitResult>,
 ) -> Result<StatusCode> {
     let worker = s.session(&headers, WORKER).await?;
-    let replica = own_lease(&s, worker, &req.lease_id).await?;
+    // The same result again (a retry whose first reply was lost) is already recorded: it is
+    // checked like a new one and answered 204, so that a worker may resend a result safely.
+    let already = |r: &crate::db::ReplicaRow| {
+        r.state == ReplicaState::Submitted && r.result_hash == Some(req.result_hash)
+    };
+    let replica = match own_lease(&s, worker, &req.lease_id).await {
+        Ok(r) => r,
+        Err(Error::Conflict(why)) => match s.store().replica(&req.lease_id).await? {
+            Some(r) if r.worker == worker && already(&r) => r,
+            _ => return Err(Error::Conflict(why)),
+        },
+        Err(e) => return Err(e),
+    };
     let task_hash = s
         .store()
         .task_hash(replica.job_id, replica.index)
@@ -41,11 +55,19 @@ pub(super) async fn submit_result(
         worker,
     };
     s.verify(&msg, &req.signature, worker)?;
+    if already(&replica) {
+        return Ok(StatusCode::NO_CONTENT);
+    }
     if !s
         .store()
         .submit(&req.lease_id, req.result_hash, &req.signature, s.now())
         .await?
     {
+        if let Some(now) = s.store().replica(&req.lease_id).await?
+            && already(&now)
+        {
+            return Ok(StatusCode::NO_CONTENT);
+        }
         return Err(Error::Conflict(format!(
             "lease {} is no longer live",
             req.lease_id

@@ -120,6 +120,12 @@ async fn lease_submit_verify_settle_end_to_end() {
         );
     }
     assert_eq!(submit(&h, w0, t0, l0, b"again").await, StatusCode::CONFLICT);
+    // The same result resent (its first reply lost) is answered 204 and counted once.
+    let same = format!("out {}", l0.index);
+    assert_eq!(
+        submit(&h, w0, t0, l0, same.as_bytes()).await,
+        StatusCode::NO_CONTENT
+    );
 
     // The verifier sees both tasks pending with two replicas each.
     let (s, body) = h.get("/v1/verifier/work", Some(&vt)).await;
