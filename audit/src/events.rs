@@ -17,6 +17,9 @@ pub(crate) struct JobEvents {
     pub(crate) settled: Option<JobMarket::JobSettled>,
     pub(crate) paid: Vec<JobMarket::WorkerPaid>,
     pub(crate) slashed: Vec<WorkerRegistry::Slashed>,
+    /// Every transaction that emitted one of the job's events (createJob, postTasks, each
+    /// settlement transaction, slashes), once each.
+    pub(crate) txs: std::collections::BTreeSet<B256>,
 }
 
 /// The job's events between `from` and the chain's head.
@@ -38,6 +41,21 @@ pub(crate) async fn job_events(
             let Ok(decoded) = JobMarket::JobMarketEvents::decode_log(&log.inner) else {
                 continue;
             };
+            use JobMarket::JobMarketEvents as E;
+            let of_job = match &decoded.data {
+                E::JobCreated(e) => e.jobId == job,
+                E::TasksPosted(e) => e.jobId == job,
+                E::SettlementStarted(e) => e.jobId == job,
+                E::WorkerPaid(e) => e.jobId == job,
+                E::JobSettled(e) => e.jobId == job,
+                E::JobCancelled(e) => e.jobId == job,
+                E::JobReclaimed(e) => e.jobId == job,
+                E::SettlementAbandoned(e) => e.jobId == job,
+                _ => false,
+            };
+            if of_job && let Some(tx) = log.transaction_hash {
+                ev.txs.insert(tx);
+            }
             match decoded.data {
                 JobMarket::JobMarketEvents::JobCreated(e) if e.jobId == job => {
                     ev.created = Some(e);
@@ -55,6 +73,9 @@ pub(crate) async fn job_events(
             && let WorkerRegistry::WorkerRegistryEvents::Slashed(e) = d.data
             && e.jobId == job
         {
+            if let Some(tx) = log.transaction_hash {
+                ev.txs.insert(tx);
+            }
             ev.slashed.push(e);
         }
     }

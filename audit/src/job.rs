@@ -35,9 +35,23 @@ pub struct AuditReport {
     pub accepted_tasks: u32,
     /// The job's on-chain status code (`JobMarket.getJob().status`).
     pub status: u8,
+    /// Gas used by the job's transactions (createJob, postTasks, every settlement transaction,
+    /// slashes), summed from their receipts: base cost and calldata included.
+    pub gas_used: u64,
+    /// How many transactions that is.
+    pub transactions: usize,
 }
 
 impl AuditReport {
+    /// [`AuditReport::gas_used`] per task, rounded up (0 for a job without tasks).
+    pub fn gas_per_task(&self) -> u64 {
+        self.gas_used
+            .checked_div(u64::from(self.task_count))
+            .map_or(0, |q| {
+                q + u64::from(!self.gas_used.is_multiple_of(u64::from(self.task_count)))
+            })
+    }
+
     /// Whether the settlement holds.
     pub fn ok(&self) -> bool {
         self.differences.is_empty()
@@ -128,7 +142,18 @@ pub async fn audit_job(
                 .collect()
         }
     };
+    let mut gas_used = 0u64;
+    for tx in &ev.txs {
+        let receipt = p
+            .get_transaction_receipt(*tx)
+            .await
+            .map_err(|e| Error::Chain(format!("receipt of {tx}: {e}")))?
+            .ok_or_else(|| Error::Chain(format!("no receipt for {tx}")))?;
+        gas_used = gas_used.saturating_add(receipt.gas_used);
+    }
     Ok(AuditReport {
+        gas_used,
+        transactions: ev.txs.len(),
         job_id,
         workers,
         pool: settled.pool,
@@ -455,6 +480,7 @@ mod tests {
                 amount: U256::from(1_000),
             }],
             slashed: Vec::new(),
+            txs: Default::default(),
         };
         (events, report)
     }

@@ -113,13 +113,17 @@ async fn audit_job(a: &JobAudit) -> anyhow::Result<AuditReport> {
     let client = Client::new(&a.coordinator_url)?;
     let r = gleaner_audit::audit_job(&p, a.chain.market, &client, a.job_id, a.from_block).await?;
     eprintln!(
-        "job {}: {} tasks, {} accepted, {} workers paid, {} slashed, status {}",
+        "job {}: {} tasks, {} accepted, {} workers paid, {} slashed, status {}; gas {} in {} \
+         transactions ({} per task)",
         r.job_id,
         r.task_count,
         r.accepted_tasks,
         r.workers.len(),
         r.slashed.len(),
-        r.status
+        r.status,
+        r.gas_used,
+        r.transactions,
+        r.gas_per_task()
     );
     Ok(r)
 }
@@ -154,6 +158,9 @@ fn json(r: &AuditReport) -> serde_json::Value {
         "refund": r.refund.to_string(),
         "refund_tokens": tokens(r.refund),
         "slashed": r.slashed,
+        "gas_used": r.gas_used,
+        "transactions": r.transactions,
+        "gas_per_task": r.gas_per_task(),
     })
 }
 
@@ -235,9 +242,15 @@ mod tests {
             task_count: 3,
             accepted_tasks: 3,
             status: 4,
+            gas_used: 301,
+            transactions: 3,
         };
         let j = json(&r);
         assert_eq!(j["job_id"], "7");
+        assert_eq!(
+            (j["gas_used"].as_u64(), j["gas_per_task"].as_u64()),
+            (Some(301), Some(101))
+        );
         assert_eq!(j["workers"][0]["payout"], "104523531786980130000");
         assert_eq!(j["workers"][0]["payout_tokens"], "104.52353178698013");
         assert_eq!(j["workers"][0]["units"], "310630000");
