@@ -52,7 +52,11 @@ async fn corrupt_worker_is_slashed_and_honest_ones_are_paid() {
     assert_eq!(audit["transactions"], 4, "{audit}");
     let gas = audit["gas_used"].as_u64().unwrap();
     assert!(gas > 4 * 21_000, "{audit}");
-    assert_eq!(audit["gas_per_task"].as_u64().unwrap(), gas.div_ceil(3), "{audit}");
+    assert_eq!(
+        audit["gas_per_task"].as_u64().unwrap(),
+        gas.div_ceil(3),
+        "{audit}"
+    );
     let cheat = net.workers[2].address();
     let paid = paid(&audit);
     assert!(!paid.contains(&cheat), "the cheat was paid: {audit}");

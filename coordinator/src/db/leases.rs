@@ -82,16 +82,6 @@ fn read_replica(row: &AnyRow) -> Result<ReplicaRow> {
     })
 }
 
-/// Replicas of a task holding a slot at `$1` (now): submitted, or leased and not yet expired.
-fn live_count_sql() -> String {
-    format!(
-        "(SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
-         AND (r.state = '{submitted}' OR (r.state = '{leased}' AND r.expires_at > $1)))",
-        submitted = ReplicaState::Submitted.as_str(),
-        leased = ReplicaState::Leased.as_str(),
-    )
-}
-
 /// Open tasks of leasable jobs (posted, before the deadline `$1`), as `t` joined with `j`.
 fn leasable_sql() -> String {
     format!(
@@ -107,12 +97,11 @@ fn leasable_sql() -> String {
 fn counts_sql() -> String {
     format!(
         "SELECT \
-         (SELECT CAST(COALESCE(SUM(CASE WHEN d.needed > d.live THEN d.needed - d.live ELSE 0 END), 0) \
-          AS BIGINT) FROM (SELECT t.replicas_needed AS needed, {live} AS live {leasable}) d) AS queued, \
+         (SELECT CAST(COALESCE(SUM(CASE WHEN t.replicas_needed > t.live \
+          THEN t.replicas_needed - t.live ELSE 0 END), 0) AS BIGINT) {leasable}) AS queued, \
          (SELECT COUNT(*) FROM replicas WHERE state = '{leased}' AND expires_at > $1) AS leased, \
          (SELECT COUNT(*) FROM replicas WHERE state = '{leased}' AND expires_at > $1 \
           AND worker = $2) AS mine",
-        live = live_count_sql(),
         leasable = leasable_sql(),
         leased = ReplicaState::Leased.as_str(),
     )
@@ -129,13 +118,12 @@ fn pick_sql(db: DbKind, kinds: usize) -> String {
     format!(
         "SELECT t.job_id AS job_id, t.idx AS idx, t.task_hash AS task_hash, \
          t.input_hash AS input_hash {leasable} AND j.kind IN ({kinds}) \
-         AND {live} < t.replicas_needed \
+         AND t.live < t.replicas_needed \
          AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
               AND r.worker = $2 AND r.state IN {live_states}) \
          ORDER BY j.deadline, LENGTH(j.job_id), j.job_id, t.idx LIMIT 1{lock}",
         leasable = leasable_sql(),
         kinds = kind_params.join(", "),
-        live = live_count_sql(),
         live_states = live_list(),
     )
 }
@@ -533,5 +521,82 @@ mod tests {
         );
         assert_eq!(submitted[0].signature.as_ref(), Some(&sig));
         assert_eq!(store.job_progress(U256::from(1)).await.unwrap(), (1, 0, 0));
+    }
+}
+
+#[cfg(test)]
+mod live_counts {
+    use super::super::jobs::tests::posted;
+    use super::*;
+
+    /// Tasks whose `live` column differs from a recount of their leased and submitted
+    /// replicas.
+    async fn drifted(store: &Store) -> i64 {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM tasks t WHERE t.live <> (SELECT COUNT(*) FROM replicas r \
+             WHERE r.job_id = t.job_id AND r.idx = t.idx AND r.state IN ('leased', 'submitted'))",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        row.try_get("n").unwrap()
+    }
+
+    /// Every way a replica changes state (lease, submit, release, expiry, a worker's end)
+    /// keeps each task's `live` count equal to a recount, so leasing may read it.
+    #[tokio::test]
+    async fn the_live_count_follows_every_state_change() {
+        let store = Store::memory().await;
+        posted(&store, 1, 6, 2, "embed").await;
+        let workers: Vec<Address> = (1..=4).map(Address::repeat_byte).collect();
+        for (i, w) in workers.iter().enumerate() {
+            store
+                .sign_in(
+                    *w,
+                    r#"{"kinds":["embed"]}"#,
+                    1.0,
+                    1,
+                    100,
+                    &format!("t{i}"),
+                    "worker",
+                    9999,
+                )
+                .await
+                .unwrap();
+        }
+        let mut leases = Vec::new();
+        for w in &workers {
+            while let Some(l) = store.lease(*w, 100, 60, 600).await.unwrap() {
+                leases.push(l);
+            }
+        }
+        assert!(leases.len() >= 4);
+        assert_eq!(drifted(&store).await, 0);
+        assert!(
+            store
+                .submit(
+                    &leases[0].lease_id,
+                    B256::repeat_byte(1),
+                    &Bytes::from(vec![1u8; 65]),
+                    101
+                )
+                .await
+                .unwrap()
+        );
+        assert!(store.release(&leases[1].lease_id, 101).await.unwrap());
+        assert_eq!(drifted(&store).await, 0);
+        store.end_worker(workers[3]).await.unwrap();
+        assert_eq!(drifted(&store).await, 0);
+        // Past the lease time: expiry flips the rest, and a new lease sees free slots.
+        assert!(store.expire_leases(1_000).await.unwrap() > 0);
+        assert_eq!(drifted(&store).await, 0);
+        assert!(
+            store
+                .lease(workers[0], 1_000, 60, 10_000)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(drifted(&store).await, 0);
     }
 }

@@ -1,0 +1,23 @@
+-- Each task counts its live replicas (leased or submitted) in `live`, kept by triggers on
+-- `replicas` whatever statement changes a state, so that leasing reads one column instead of
+-- counting replicas for every open task (the lease query was O(open tasks) per lease).
+-- A lease past its expiry counts until it is flipped to 'expired', which every lease does
+-- first, in its own transaction. Keep in step with ../postgres/0006_task_live.sql.
+ALTER TABLE tasks ADD COLUMN live BIGINT NOT NULL DEFAULT 0;
+UPDATE tasks SET live = (
+    SELECT COUNT(*) FROM replicas r
+    WHERE r.job_id = tasks.job_id AND r.idx = tasks.idx AND r.state IN ('leased', 'submitted')
+);
+CREATE TRIGGER replicas_live_insert AFTER INSERT ON replicas
+WHEN NEW.state IN ('leased', 'submitted')
+BEGIN
+    UPDATE tasks SET live = live + 1 WHERE job_id = NEW.job_id AND idx = NEW.idx;
+END;
+CREATE TRIGGER replicas_live_update AFTER UPDATE OF state ON replicas
+WHEN (OLD.state IN ('leased', 'submitted')) <> (NEW.state IN ('leased', 'submitted'))
+BEGIN
+    UPDATE tasks
+    SET live = live + (CASE WHEN NEW.state IN ('leased', 'submitted') THEN 1 ELSE -1 END)
+    WHERE job_id = NEW.job_id AND idx = NEW.idx;
+END;
+CREATE INDEX tasks_open ON tasks (job_id, idx) WHERE state = 'open';
