@@ -35,6 +35,34 @@ pub struct DeployParams {
     pub unbonding_delay: u64,
 }
 
+/// What to do when [`find_anvil`] finds nothing.
+pub const ANVIL_MISSING: &str = "anvil not found: run `scripts/setup` (or `npm ci` in the \
+     checkout: it installs @foundry-rs/anvil into node_modules), or set GLEANER_ANVIL to an anvil \
+     binary";
+
+/// The anvil binary: `$GLEANER_ANVIL`, else `node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil`
+/// under the first ancestor of `start` that has one, else `anvil` on the `PATH`; `None` when
+/// there is none (say [`ANVIL_MISSING`]).
+pub fn find_anvil(start: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::path::{Path, PathBuf};
+    if let Some(p) = std::env::var_os("GLEANER_ANVIL").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let rel = Path::new("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("anvil"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    start
+        .ancestors()
+        .map(|dir| dir.join(rel))
+        .chain(on_path)
+        .find(|p| p.is_file())
+}
+
 fn chain_err(what: &str) -> impl Fn(alloy::contract::Error) -> Error + '_ {
     move |e| Error::Invalid(format!("{what}: {e}"))
 }

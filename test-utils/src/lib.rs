@@ -23,30 +23,10 @@ pub use pg::Postgres;
 
 /// The anvil binary: `$GLEANER_ANVIL`, else `node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil`
 /// under the first ancestor of `start` that has one, else `anvil` on the `PATH`; panics with the
-/// command that installs it.
+/// command that installs it ([`gleaner_protocol::devnet::find_anvil`]).
 pub fn find_anvil(start: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("GLEANER_ANVIL").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let rel = Path::new("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("anvil"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    start
-        .ancestors()
-        .map(|dir| dir.join(rel))
-        .chain(on_path)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "anvil not found: run `scripts/setup` (npm ci installs @foundry-rs/anvil) or set \
-                 GLEANER_ANVIL"
-            )
-        })
+    gleaner_protocol::devnet::find_anvil(start)
+        .unwrap_or_else(|| panic!("{}", gleaner_protocol::devnet::ANVIL_MISSING))
 }
 
 /// Where the tests find the model weights, as `scripts/setup` put them and the `gleaner`

@@ -6,6 +6,7 @@
 #[path = "../common/net.rs"]
 mod net;
 
+mod bench;
 mod cheats;
 mod reverse;
 

@@ -1,7 +1,9 @@
 //! `gleaner bench`: throughput numbers, printed, never asserted by timed tests.
 
+mod coordinator;
 mod embed;
 mod generate;
+mod sim;
 
 use std::path::Path;
 use std::process::Command;
@@ -9,6 +11,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+pub(crate) use coordinator::CoordinatorBench;
 pub(crate) use embed::EmbedBench;
 pub(crate) use generate::GenerateBench;
 
@@ -40,12 +43,31 @@ pub enum BenchCommand {
     ///   scripts/bench generate
     #[command(verbatim_doc_comment)]
     Generate(GenerateBench),
+    /// The coordinator under simulated workers: round trips/s, per-endpoint latency, its CPU
+    /// share, database bytes and gas per task.
+    ///
+    /// For each worker count: a fresh anvil with the contracts, staked worker keys, a
+    /// `gleaner coordinator run` child on a fresh database (a SQLite file, or a database created
+    /// on --database's PostgreSQL) and one job of a simulated kind ("sim": the output is the
+    /// input's sha256) registered through the requester library. Workers are tokio tasks with
+    /// their own keys and clients: real EIP-712 sign-in, then lease, blob PUT and signed result
+    /// over HTTP on loopback, as fast as they can. The verifier runs in-process, decides,
+    /// settles on-chain, and the job is audited. Gas is every transaction from the requester's
+    /// approve to the settlement, per task. Needs anvil (scripts/setup), no model.
+    ///
+    /// Examples:
+    ///   gleaner bench coordinator
+    ///   gleaner bench coordinator --workers 50 --tasks 10000 --redundancy 2 --json
+    ///   gleaner bench coordinator --database postgres://postgres@127.0.0.1/postgres
+    #[command(verbatim_doc_comment)]
+    Coordinator(CoordinatorBench),
 }
 
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Embed(args) => embed::embed(args),
         BenchCommand::Generate(args) => generate::generate(args),
+        BenchCommand::Coordinator(args) => coordinator::coordinator(args),
     }
 }
 
