@@ -25,3 +25,6 @@ $$ LANGUAGE plpgsql;
 CREATE TRIGGER replicas_live AFTER INSERT OR UPDATE OF state ON replicas
 FOR EACH ROW EXECUTE FUNCTION replicas_count_live();
 CREATE INDEX tasks_open ON tasks (job_id, idx) WHERE state = 'open';
+-- Expiry flips leased replicas past their time on every lease, and the share counts live
+-- leases: both find them through this index instead of scanning every replica.
+CREATE INDEX replicas_state_expiry ON replicas (state, expires_at);

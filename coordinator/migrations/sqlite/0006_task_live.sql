@@ -21,3 +21,6 @@ BEGIN
     WHERE job_id = NEW.job_id AND idx = NEW.idx;
 END;
 CREATE INDEX tasks_open ON tasks (job_id, idx) WHERE state = 'open';
+-- Expiry flips leased replicas past their time on every lease, and the share counts live
+-- leases: both find them through this index instead of scanning every replica.
+CREATE INDEX replicas_state_expiry ON replicas (state, expires_at);

@@ -91,6 +91,22 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == DbKind::Sqlite {
+                        // A write-ahead log, synced at checkpoints rather than at every commit:
+                        // each commit is one append, not a handful of fsyncs (the coordinator
+                        // commits three times per replica). A killed process loses nothing; a
+                        // power cut may lose the last commits, which workers resubmit.
+                        sqlx::Executor::execute(
+                            &mut *conn,
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
         match kind {

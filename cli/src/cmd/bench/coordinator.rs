@@ -931,7 +931,9 @@ async fn run_configuration(
     let mut printed = Instant::now();
     let settled = loop {
         let st = client.job_status(job_id).await?;
-        if st.state == JobState::Settled {
+        // Settled on-chain (the watcher may see it first) and reported (the report is what
+        // the audit reads).
+        if st.state == JobState::Settled && st.report_hash.is_some() {
             break true;
         }
         if st.state.is_terminal() {
