@@ -69,6 +69,10 @@ pub struct CoordinatorBench {
     /// More flags for `gleaner coordinator run`, space-separated (e.g. "--db-pool-size 4").
     #[arg(long, allow_hyphen_values = true, value_name = "FLAGS")]
     pub coordinator_flags: Option<String>,
+    /// `RUST_LOG` of the coordinator process only, e.g. "info,tower_http=debug,sqlx::query=debug"
+    /// to log each request and each SQL statement with its time (with --keep, to read the log).
+    #[arg(long, value_name = "FILTER")]
+    pub coordinator_log: Option<String>,
     /// Keep each configuration's directory (coordinator log, SQLite databases) and say where.
     #[arg(long)]
     pub keep: bool,
@@ -625,6 +629,7 @@ async fn start_coordinator(
         .env("GLEANER_MARKET", d.market.to_string())
         .env("GLEANER_KEYSTORE", dir.join("coordinator.json"))
         .env("GLEANER_PASSWORD_FILE", dir.join("password"))
+        .envs(args.coordinator_log.iter().map(|f| ("RUST_LOG", f)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out.try_clone()?))
         .stderr(Stdio::from(out));
