@@ -66,6 +66,11 @@ pub struct CoordinatorBench {
     /// each configuration creates a fresh database on it and drops it afterwards.
     #[arg(long, value_name = "URL")]
     pub database: Option<String>,
+    /// Create the SQLite file in WAL mode before the coordinator opens it (journal_mode is kept
+    /// in the file; sqlx leaves it alone, so the coordinator otherwise runs SQLite's default
+    /// rollback journal). Reported as backend `sqlite-wal`.
+    #[arg(long, conflicts_with = "database")]
+    pub sqlite_wal: bool,
     /// More flags for `gleaner coordinator run`, space-separated (e.g. "--db-pool-size 4").
     #[arg(long, allow_hyphen_values = true, value_name = "FLAGS")]
     pub coordinator_flags: Option<String>,
@@ -236,14 +241,30 @@ impl CoordinatorProcess {
 
 /// Where a configuration stores: a SQLite file, or a fresh PostgreSQL database.
 enum Db {
-    Sqlite(PathBuf),
+    Sqlite { path: PathBuf, wal: bool },
     Postgres { admin_url: String, name: String },
 }
 
 impl Db {
     async fn create(args: &CoordinatorBench, dir: &Path, workers: usize) -> anyhow::Result<Self> {
         let Some(admin_url) = &args.database else {
-            return Ok(Self::Sqlite(dir.join("coordinator.db")));
+            let path = dir.join("coordinator.db");
+            if args.sqlite_wal {
+                use sqlx::{ConnectOptions, Connection};
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .connect()
+                    .await
+                    .with_context(|| format!("cannot create {} in WAL mode", path.display()))?
+                    .close()
+                    .await?;
+            }
+            return Ok(Self::Sqlite {
+                path,
+                wal: args.sqlite_wal,
+            });
         };
         if !(admin_url.starts_with("postgres://") || admin_url.starts_with("postgresql://")) {
             bail!("--database takes a postgres://USER@HOST/DB URL (SQLite is the default)");
@@ -269,14 +290,15 @@ impl Db {
 
     fn backend(&self) -> &'static str {
         match self {
-            Self::Sqlite(_) => "sqlite",
+            Self::Sqlite { wal: false, .. } => "sqlite",
+            Self::Sqlite { wal: true, .. } => "sqlite-wal",
             Self::Postgres { .. } => "postgres",
         }
     }
 
     fn url(&self) -> anyhow::Result<String> {
         Ok(match self {
-            Self::Sqlite(path) => format!("sqlite://{}?mode=rwc", path.display()),
+            Self::Sqlite { path, .. } => format!("sqlite://{}?mode=rwc", path.display()),
             Self::Postgres { admin_url, name } => {
                 let mut u = reqwest::Url::parse(admin_url)
                     .with_context(|| format!("bad --database URL {admin_url}"))?;
@@ -288,7 +310,7 @@ impl Db {
 
     async fn size(&self) -> anyhow::Result<u64> {
         match self {
-            Self::Sqlite(path) => {
+            Self::Sqlite { path, .. } => {
                 let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
                 let mut wal = path.as_os_str().to_owned();
                 wal.push("-wal");
