@@ -146,6 +146,9 @@ struct Row {
     coordinator_peak_rss_mib: f64,
     /// Database size after settlement (SQLite: file + WAL; PostgreSQL: pg_database_size).
     db_bytes: u64,
+    /// Its size once the coordinator had created the schema, before the job.
+    db_bytes_empty: u64,
+    /// Growth from the empty schema to after settlement, per task.
     db_bytes_per_task: f64,
     /// Every transaction from the requester's approve to the settlement, by function.
     gas: BTreeMap<String, GasLine>,
@@ -765,6 +768,7 @@ async fn run_configuration(
         &db.url()?,
     )
     .await?;
+    let db_bytes_empty = db.size().await?;
     let first_block = admin_p.get_block_number().await? + 1;
     let kinds = || Registry::new().with(SimKind);
 
@@ -958,10 +962,12 @@ async fn run_configuration(
     let mut printed = Instant::now();
     let settled = loop {
         let st = client.job_status(job_id).await?;
-        if st.state == JobState::Settled {
+        // The watcher may mark the job settled from the chain event before the verifier has
+        // told the coordinator the report: the audit needs the report.
+        if st.state == JobState::Settled && st.report_hash.is_some() {
             break true;
         }
-        if st.state.is_terminal() {
+        if st.state.is_terminal() && st.state != JobState::Settled {
             bail!("job {job_id} ended {} instead of settled", st.state);
         }
         if verifier.is_finished() {
@@ -1033,7 +1039,8 @@ async fn run_configuration(
         coordinator_cpu_pct: 100.0 * (cpu1 - cpu0) / wall.as_secs_f64(),
         coordinator_peak_rss_mib: peak_rss,
         db_bytes,
-        db_bytes_per_task: db_bytes as f64 / f64::from(tasks),
+        db_bytes_empty,
+        db_bytes_per_task: db_bytes.saturating_sub(db_bytes_empty) as f64 / f64::from(tasks),
         gas,
         gas_total,
         gas_per_task: gas_total as f64 / f64::from(tasks),
