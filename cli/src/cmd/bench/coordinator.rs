@@ -78,6 +78,11 @@ pub struct CoordinatorBench {
     /// to log each request and each SQL statement with its time (with --keep, to read the log).
     #[arg(long, value_name = "FILTER")]
     pub coordinator_log: Option<String>,
+    /// Start the verifier only once every replica is in, so that the workers' numbers leave
+    /// out its load on the coordinator (by default it decides while the workers run, as in
+    /// production).
+    #[arg(long)]
+    pub verify_after: bool,
     /// Keep each configuration's directory (coordinator log, SQLite databases) and say where.
     #[arg(long)]
     pub keep: bool,
@@ -128,6 +133,8 @@ struct Row {
     workers: usize,
     tasks: u32,
     redundancy: u16,
+    /// `concurrent` (deciding while the workers run) or `after` (--verify-after).
+    verifier: &'static str,
     /// Seconds from the workers' start to the last result.
     secs: f64,
     round_trips_per_s: f64,
@@ -782,12 +789,20 @@ async fn run_configuration(
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .with_writer(std::io::stderr)
         .finish();
+    // With --verify-after it waits until every replica is in.
+    let (go, mut gate) = watch::channel(!args.verify_after);
     let mut verifier = {
         let stop = stop.clone();
         tokio::spawn(
-            gleaner_verifier::run(vconfig, verifier_key, async move {
-                stop.notified().await;
-            })
+            async move {
+                if gate.wait_for(|go| *go).await.is_err() {
+                    return Ok(());
+                }
+                gleaner_verifier::run(vconfig, verifier_key, async move {
+                    stop.notified().await;
+                })
+                .await
+            }
             .with_subscriber(quiet),
         )
     };
@@ -957,6 +972,7 @@ async fn run_configuration(
 
     // Decisions and settlement.
     say("every replica is in: waiting for the verifier to decide and settle");
+    go.send_replace(true);
     let last_result = t0 + Duration::from_secs_f64(secs);
     let mut progress = (0, Instant::now());
     let mut printed = Instant::now();
@@ -1029,6 +1045,11 @@ async fn run_configuration(
         workers,
         tasks,
         redundancy,
+        verifier: if args.verify_after {
+            "after"
+        } else {
+            "concurrent"
+        },
         secs,
         round_trips_per_s: results as f64 / secs,
         leases_per_s: leases as f64 / secs,
