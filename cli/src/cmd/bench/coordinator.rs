@@ -180,11 +180,21 @@ pub(super) fn coordinator(args: CoordinatorBench) -> anyhow::Result<()> {
     let rt = runtime()?;
     let mut rows = Vec::new();
     for &workers in &args.workers {
-        let row = rt.block_on(configuration(&args, &anvil, workers))?;
-        if args.json {
-            println!("{}", serde_json::to_string(&row)?);
+        match rt.block_on(configuration(&args, &anvil, workers)) {
+            Ok(row) => {
+                if args.json {
+                    println!("{}", serde_json::to_string(&row)?);
+                }
+                rows.push(row);
+            }
+            Err(e) => {
+                // What was measured before the failure is still worth a look.
+                if !args.json && !rows.is_empty() {
+                    print_table(&rows);
+                }
+                return Err(e.context(format!("the configuration with {workers} worker(s)")));
+            }
         }
-        rows.push(row);
     }
     if !args.json {
         print_table(&rows);
