@@ -1,10 +1,10 @@
 //! [`audit_job`]: one job's settlement, rebuilt and compared.
 
-use alloy::primitives::{Address, B256, Signature, U256, keccak256};
+use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::Provider;
 use gleaner_client::Client;
 use gleaner_protocol::bindings::JobMarket;
-use gleaner_protocol::eip712::{self, TaskResult};
+use gleaner_protocol::eip712;
 use gleaner_protocol::formulas;
 use gleaner_protocol::merkle::MerkleTree;
 use gleaner_protocol::report::SettlementReport;
@@ -243,14 +243,10 @@ pub(crate) fn compare(
     let domain = eip712::domain(chain_id, market);
     for t in &report.tasks {
         for r in &t.replicas {
-            let msg = TaskResult {
-                taskHash: t.task_hash,
-                resultHash: r.result_hash,
-                worker: r.worker,
-            };
-            let ok = Signature::try_from(r.signature.as_ref())
-                .ok()
-                .is_some_and(|s| eip712::verify(&msg, &domain, &s, r.worker).is_ok());
+            // A `TaskResult` signature, or a batch member's (`TaskResults` and a proof).
+            let ok =
+                eip712::verify_result(&domain, t.task_hash, r.result_hash, r.worker, &r.signature)
+                    .is_ok();
             check(
                 ok,
                 Difference::BadSignature {
@@ -395,6 +391,7 @@ mod tests {
     use alloy::signers::SignerSync;
     use alloy::signers::local::PrivateKeySigner;
     use gleaner_protocol::bindings::WorkerRegistry;
+    use gleaner_protocol::eip712::TaskResult;
     use gleaner_protocol::report::{
         REPORT_VERSION, ReplicaEntry, SlashEntry, TaskOutcome, WorkerEntry,
     };

@@ -6,8 +6,9 @@ use alloy::primitives::{B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::Eip712Domain;
 use gleaner_protocol::api::{
-    ApiError, BlobRef, Capabilities, Decision, Info, JobResults, JobStatus, Lease, LeaseRequest,
-    RegisterJob, Session, Settled, SubmitResult, VerifierWork,
+    ApiError, BlobRef, Capabilities, Decision, Info, JobResults, JobStatus, Lease,
+    LeaseBatchRequest, LeaseRequest, Leases, RegisterJob, Session, Settled, SubmitResult,
+    SubmitResults, VerifierWork,
 };
 use gleaner_protocol::blob::blob_hash;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -170,6 +171,37 @@ impl Client {
             return Ok(None);
         }
         decode("lease", resp).await.map(Some)
+    }
+
+    /// `POST /v1/leases/batch`: up to `max` replicas at once, waiting up to `wait_ms` for a
+    /// first one; empty when there is no work for this worker.
+    pub async fn lease_batch(&self, wait_ms: u32, max: u32) -> Result<Vec<Lease>> {
+        let timeout = Duration::from_millis(u64::from(wait_ms)) + REQUEST_TIMEOUT;
+        let resp = self
+            .send("lease batch", Replay::Unsafe, |c| {
+                c.request(Method::POST, "/v1/leases/batch")
+                    .json(&LeaseBatchRequest { wait_ms, max })
+                    .timeout(timeout)
+            })
+            .await?;
+        if resp.status() == StatusCode::NO_CONTENT {
+            return Ok(Vec::new());
+        }
+        decode::<Leases>("lease batch", resp)
+            .await
+            .map(|l| l.leases)
+    }
+
+    /// `POST /v1/results/batch`: results signed once (see [`crate::sign::task_results`]),
+    /// taken whole or refused whole. Safe to resend, like [`Self::submit`].
+    pub async fn submit_batch(&self, body: &SubmitResults) -> Result<()> {
+        self.send("result batch", Replay::Safe, |c| {
+            c.request(Method::POST, "/v1/results/batch")
+                .json(body)
+                .timeout(BLOB_TIMEOUT)
+        })
+        .await
+        .map(drop)
     }
 
     /// `POST /v1/leases/{id}/release`: gives a leased replica back to the queue.

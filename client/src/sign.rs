@@ -65,6 +65,20 @@ pub fn task_result(
     sign("task result", signer, &msg, domain)
 }
 
+/// A worker's one signature over many results, `(task_hash, result_hash)` in the order they
+/// will be sent (EIP-712 `TaskResults`; see [`eip712::ResultBatch`]).
+pub fn task_results(
+    signer: &PrivateKeySigner,
+    domain: &Eip712Domain,
+    results: &[(B256, B256)],
+) -> Result<Bytes> {
+    let batch = eip712::ResultBatch::new(signer.address(), results).map_err(|e| Error::Sign {
+        what: "task results",
+        message: e.to_string(),
+    })?;
+    sign("task results", signer, batch.message(), domain)
+}
+
 /// A requester's registration of the manifest (`canonical` JSON) of on-chain job `job_id`.
 pub fn register_job(
     signer: &PrivateKeySigner,

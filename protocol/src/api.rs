@@ -560,6 +560,52 @@ pub struct SubmitResult {
     pub signature: Bytes,
 }
 
+/// Ask for up to `max` replicas at once (`POST /v1/leases/batch`); the coordinator holds the
+/// request up to `wait_ms` until at least one is free, and may give fewer than `max` (the
+/// worker's share of the open work bounds it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseBatchRequest {
+    /// How long to wait for a first task, in milliseconds (capped like [`LeaseRequest`]'s).
+    pub wait_ms: u32,
+    /// Most replicas wanted, 1 to [`crate::eip712::MAX_RESULT_BATCH`].
+    pub max: u32,
+}
+
+/// Replicas leased together: each is a [`Lease`] of its own (its own id and expiry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leases {
+    /// The leases, at least one.
+    pub leases: Vec<Lease>,
+}
+
+/// One result of a [`SubmitResults`] batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// The lease.
+    pub lease_id: String,
+    /// Task hash.
+    pub task_hash: B256,
+    /// sha256 of the output blob.
+    pub result_hash: B256,
+    /// The output itself, when not uploaded before (`PUT /v1/blobs`): small outputs travel
+    /// with their result. Its sha256 must be `result_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Bytes>,
+}
+
+/// Many results signed once (`POST /v1/results/batch`): `signature` is the worker's EIP-712
+/// `TaskResults` signature over the tree of `items` in this order (see
+/// [`crate::eip712::ResultBatch`]). The batch is taken whole or refused whole: one bad item
+/// (not the caller's live lease, a wrong task hash, an output that does not hash to its result
+/// hash, a missing blob) refuses it with nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResults {
+    /// The results, 1 to [`crate::eip712::MAX_RESULT_BATCH`].
+    pub items: Vec<BatchItem>,
+    /// The `TaskResults` signature (65 bytes).
+    pub signature: Bytes,
+}
+
 /// A submitted replica, as the verifier sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaView {
@@ -567,7 +613,8 @@ pub struct ReplicaView {
     pub worker: Address,
     /// Output blob hash.
     pub result_hash: B256,
-    /// Its `TaskResult` signature.
+    /// Its result signature: a `TaskResult` signature, or a batch member's (see
+    /// [`crate::eip712::ResultSignature`]).
     pub signature: Bytes,
 }
 

@@ -31,11 +31,18 @@ pub struct MerkleTree {
 impl MerkleTree {
     /// Builds the tree over task hashes in task order. An empty list has root zero.
     pub fn from_task_hashes(task_hashes: &[B256]) -> Self {
-        let leaves = task_hashes
-            .iter()
-            .enumerate()
-            .map(|(i, h)| leaf(i as u64, *h))
-            .collect();
+        Self::from_leaves(
+            task_hashes
+                .iter()
+                .enumerate()
+                .map(|(i, h)| leaf(i as u64, *h))
+                .collect(),
+        )
+    }
+
+    /// Builds the tree over leaves that are already hashes (no inner node may pass for one of
+    /// them: see [`leaf`] for how task leaves ensure it).
+    pub fn from_leaves(leaves: Vec<B256>) -> Self {
         let mut levels = vec![leaves];
         while levels.last().is_some_and(|l: &Vec<B256>| l.len() > 1) {
             let below = levels.last().expect("non-empty");

@@ -20,7 +20,8 @@ pub struct ReplicaEntry {
     pub worker: Address,
     /// sha256 of its output blob.
     pub result_hash: B256,
-    /// Its EIP-712 `TaskResult` signature.
+    /// Its result signature: an EIP-712 `TaskResult` signature, or a batch member's (see
+    /// [`crate::eip712::ResultSignature`]).
     pub signature: Bytes,
     /// Whether its output is in the accepted cluster.
     pub in_quorum: bool,

@@ -25,11 +25,11 @@
 //! 5. **Accept** ([`accepted_blob`]): the kind makes the accepted output of the winning cluster
 //!    ([`TaskKind::accept`]; for embed the confidence-weighted mean of seed 4.1.3).
 
-use alloy::primitives::{Address, B256, Bytes, Signature};
+use alloy::primitives::{Address, B256, Bytes};
 use alloy::sol_types::Eip712Domain;
 use gleaner_kinds::{Checked, Member, TaskKind};
 use gleaner_protocol::blob::blob_hash;
-use gleaner_protocol::eip712::{self, TaskResult};
+use gleaner_protocol::eip712;
 use gleaner_protocol::formulas::ConfidenceBps;
 
 use crate::{Error, Result};
@@ -68,7 +68,9 @@ impl Replica {
     }
 }
 
-/// Whether `signature` is `worker`'s EIP-712 `TaskResult{task_hash, result_hash, worker}`.
+/// Whether `signature` binds `worker` to `result_hash` for `task_hash`: an EIP-712
+/// `TaskResult{task_hash, result_hash, worker}` signature, or a batch member's
+/// ([`eip712::ResultSignature`]).
 pub fn signature_valid(
     domain: &Eip712Domain,
     task_hash: B256,
@@ -76,15 +78,7 @@ pub fn signature_valid(
     result_hash: B256,
     signature: &[u8],
 ) -> bool {
-    let Ok(sig) = Signature::try_from(signature) else {
-        return false;
-    };
-    let msg = TaskResult {
-        taskHash: task_hash,
-        resultHash: result_hash,
-        worker,
-    };
-    eip712::verify(&msg, domain, &sig, worker).is_ok()
+    eip712::verify_result(domain, task_hash, result_hash, worker, signature).is_ok()
 }
 
 /// The blob's bytes when `worker` provably signed them for `task_hash`; otherwise the
@@ -270,6 +264,7 @@ pub(crate) mod tests {
     use gleaner_kinds::{EMBED_TENSOR, EmbedKind, GenerateKind, Matrix, Output, TaskRef};
     use gleaner_models::{CpuKind, EMBED_DIM, MiniLmFiles, SelectedDevice};
     use gleaner_protocol::blob::{Generation, decode_generations, encode_matrix, encode_texts};
+    use gleaner_protocol::eip712::TaskResult;
 
     /// The embed kind; nothing here loads its model.
     pub(crate) fn embed() -> EmbedKind {

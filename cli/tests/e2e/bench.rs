@@ -9,6 +9,7 @@ fn bench_coordinator_settles_a_job_and_prints_json_lines() {
     let out = super::gleaner()
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["bench", "coordinator", "--workers", "4", "--tasks", "200"])
+        .args(["--batch", "1,16"])
         .arg("--json")
         .output()
         .unwrap();
@@ -19,8 +20,9 @@ fn bench_coordinator_settles_a_job_and_prints_json_lines() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
         .collect();
-    assert_eq!(rows.len(), 1, "{stdout}");
+    assert_eq!(rows.len(), 2, "{stdout}");
     let row = &rows[0];
+    assert_eq!(row["batch"], 1, "{row}");
     assert_eq!(row["backend"], "sqlite", "{row}");
     assert_eq!(
         (row["workers"].as_u64(), row["tasks"].as_u64()),
@@ -49,5 +51,24 @@ fn bench_coordinator_settles_a_job_and_prints_json_lines() {
     }
     let cpu = row["coordinator_cpu_pct"].as_f64().unwrap();
     assert!(cpu > 0.0, "{row}");
+
+    // Batches of up to 16: results signed once per batch, outputs inline. The verifier checks
+    // each batch member's signature and the audit checks them again from the report.
+    let row = &rows[1];
+    assert_eq!(row["batch"], 16, "{row}");
+    assert_eq!(row["settled"], true, "{row}");
+    assert_eq!(row["audit"], "OK", "{row}");
+    assert_eq!(row["errors"], 0, "{row}");
+    let calls = row["latencies"]["lease"]["count"].as_u64().unwrap();
+    assert!(
+        (400 / 16..400).contains(&calls),
+        "{calls} lease calls: {row}"
+    );
+    assert_eq!(
+        row["latencies"]["result"]["count"].as_u64(),
+        Some(calls),
+        "{row}"
+    );
+    assert_eq!(row["latencies"]["blob_put"]["count"], 0, "{row}");
     eprintln!("bench coordinator took {:?}", started.elapsed());
 }

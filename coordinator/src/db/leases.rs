@@ -107,9 +107,10 @@ fn counts_sql() -> String {
     )
 }
 
-/// The next replica for worker `$2` at `$1` = now among jobs of kinds `$3..$(2+kinds)`: the
-/// earliest deadline first, a task it holds no live replica of, with a slot free.
-fn pick_sql(db: DbKind, kinds: usize) -> String {
+/// The next `limit` replicas for worker `$2` at `$1` = now among jobs of kinds
+/// `$3..$(2+kinds)`: the earliest deadline first, tasks it holds no live replica of, each with a
+/// slot free (one replica per task: a worker never holds two of the same task).
+fn pick_sql(db: DbKind, kinds: usize, limit: u64) -> String {
     let kind_params: Vec<String> = (0..kinds).map(|k| format!("${}", k + 3)).collect();
     let lock = match db {
         DbKind::Sqlite => "",
@@ -121,7 +122,7 @@ fn pick_sql(db: DbKind, kinds: usize) -> String {
          AND t.live < t.replicas_needed \
          AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
               AND r.worker = $2 AND r.state IN {live_states}) \
-         ORDER BY j.deadline, LENGTH(j.job_id), j.job_id, t.idx LIMIT 1{lock}",
+         ORDER BY j.deadline, LENGTH(j.job_id), j.job_id, t.idx LIMIT {limit}{lock}",
         leasable = leasable_sql(),
         kinds = kind_params.join(", "),
         live_states = live_list(),
@@ -165,15 +166,36 @@ impl Store {
         lease_secs: u64,
         active_secs: u64,
     ) -> Result<Option<LeasedTask>> {
+        Ok(self
+            .lease_many(worker, now, lease_secs, active_secs, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Leases up to `max` replicas of distinct tasks to `worker` in one transaction (fewer
+    /// when less work is open or its share is smaller; none when there is no work for it, as
+    /// for [`Self::lease`]).
+    pub async fn lease_many(
+        &self,
+        worker: Address,
+        now: u64,
+        lease_secs: u64,
+        active_secs: u64,
+        max: u64,
+    ) -> Result<Vec<LeasedTask>> {
         // A conflicting concurrent lease (PostgreSQL) is retried a few times.
         for _ in 0..4 {
-            match self.try_lease(worker, now, lease_secs, active_secs).await {
+            match self
+                .try_lease(worker, now, lease_secs, active_secs, max)
+                .await
+            {
                 Err(Error::Db(sqlx::Error::Database(e))) if e.is_unique_violation() => continue,
                 Err(Error::Conflict(_)) => continue,
                 other => return other,
             }
         }
-        Ok(None)
+        Ok(Vec::new())
     }
 
     async fn try_lease(
@@ -182,7 +204,8 @@ impl Store {
         now: u64,
         lease_secs: u64,
         active_secs: u64,
-    ) -> Result<Option<LeasedTask>> {
+        max: u64,
+    ) -> Result<Vec<LeasedTask>> {
         let worker_hex = to_hex(&worker);
         let now_param = to_bigint(now)?;
         let mut tx = self.begin_write().await?;
@@ -214,7 +237,7 @@ impl Store {
             gflops.push(row.try_get::<f64, _>("gflops")?);
         }
         let Some(me) = me else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let counts = sqlx::query(sqlx::AssertSqlSafe(counts_sql()))
             .bind(now_param)
@@ -225,9 +248,10 @@ impl Store {
         let leased: u64 = int_column(&counts, "leased")?;
         let held: u64 = int_column(&counts, "mine")?;
         let cap = scheduler::share(queued + leased, &gflops, me);
-        if queued == 0 || held >= cap {
+        let wanted = max.min(cap.saturating_sub(held)).min(queued);
+        if wanted == 0 {
             tx.commit().await?;
-            return Ok(None);
+            return Ok(Vec::new());
         }
 
         let capabilities: Option<String> =
@@ -240,67 +264,115 @@ impl Store {
         let kinds = declared_kinds(capabilities.as_deref());
         if kinds.is_empty() {
             tx.commit().await?;
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let mut pick = sqlx::query(sqlx::AssertSqlSafe(pick_sql(self.kind, kinds.len())))
-            .bind(now_param)
-            .bind(worker_hex.clone());
+        let mut pick = sqlx::query(sqlx::AssertSqlSafe(pick_sql(
+            self.kind,
+            kinds.len(),
+            wanted,
+        )))
+        .bind(now_param)
+        .bind(worker_hex.clone());
         for kind in kinds {
             pick = pick.bind(kind);
         }
-        let Some(row) = pick.fetch_optional(&mut *tx).await? else {
+        let rows = pick.fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
             tx.commit().await?;
-            return Ok(None);
-        };
-        let job_id: String = row.try_get("job_id")?;
-        let index: i64 = row.try_get("idx")?;
-        // Under READ COMMITTED another coordinator may have committed a replica of this task
-        // after our statement began: count again now that the task row is locked.
-        let again = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT t.replicas_needed AS needed, \
-             (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
-              AND r.state IN {live}) AS live, \
-             (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
-              AND r.state IN {live} AND r.worker = $3) AS mine \
-             FROM tasks t WHERE t.job_id = $1 AND t.idx = $2",
-            live = live_list()
-        )))
-        .bind(job_id.clone())
-        .bind(index)
-        .bind(worker_hex.clone())
-        .fetch_one(&mut *tx)
-        .await?;
-        if again.try_get::<i64, _>("live")? >= again.try_get::<i64, _>("needed")?
-            || again.try_get::<i64, _>("mine")? > 0
-        {
+            return Ok(Vec::new());
+        }
+        let expires_at = now.saturating_add(lease_secs);
+        let mut leased = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let job_id: String = row.try_get("job_id")?;
+            let index: i64 = row.try_get("idx")?;
+            if self.kind == DbKind::Postgres {
+                // Under READ COMMITTED another coordinator may have committed a replica of this
+                // task after our statement began: count again now that the task row is locked.
+                // (SQLite's write transactions run one at a time: nothing can come between.)
+                let again = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT t.replicas_needed AS needed, \
+                     (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
+                      AND r.state IN {live}) AS live, \
+                     (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
+                      AND r.state IN {live} AND r.worker = $3) AS mine \
+                     FROM tasks t WHERE t.job_id = $1 AND t.idx = $2",
+                    live = live_list()
+                )))
+                .bind(job_id.clone())
+                .bind(index)
+                .bind(worker_hex.clone())
+                .fetch_one(&mut *tx)
+                .await?;
+                if again.try_get::<i64, _>("live")? >= again.try_get::<i64, _>("needed")?
+                    || again.try_get::<i64, _>("mine")? > 0
+                {
+                    continue;
+                }
+            }
+            leased.push((
+                job_id,
+                index,
+                LeasedTask {
+                    lease_id: random_hex(),
+                    job_id: U256::ZERO,
+                    index: int_column(row, "idx")?,
+                    task_hash: column(row, "task_hash")?,
+                    input_hash: column(row, "input_hash")?,
+                    expires_at,
+                },
+            ));
+        }
+        if leased.is_empty() {
             tx.rollback().await?;
             return Err(Error::Conflict("lease race".into()));
         }
-        let lease_id = random_hex();
-        let expires_at = now.saturating_add(lease_secs);
-        sqlx::query(
-            "INSERT INTO replicas (lease_id, job_id, idx, worker, state, leased_at, expires_at, \
-             result_hash, signature, submitted_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, NULL)",
-        )
-        .bind(lease_id.clone())
-        .bind(job_id.clone())
-        .bind(index)
-        .bind(worker_hex)
-        .bind(ReplicaState::Leased.as_str())
-        .bind(now_param)
-        .bind(to_bigint(expires_at)?)
-        .execute(&mut *tx)
-        .await?;
+        // One statement per chunk of rows (7 parameters each, well under either database's
+        // limit on parameters).
+        for chunk in leased.chunks(256) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 7;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, NULL, NULL, NULL)",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6,
+                        p + 7
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO replicas (lease_id, job_id, idx, worker, state, leased_at, \
+                 expires_at, result_hash, signature, submitted_at) VALUES {}",
+                values.join(", ")
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (job_id, index, t) in chunk {
+                insert = insert
+                    .bind(t.lease_id.clone())
+                    .bind(job_id.clone())
+                    .bind(*index)
+                    .bind(worker_hex.clone())
+                    .bind(ReplicaState::Leased.as_str())
+                    .bind(now_param)
+                    .bind(to_bigint(expires_at)?);
+            }
+            insert.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
-        Ok(Some(LeasedTask {
-            lease_id,
-            job_id: super::codec::parse_stored(&job_id, "job id")?,
-            index: int_column(&row, "idx")?,
-            task_hash: column(&row, "task_hash")?,
-            input_hash: column(&row, "input_hash")?,
-            expires_at,
-        }))
+        leased
+            .into_iter()
+            .map(|(job_id, _, t)| {
+                Ok(LeasedTask {
+                    job_id: super::codec::parse_stored(&job_id, "job id")?,
+                    ..t
+                })
+            })
+            .collect()
     }
 
     /// A replica by lease id.
@@ -364,6 +436,81 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The replicas `lease_ids` name, each with its task's hash, in one query (unknown ids are
+    /// left out).
+    pub async fn replicas_with_tasks(
+        &self,
+        lease_ids: &[String],
+    ) -> Result<Vec<(ReplicaRow, B256)>> {
+        let mut out = Vec::with_capacity(lease_ids.len());
+        for chunk in lease_ids.chunks(512) {
+            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let columns: Vec<String> = REPLICA_COLUMNS
+                .split(", ")
+                .map(|c| format!("r.{c} AS {c}"))
+                .collect();
+            let sql = format!(
+                "SELECT {}, t.task_hash AS task_hash FROM replicas r \
+                 JOIN tasks t ON t.job_id = r.job_id AND t.idx = r.idx \
+                 WHERE r.lease_id IN ({})",
+                columns.join(", "),
+                params.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                out.push((read_replica(&row)?, column(&row, "task_hash")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records results on live leases and stores their outputs, all in one transaction:
+    /// either every `(lease_id, result_hash, signature)` is recorded (and every blob stored) or
+    /// nothing is, and the lease id that was no longer live is returned.
+    pub async fn submit_many(
+        &self,
+        results: &[(String, B256, Bytes)],
+        blobs: &[(B256, Vec<u8>)],
+        now: u64,
+    ) -> Result<std::result::Result<(), String>> {
+        let now_param = to_bigint(now)?;
+        let mut tx = self.begin_write().await?;
+        for (hash, bytes) in blobs {
+            sqlx::query(
+                "INSERT INTO blobs (hash, size, bytes) VALUES ($1, $2, $3) \
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(to_hex(hash))
+            .bind(to_bigint(bytes.len() as u64)?)
+            .bind(bytes.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (lease_id, result_hash, signature) in results {
+            let done = sqlx::query(
+                "UPDATE replicas SET state = $5, result_hash = $1, signature = $2, \
+                 submitted_at = $3 WHERE lease_id = $4 AND state = $6 AND expires_at > $3",
+            )
+            .bind(to_hex(result_hash))
+            .bind(signature.to_string())
+            .bind(now_param)
+            .bind(lease_id.clone())
+            .bind(ReplicaState::Submitted.as_str())
+            .bind(ReplicaState::Leased.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(Err(lease_id.clone()));
+            }
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
     /// Replicas queued and leased, for the gauges.
     pub async fn queue_stats(&self, now: u64) -> Result<QueueStats> {
         let counts = sqlx::query(sqlx::AssertSqlSafe(counts_sql()))
@@ -406,12 +553,12 @@ mod tests {
     #[test]
     fn the_kind_filter_has_one_parameter_per_kind() {
         for kinds in [1, 3, 7] {
-            let sql = pick_sql(DbKind::Sqlite, kinds);
+            let sql = pick_sql(DbKind::Sqlite, kinds, 1);
             assert!(sql.contains(&format!("${}", kinds + 2)), "{sql}");
             assert!(!sql.contains(&format!("${}", kinds + 3)), "{sql}");
             assert!(!sql.contains("FOR UPDATE"));
         }
-        assert!(pick_sql(DbKind::Postgres, 2).ends_with("FOR UPDATE OF t SKIP LOCKED"));
+        assert!(pick_sql(DbKind::Postgres, 2, 1).ends_with("FOR UPDATE OF t SKIP LOCKED"));
         assert_eq!(declared_kinds(None), [LEGACY_KIND]);
         assert_eq!(declared_kinds(Some("{}")), [LEGACY_KIND]);
         assert_eq!(declared_kinds(Some(r#"{"kinds":["a","b"]}"#)), ["a", "b"]);

@@ -1,4 +1,4 @@
-//! `/v1/leases`: a worker leases one replica (long-poll) or gives a lease back.
+//! `/v1/leases`: a worker leases one replica or a batch (long-poll), or gives a lease back.
 
 use std::time::Duration;
 
@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use gleaner_protocol::api::{Lease, LeaseRequest};
+use gleaner_protocol::api::{Lease, LeaseBatchRequest, LeaseRequest, Leases};
+use gleaner_protocol::eip712::MAX_RESULT_BATCH;
 
 use super::sessions::WORKER;
 use super::{ApiJson, ApiPath, AppState};
@@ -21,8 +22,44 @@ pub(super) async fn lease(
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Response> {
     let worker = s.session(&headers, WORKER).await?;
+    Ok(
+        match wait_for_leases(&s, worker, req.wait_ms, 1).await?.pop() {
+            Some(lease) => Json(lease).into_response(),
+            None => StatusCode::NO_CONTENT.into_response(),
+        },
+    )
+}
+
+/// `POST /v1/leases/batch`: up to `max` replicas in one call (200 with at least one, or 204).
+pub(super) async fn lease_batch(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<LeaseBatchRequest>,
+) -> Result<Response> {
+    let worker = s.session(&headers, WORKER).await?;
+    if req.max == 0 || req.max as usize > MAX_RESULT_BATCH {
+        return Err(Error::BadRequest(format!(
+            "max must be 1 to {MAX_RESULT_BATCH}, not {}",
+            req.max
+        )));
+    }
+    let leases = wait_for_leases(&s, worker, req.wait_ms, u64::from(req.max)).await?;
+    Ok(if leases.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        Json(Leases { leases }).into_response()
+    })
+}
+
+/// Leases up to `max` replicas to `worker`, waiting up to `wait_ms` (capped) for a first one.
+async fn wait_for_leases(
+    s: &AppState,
+    worker: Address,
+    wait_ms: u32,
+    max: u64,
+) -> Result<Vec<Lease>> {
     // A long-poll wait is a hint: one above this coordinator's limit waits the limit.
-    let wait_ms = req.wait_ms.min(s.settings().max_wait_ms);
+    let wait_ms = wait_ms.min(s.settings().max_wait_ms);
     let until = tokio::time::Instant::now() + Duration::from_millis(u64::from(wait_ms));
     let lease_secs = s.settings().lease_secs;
     let active_secs = s.settings().active_secs();
@@ -30,31 +67,33 @@ pub(super) async fn lease(
         // Register for a wake-up before looking, so no notification is lost in between.
         let woken = s.inner.work.notified();
         let now = s.now();
-        if let Some(t) = s
+        let leased = s
             .store()
-            .lease(worker, now, lease_secs, active_secs)
-            .await?
-        {
-            let job = s.find_job(t.job_id).await?;
-            let manifest = s.manifest(&job).await?;
-            Metrics::inc(&s.metrics().leases);
-            tracing::debug!(target: "coordinator::api", %worker, job_id = %t.job_id, index = t.index, "leased");
-            return Ok(Json(Lease {
-                lease_id: t.lease_id,
-                job_id: t.job_id,
-                index: t.index,
-                task_hash: t.task_hash,
-                kind: manifest.kind.clone(),
-                model: manifest.model.clone(),
-                params: manifest.params.clone(),
-                input_hash: t.input_hash,
-                expires_at: t.expires_at,
-            })
-            .into_response());
+            .lease_many(worker, now, lease_secs, active_secs, max)
+            .await?;
+        if !leased.is_empty() {
+            let mut out = Vec::with_capacity(leased.len());
+            for t in leased {
+                let manifest = s.manifest_of(t.job_id).await?;
+                Metrics::inc(&s.metrics().leases);
+                tracing::debug!(target: "coordinator::api", %worker, job_id = %t.job_id, index = t.index, "leased");
+                out.push(Lease {
+                    lease_id: t.lease_id,
+                    job_id: t.job_id,
+                    index: t.index,
+                    task_hash: t.task_hash,
+                    kind: manifest.kind.clone(),
+                    model: manifest.model.clone(),
+                    params: manifest.params.clone(),
+                    input_hash: t.input_hash,
+                    expires_at: t.expires_at,
+                });
+            }
+            return Ok(out);
         }
         let left = until.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
+            return Ok(Vec::new());
         }
         // Leases also free up by expiring, which nobody announces: look again at least every
         // second.

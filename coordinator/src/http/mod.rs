@@ -265,6 +265,15 @@ impl AppState {
     }
 
     /// A registered job, or 404.
+    /// The manifest of registered job `id`, from the cache when it is there (no query).
+    async fn manifest_of(&self, id: U256) -> Result<Arc<JobManifest>> {
+        if let Some(manifest) = self.inner.manifests.get(&id) {
+            return Ok(manifest);
+        }
+        let job = self.find_job(id).await?;
+        self.manifest(&job).await
+    }
+
     async fn find_job(&self, id: U256) -> Result<JobRow> {
         self.store()
             .job(id)
@@ -336,8 +345,10 @@ pub fn app(state: AppState) -> Router {
         .route("/jobs/{id}/results", get(jobs::job_results))
         .route("/sign-in", post(sessions::sign_in))
         .route("/leases", post(leases::lease))
+        .route("/leases/batch", post(leases::lease_batch))
         .route("/leases/{lease_id}/release", post(leases::release))
         .route("/results", post(results::submit_result))
+        .route("/results/batch", post(results::submit_results))
         .route("/verifier/work", get(verifier::work))
         .route("/verifier/decisions", post(verifier::decide))
         .route("/verifier/settled", post(verifier::settled));

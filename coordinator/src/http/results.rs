@@ -1,15 +1,19 @@
-//! `/v1/results`: a worker submits the signed result of its lease (idempotent: the same result
-//! sent again is answered 204).
+//! `/v1/results`: a worker submits the signed result of its lease, or a batch of results signed
+//! once (idempotent: the same result sent again is answered 204).
 
+use std::collections::{HashMap, HashSet};
+
+use alloy::primitives::B256;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use gleaner_protocol::api::SubmitResult;
-use gleaner_protocol::eip712::TaskResult;
+use gleaner_protocol::api::{SubmitResult, SubmitResults};
+use gleaner_protocol::blob::blob_hash;
+use gleaner_protocol::eip712::{MAX_RESULT_BATCH, ResultBatch, TaskResult};
 
 use super::leases::own_lease;
 use super::sessions::WORKER;
 use super::{ApiJson, AppState};
-use crate::db::ReplicaState;
+use crate::db::{ReplicaRow, ReplicaState};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -75,5 +79,135 @@ pub(super) async fn submit_result(
     }
     Metrics::inc(&s.metrics().results);
     tracing::debug!(target: "coordinator::api", %worker, job_id = %replica.job_id, index = replica.index, "result");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/results/batch`: many results signed once, taken whole or refused whole.
+///
+/// Every item is checked before anything is written (the caller's lease, live or already
+/// holding this very result; the task hash; the output's hash or the uploaded blob), then the
+/// one `TaskResults` signature over all of them; then every result, with its own
+/// [`gleaner_protocol::eip712::ResultSignature`] (the batch signature and its proof), and the inline outputs are stored in
+/// one transaction. Items already recorded with the same result (a resent batch) are answered
+/// like new ones and not written again.
+pub(super) async fn submit_results(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<SubmitResults>,
+) -> Result<StatusCode> {
+    let worker = s.session(&headers, WORKER).await?;
+    let n = req.items.len();
+    if n == 0 || n > MAX_RESULT_BATCH {
+        return Err(Error::BadRequest(format!(
+            "a batch holds 1 to {MAX_RESULT_BATCH} results, not {n}"
+        )));
+    }
+    let mut seen = HashSet::with_capacity(n);
+    let mut blobs = Vec::new();
+    let mut uploaded = Vec::new();
+    for (i, item) in req.items.iter().enumerate() {
+        if !seen.insert(item.lease_id.as_str()) {
+            return Err(Error::BadRequest(format!(
+                "item {i}: lease {} is in the batch twice",
+                item.lease_id
+            )));
+        }
+        match &item.output {
+            Some(bytes) => {
+                let got = blob_hash(bytes);
+                if got != item.result_hash {
+                    return Err(Error::BadRequest(format!(
+                        "item {i}: the output hashes to {got}, not to its result hash {}",
+                        item.result_hash
+                    )));
+                }
+                blobs.push((got, bytes.to_vec()));
+            }
+            None => uploaded.push(item.result_hash),
+        }
+    }
+    let ids: Vec<String> = req.items.iter().map(|i| i.lease_id.clone()).collect();
+    let stored: HashMap<String, (ReplicaRow, B256)> = s
+        .store()
+        .replicas_with_tasks(&ids)
+        .await?
+        .into_iter()
+        .map(|(r, task)| (r.lease_id.clone(), (r, task)))
+        .collect();
+    let now = s.now();
+    let mut fresh = Vec::with_capacity(n);
+    for (i, item) in req.items.iter().enumerate() {
+        let Some((replica, task_hash)) = stored.get(&item.lease_id) else {
+            return Err(Error::NotFound(format!(
+                "item {i}: no lease {}; nothing was recorded",
+                item.lease_id
+            )));
+        };
+        if replica.worker != worker {
+            return Err(Error::Forbidden(format!(
+                "item {i}: lease {} is not yours; nothing was recorded",
+                item.lease_id
+            )));
+        }
+        if *task_hash != item.task_hash {
+            return Err(Error::BadRequest(format!(
+                "item {i}: lease {} is for task {task_hash}, not {}; nothing was recorded",
+                item.lease_id, item.task_hash
+            )));
+        }
+        let live = replica.state == ReplicaState::Leased && replica.expires_at > now;
+        let again = replica.state == ReplicaState::Submitted
+            && replica.result_hash == Some(item.result_hash);
+        if !live && !again {
+            let why = if replica.state == ReplicaState::Leased {
+                ReplicaState::Expired
+            } else {
+                replica.state
+            };
+            return Err(Error::Conflict(format!(
+                "item {i}: lease {} is no longer live ({why}); nothing was recorded",
+                item.lease_id
+            )));
+        }
+        fresh.push(live);
+    }
+    uploaded.sort_unstable();
+    uploaded.dedup();
+    if let Some(missing) = s.store().missing_blobs(&uploaded).await?.first() {
+        return Err(Error::BadRequest(format!(
+            "result blob {missing} is neither uploaded nor sent with its item: PUT \
+             /v1/blobs/HASH first or send it as `output`; nothing was recorded"
+        )));
+    }
+    let pairs: Vec<(B256, B256)> = req
+        .items
+        .iter()
+        .map(|i| (i.task_hash, i.result_hash))
+        .collect();
+    let batch = ResultBatch::new(worker, &pairs).map_err(|e| Error::BadRequest(e.to_string()))?;
+    s.verify(batch.message(), &req.signature, worker)?;
+    let signature = alloy::primitives::Signature::from_raw(&req.signature)
+        .map_err(|e| Error::Unauthorized(format!("malformed signature: {e}")))?;
+    let mut results = Vec::with_capacity(n);
+    for (i, item) in req.items.iter().enumerate() {
+        if fresh[i] {
+            let member = batch
+                .member(i, signature)
+                .ok_or_else(|| Error::Internal(format!("no proof for item {i}")))?;
+            results.push((item.lease_id.clone(), item.result_hash, member.encode()));
+        }
+    }
+    if results.is_empty() {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    if let Err(lease_id) = s.store().submit_many(&results, &blobs, now).await? {
+        return Err(Error::Conflict(format!(
+            "lease {lease_id} is no longer live; nothing was recorded"
+        )));
+    }
+    for _ in &results {
+        Metrics::inc(&s.metrics().results);
+    }
+    tracing::debug!(target: "coordinator::api", %worker, results = results.len(), "result batch");
     Ok(StatusCode::NO_CONTENT)
 }

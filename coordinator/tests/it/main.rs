@@ -5,6 +5,7 @@ mod blob_access;
 mod chain;
 mod common;
 mod http;
+mod http_batch;
 mod http_conn;
 mod http_work;
 mod store;

@@ -27,8 +27,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use gleaner_client::Client;
 use gleaner_kinds::Registry;
-use gleaner_protocol::api::{Capabilities, JobState, SubmitResult};
+use gleaner_protocol::api::{BatchItem, Capabilities, JobState, SubmitResult, SubmitResults};
 use gleaner_protocol::bindings::{GleanerToken, JobMarket, WorkerRegistry, confirm};
+use gleaner_protocol::blob::blob_hash;
 use gleaner_protocol::devnet::{ANVIL_MISSING, DeployParams, Deployment, deploy, find_anvil};
 use gleaner_protocol::eip712;
 use gleaner_protocol::task::KindId;
@@ -55,6 +56,12 @@ pub struct CoordinatorBench {
     /// coordinator, database and job.
     #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
     pub workers: Vec<usize>,
+    /// Replicas per call, comma-separated: one configuration per worker count and batch size.
+    /// 1 is the one-at-a-time protocol (lease, PUT the output, submit the signed result);
+    /// K > 1 leases up to K replicas in one call and returns their results, outputs inline,
+    /// signed once, in one call (`/v1/leases/batch`, `/v1/results/batch`).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<u32>,
     /// Tasks in each configuration's job.
     #[arg(long, default_value_t = 2000)]
     pub tasks: u32,
@@ -69,6 +76,15 @@ pub struct CoordinatorBench {
     /// More flags for `gleaner coordinator run`, space-separated (e.g. "--db-pool-size 4").
     #[arg(long, allow_hyphen_values = true, value_name = "FLAGS")]
     pub coordinator_flags: Option<String>,
+    /// `RUST_LOG` of the coordinator process only, e.g. "info,tower_http=debug,sqlx::query=debug"
+    /// to log each request and each SQL statement with its time (with --keep, to read the log).
+    #[arg(long, value_name = "FILTER")]
+    pub coordinator_log: Option<String>,
+    /// Start the verifier only once every replica is in, so that the workers' numbers leave
+    /// out its load on the coordinator (by default it decides while the workers run, as in
+    /// production).
+    #[arg(long)]
+    pub verify_after: bool,
     /// Keep each configuration's directory (coordinator log, SQLite databases) and say where.
     #[arg(long)]
     pub keep: bool,
@@ -117,8 +133,12 @@ struct GasLine {
 struct Row {
     backend: &'static str,
     workers: usize,
+    /// Replicas per lease call and per result call.
+    batch: u32,
     tasks: u32,
     redundancy: u16,
+    /// `concurrent` (deciding while the workers run) or `after` (--verify-after).
+    verifier: &'static str,
     /// Seconds from the workers' start to the last result.
     secs: f64,
     round_trips_per_s: f64,
@@ -137,6 +157,9 @@ struct Row {
     coordinator_peak_rss_mib: f64,
     /// Database size after settlement (SQLite: file + WAL; PostgreSQL: pg_database_size).
     db_bytes: u64,
+    /// Its size once the coordinator had created the schema, before the job.
+    db_bytes_empty: u64,
+    /// Growth from the empty schema to after settlement, per task.
     db_bytes_per_task: f64,
     /// Every transaction from the requester's approve to the settlement, by function.
     gas: BTreeMap<String, GasLine>,
@@ -154,18 +177,44 @@ pub(super) fn coordinator(args: CoordinatorBench) -> anyhow::Result<()> {
     if args.workers.is_empty() || args.workers.contains(&0) {
         bail!("--workers needs positive counts, e.g. --workers 1,16,256");
     }
+    if args.batch.is_empty()
+        || args
+            .batch
+            .iter()
+            .any(|&b| b == 0 || b as usize > eip712::MAX_RESULT_BATCH)
+    {
+        bail!(
+            "--batch needs sizes from 1 to {}, e.g. --batch 1,64",
+            eip712::MAX_RESULT_BATCH
+        );
+    }
     if args.tasks == 0 || args.redundancy == 0 {
         bail!("--tasks and --redundancy must be positive");
     }
     let anvil = anvil_binary()?;
     let rt = runtime()?;
     let mut rows = Vec::new();
-    for &workers in &args.workers {
-        let row = rt.block_on(configuration(&args, &anvil, workers))?;
-        if args.json {
-            println!("{}", serde_json::to_string(&row)?);
+    let configurations: Vec<(usize, u32)> = args
+        .workers
+        .iter()
+        .flat_map(|&w| args.batch.iter().map(move |&b| (w, b)))
+        .collect();
+    for (workers, batch) in configurations {
+        match rt.block_on(configuration(&args, &anvil, workers, batch)) {
+            Ok(row) => {
+                if args.json {
+                    println!("{}", serde_json::to_string(&row)?);
+                }
+                rows.push(row);
+            }
+            Err(e) => {
+                // What was measured before the failure is still worth a look.
+                if !args.json && !rows.is_empty() {
+                    print_table(&rows);
+                }
+                return Err(e.context(format!("the configuration with {workers} worker(s)")));
+            }
         }
-        rows.push(row);
     }
     if !args.json {
         print_table(&rows);
@@ -357,6 +406,8 @@ struct SimWorker {
     signer: PrivateKeySigner,
     client: Client,
     domain: Eip712Domain,
+    /// Replicas per call (1: the one-at-a-time protocol).
+    batch: u32,
 }
 
 /// Leases, uploads and submits until every replica is in (or `done` is signalled).
@@ -376,6 +427,10 @@ async fn simulate(
             return s;
         }
     };
+    if w.batch > 1 {
+        simulate_batched(&w, &mut s, &mut done, t0, &shared, &outputs).await;
+        return s;
+    }
     while !*done.borrow() && s.errors < MAX_ERRORS {
         let began = Instant::now();
         let lease = tokio::select! {
@@ -445,6 +500,90 @@ async fn simulate(
         }
     }
     s
+}
+
+/// [`simulate`] with batches: leases up to `w.batch` replicas in one call, and returns their
+/// results (outputs inline, one signature) in one call.
+async fn simulate_batched(
+    w: &SimWorker,
+    s: &mut Samples,
+    done: &mut watch::Receiver<bool>,
+    t0: Instant,
+    shared: &Shared,
+    outputs: &[Vec<u8>],
+) {
+    while !*done.borrow() && s.errors < MAX_ERRORS {
+        let began = Instant::now();
+        let leases = tokio::select! {
+            _ = done.changed() => break,
+            l = w.client.lease_batch(LEASE_WAIT_MS, w.batch) => l,
+        };
+        let leases = match leases {
+            Ok(l) if l.is_empty() => {
+                s.empty += 1;
+                continue;
+            }
+            Ok(l) => l,
+            Err(e) => {
+                s.error(format!("lease batch: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        s.lease.push(began.elapsed());
+        shared
+            .leases
+            .fetch_add(leases.len() as u64, Ordering::Relaxed);
+        let release_all = || async {
+            for l in &leases {
+                let _ = w.client.release(&l.lease_id).await;
+            }
+        };
+        let mut items = Vec::with_capacity(leases.len());
+        for lease in &leases {
+            let Some(output) = outputs.get(lease.index as usize) else {
+                s.error(format!("leased task {} beyond the job", lease.index));
+                break;
+            };
+            items.push(BatchItem {
+                lease_id: lease.lease_id.clone(),
+                task_hash: lease.task_hash,
+                result_hash: blob_hash(output),
+                output: Some(output.clone().into()),
+            });
+        }
+        if items.len() < leases.len() {
+            release_all().await;
+            continue;
+        }
+        let pairs: Vec<_> = items.iter().map(|i| (i.task_hash, i.result_hash)).collect();
+        let signature = match gleaner_client::sign::task_results(&w.signer, &w.domain, &pairs) {
+            Ok(sig) => sig,
+            Err(e) => {
+                s.error(format!("sign: {e}"));
+                release_all().await;
+                continue;
+            }
+        };
+        let t = Instant::now();
+        if let Err(e) = w
+            .client
+            .submit_batch(&SubmitResults { items, signature })
+            .await
+        {
+            s.error(format!("result batch: {e}"));
+            release_all().await;
+            continue;
+        }
+        s.result.push(t.elapsed());
+        s.round_trip.push(began.elapsed());
+        let at = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        shared.last_result_ns.fetch_max(at, Ordering::Relaxed);
+        let n = leases.len() as u64;
+        if shared.results.fetch_add(n, Ordering::Relaxed) + n >= shared.target {
+            shared.done.send_replace(true);
+        }
+    }
 }
 
 /// `utime + stime` of process `pid`, in seconds.
@@ -625,6 +764,7 @@ async fn start_coordinator(
         .env("GLEANER_MARKET", d.market.to_string())
         .env("GLEANER_KEYSTORE", dir.join("coordinator.json"))
         .env("GLEANER_PASSWORD_FILE", dir.join("password"))
+        .envs(args.coordinator_log.iter().map(|f| ("RUST_LOG", f)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out.try_clone()?))
         .stderr(Stdio::from(out));
@@ -654,6 +794,7 @@ async fn configuration(
     args: &CoordinatorBench,
     anvil_bin: &Path,
     workers: usize,
+    batch: u32,
 ) -> anyhow::Result<Row> {
     let redundancy = args
         .redundancy
@@ -669,7 +810,18 @@ async fn configuration(
         .prefix("gleaner-bench-coordinator-")
         .tempdir()?;
     let db = Db::create(args, dir.path(), workers).await?;
-    let result = run_configuration(args, anvil_bin, workers, redundancy, dir.path(), &db).await;
+    let result = run_configuration(
+        args,
+        anvil_bin,
+        Shape {
+            workers,
+            batch,
+            redundancy,
+        },
+        dir.path(),
+        &db,
+    )
+    .await;
     if let Err(e) = db.drop_database().await {
         say(format_args!("could not drop the bench database: {e:#}"));
     }
@@ -680,17 +832,30 @@ async fn configuration(
     result
 }
 
+/// What a configuration runs.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    workers: usize,
+    batch: u32,
+    redundancy: u16,
+}
+
 async fn run_configuration(
     args: &CoordinatorBench,
     anvil_bin: &Path,
-    workers: usize,
-    redundancy: u16,
+    shape: Shape,
     dir: &Path,
     db: &Db,
 ) -> anyhow::Result<Row> {
+    let Shape {
+        workers,
+        batch,
+        redundancy,
+    } = shape;
     let tasks = args.tasks;
     say(format_args!(
-        "{workers} worker(s), {tasks} tasks, redundancy {redundancy}, {}: starting anvil",
+        "{workers} worker(s), batch {batch}, {tasks} tasks, redundancy {redundancy}, {}: \
+         starting anvil",
         db.backend()
     ));
     let anvil = Anvil::at(anvil_bin)
@@ -738,6 +903,7 @@ async fn run_configuration(
         &db.url()?,
     )
     .await?;
+    let db_bytes_empty = db.size().await?;
     let first_block = admin_p.get_block_number().await? + 1;
     let kinds = || Registry::new().with(SimKind);
 
@@ -751,12 +917,20 @@ async fn run_configuration(
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .with_writer(std::io::stderr)
         .finish();
+    // With --verify-after it waits until every replica is in.
+    let (go, mut gate) = watch::channel(!args.verify_after);
     let mut verifier = {
         let stop = stop.clone();
         tokio::spawn(
-            gleaner_verifier::run(vconfig, verifier_key, async move {
-                stop.notified().await;
-            })
+            async move {
+                if gate.wait_for(|go| *go).await.is_err() {
+                    return Ok(());
+                }
+                gleaner_verifier::run(vconfig, verifier_key, async move {
+                    stop.notified().await;
+                })
+                .await
+            }
             .with_subscriber(quiet),
         )
     };
@@ -820,6 +994,7 @@ async fn run_configuration(
                 signer,
                 client,
                 domain,
+                batch,
             })
         });
     }
@@ -926,6 +1101,7 @@ async fn run_configuration(
 
     // Decisions and settlement.
     say("every replica is in: waiting for the verifier to decide and settle");
+    go.send_replace(true);
     let last_result = t0 + Duration::from_secs_f64(secs);
     let mut progress = (0, Instant::now());
     let mut printed = Instant::now();
@@ -936,7 +1112,7 @@ async fn run_configuration(
         if st.state == JobState::Settled && st.report_hash.is_some() {
             break true;
         }
-        if st.state.is_terminal() {
+        if st.state.is_terminal() && st.state != JobState::Settled {
             bail!("job {job_id} ended {} instead of settled", st.state);
         }
         if verifier.is_finished() {
@@ -996,8 +1172,14 @@ async fn run_configuration(
     let row = Row {
         backend: db.backend(),
         workers,
+        batch,
         tasks,
         redundancy,
+        verifier: if args.verify_after {
+            "after"
+        } else {
+            "concurrent"
+        },
         secs,
         round_trips_per_s: results as f64 / secs,
         leases_per_s: leases as f64 / secs,
@@ -1008,7 +1190,8 @@ async fn run_configuration(
         coordinator_cpu_pct: 100.0 * (cpu1 - cpu0) / wall.as_secs_f64(),
         coordinator_peak_rss_mib: peak_rss,
         db_bytes,
-        db_bytes_per_task: db_bytes as f64 / f64::from(tasks),
+        db_bytes_empty,
+        db_bytes_per_task: db_bytes.saturating_sub(db_bytes_empty) as f64 / f64::from(tasks),
         gas,
         gas_total,
         gas_per_task: gas_total as f64 / f64::from(tasks),
@@ -1017,7 +1200,7 @@ async fn run_configuration(
         audit,
     };
     say(format_args!(
-        "{workers} worker(s): {:.0} round trips/s, coordinator CPU {:.0}%, {:.0} gas/task, \
+        "{workers} worker(s), batch {batch}: {:.0} round trips/s, coordinator CPU {:.0}%, {:.0} gas/task, \
          settled {settle_secs:.1} s after the last result, audit {}",
         row.round_trips_per_s, row.coordinator_cpu_pct, row.gas_per_task, row.audit
     ));
@@ -1031,9 +1214,10 @@ fn print_table(rows: &[Row]) {
         })
     };
     println!(
-        "{:<8} {:>7} {:>6} {:>3} {:>9} {:>8} {:>9} {:>17} {:>17} {:>17} {:>6} {:>9} {:>8} {:>8} {:>5}",
+        "{:<8} {:>7} {:>5} {:>6} {:>3} {:>9} {:>8} {:>9} {:>17} {:>17} {:>17} {:>6} {:>9} {:>8} {:>8} {:>5}",
         "backend",
         "workers",
+        "batch",
         "tasks",
         "red",
         "rtrips/s",
@@ -1050,9 +1234,10 @@ fn print_table(rows: &[Row]) {
     );
     for r in rows {
         println!(
-            "{:<8} {:>7} {:>6} {:>3} {:>9.1} {:>8.1} {:>9.1} {:>17} {:>17} {:>17} {:>6.0} {:>9.0} {:>8.0} {:>8.1} {:>5}",
+            "{:<8} {:>7} {:>5} {:>6} {:>3} {:>9.1} {:>8.1} {:>9.1} {:>17} {:>17} {:>17} {:>6.0} {:>9.0} {:>8.0} {:>8.1} {:>5}",
             r.backend,
             r.workers,
+            r.batch,
             r.tasks,
             r.redundancy,
             r.round_trips_per_s,
