@@ -94,6 +94,15 @@ impl Store {
         row.as_ref().map(read_job).transpose()
     }
 
+    /// A registered job's state alone (no manifest read).
+    pub async fn job_state(&self, job_id: U256) -> Result<Option<JobState>> {
+        let row = sqlx::query("SELECT state FROM jobs WHERE job_id = $1")
+            .bind(job_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|r| column(r, "state")).transpose()
+    }
+
     /// Jobs in one state, earliest deadline first.
     pub async fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>> {
         let sql = format!(

@@ -92,17 +92,18 @@ fn leasable_sql() -> String {
     )
 }
 
-/// `queued` (replicas still wanted in leasable jobs), `leased` (live leases) and `mine` (live
-/// leases of worker `$2`), at `$1` = now, in one query.
+/// `queued` (replicas still wanted in leasable jobs: `job_wanted`, kept by triggers),
+/// `leased` (live leases) and `mine` (live leases of worker `$2`), at `$1` = now, in one query.
 fn counts_sql() -> String {
     format!(
         "SELECT \
-         (SELECT CAST(COALESCE(SUM(CASE WHEN t.replicas_needed > t.live \
-          THEN t.replicas_needed - t.live ELSE 0 END), 0) AS BIGINT) {leasable}) AS queued, \
+         (SELECT CAST(COALESCE(SUM(w.wanted), 0) AS BIGINT) FROM jobs j \
+          JOIN job_wanted w ON w.job_id = j.job_id \
+          WHERE j.state = '{posted}' AND j.deadline > $1) AS queued, \
          (SELECT COUNT(*) FROM replicas WHERE state = '{leased}' AND expires_at > $1) AS leased, \
          (SELECT COUNT(*) FROM replicas WHERE state = '{leased}' AND expires_at > $1 \
           AND worker = $2) AS mine",
-        leasable = leasable_sql(),
+        posted = JobState::Posted.as_str(),
         leased = ReplicaState::Leased.as_str(),
     )
 }
@@ -139,6 +140,29 @@ fn declared_kinds(capabilities_json: Option<&str>) -> Vec<String> {
     capabilities_json
         .and_then(|json| serde_json::from_str::<Declared>(json).ok())
         .map_or_else(|| vec![LEGACY_KIND.to_owned()], |d| d.kinds)
+}
+
+/// Rows per multi-row statement: at most 7 parameters a row, well under either database's limit
+/// on parameters (SQLite 32,766, PostgreSQL 65,535).
+const CHUNK: usize = 256;
+
+/// `($k+1, .., $k+width), ($k+width+1, ..), ...` for `rows` rows after `skip` parameters.
+fn placeholders(rows: usize, width: usize, skip: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 6);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", skip + r * width + c + 1));
+        }
+        out.push(')');
+    }
+    out
 }
 
 impl Store {
@@ -327,28 +351,12 @@ impl Store {
             tx.rollback().await?;
             return Err(Error::Conflict("lease race".into()));
         }
-        // One statement per chunk of rows (7 parameters each, well under either database's
-        // limit on parameters).
-        for chunk in leased.chunks(256) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let p = i * 7;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, NULL, NULL, NULL)",
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4,
-                        p + 5,
-                        p + 6,
-                        p + 7
-                    )
-                })
-                .collect();
+        // One statement per chunk of rows.
+        for chunk in leased.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO replicas (lease_id, job_id, idx, worker, state, leased_at, \
-                 expires_at, result_hash, signature, submitted_at) VALUES {}",
-                values.join(", ")
+                 expires_at) VALUES {}",
+                placeholders(chunk.len(), 7, 0)
             );
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (job_id, index, t) in chunk {
@@ -478,33 +486,55 @@ impl Store {
     ) -> Result<std::result::Result<(), String>> {
         let now_param = to_bigint(now)?;
         let mut tx = self.begin_write().await?;
-        for (hash, bytes) in blobs {
-            sqlx::query(
-                "INSERT INTO blobs (hash, size, bytes) VALUES ($1, $2, $3) \
-                 ON CONFLICT (hash) DO NOTHING",
-            )
-            .bind(to_hex(hash))
-            .bind(to_bigint(bytes.len() as u64)?)
-            .bind(bytes.clone())
-            .execute(&mut *tx)
-            .await?;
+        // A few statements per batch, not one per result: each statement costs a round trip
+        // to the database (sqlx runs SQLite on a thread of its own).
+        for chunk in blobs.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO blobs (hash, size, bytes) VALUES {} ON CONFLICT (hash) DO NOTHING",
+                placeholders(chunk.len(), 3, 0)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (hash, bytes) in chunk {
+                q = q
+                    .bind(to_hex(hash))
+                    .bind(to_bigint(bytes.len() as u64)?)
+                    .bind(bytes.clone());
+            }
+            q.execute(&mut *tx).await?;
         }
-        for (lease_id, result_hash, signature) in results {
-            let done = sqlx::query(
-                "UPDATE replicas SET state = $5, result_hash = $1, signature = $2, \
-                 submitted_at = $3 WHERE lease_id = $4 AND state = $6 AND expires_at > $3",
-            )
-            .bind(to_hex(result_hash))
-            .bind(signature.to_string())
-            .bind(now_param)
-            .bind(lease_id.clone())
-            .bind(ReplicaState::Submitted.as_str())
-            .bind(ReplicaState::Leased.as_str())
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
+        for chunk in results.chunks(CHUNK) {
+            // Rows found by primary key (`IN`), values looked up in the small list: an
+            // `UPDATE .. FROM (VALUES ..)` join lets SQLite scan every replica instead.
+            let sql = format!(
+                "WITH v (lease_id, result_hash, signature) AS (VALUES {}) \
+                 UPDATE replicas SET state = $1, \
+                 result_hash = (SELECT v.result_hash FROM v WHERE v.lease_id = replicas.lease_id), \
+                 signature = (SELECT v.signature FROM v WHERE v.lease_id = replicas.lease_id), \
+                 submitted_at = $2 \
+                 WHERE lease_id IN (SELECT v.lease_id FROM v) AND state = $3 AND expires_at > $2",
+                placeholders(chunk.len(), 3, 3)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(ReplicaState::Submitted.as_str())
+                .bind(now_param)
+                .bind(ReplicaState::Leased.as_str());
+            for (lease_id, result_hash, signature) in chunk {
+                q = q
+                    .bind(lease_id.clone())
+                    .bind(to_hex(result_hash))
+                    .bind(signature.to_string());
+            }
+            let done = q.execute(&mut *tx).await?;
+            if done.rows_affected() != chunk.len() as u64 {
                 tx.rollback().await?;
-                return Ok(Err(lease_id.clone()));
+                // Which one: the first that is not live (a read, after the rollback).
+                for (lease_id, _, _) in chunk {
+                    match self.replica(lease_id).await? {
+                        Some(r) if r.state == ReplicaState::Leased && r.expires_at > now => {}
+                        _ => return Ok(Err(lease_id.clone())),
+                    }
+                }
+                return Ok(Err(chunk[0].0.clone()));
             }
         }
         tx.commit().await?;
@@ -548,6 +578,13 @@ mod tests {
             )
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn placeholders_number_rows_after_the_skipped_parameters() {
+        assert_eq!(placeholders(2, 3, 0), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 2, 3), "($4, $5)");
+        assert_eq!(placeholders(0, 3, 0), "");
     }
 
     #[test]

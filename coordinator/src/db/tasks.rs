@@ -4,7 +4,7 @@ use alloy::primitives::{Address, B256, U256};
 use sqlx::Row;
 
 use super::Store;
-use super::codec::{TaskState, column, int_column, optional_column, to_hex};
+use super::codec::{ReplicaState, TaskState, column, int_column, optional_column, to_hex};
 use crate::error::{Error, Result};
 
 /// A task with its decision state, as the verifier sees it.
@@ -34,23 +34,33 @@ impl Store {
         .bind(job_id.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let quorum = match row.try_get::<Option<String>, _>("quorum")? {
-                    Some(json) => serde_json::from_str(&json)
-                        .map_err(|e| Error::Internal(format!("stored quorum is corrupt: {e}")))?,
-                    None => Vec::new(),
-                };
-                Ok(TaskRow {
-                    index: int_column(row, "idx")?,
-                    task_hash: column(row, "task_hash")?,
-                    replicas_needed: int_column(row, "replicas_needed")?,
-                    state: column(row, "state")?,
-                    accepted_result: optional_column(row, "accepted_result")?,
-                    quorum,
-                })
-            })
-            .collect()
+        rows.iter().map(read_task).collect()
+    }
+
+    /// One task of a job (an indexed lookup).
+    pub async fn task(&self, job_id: U256, index: u32) -> Result<Option<TaskRow>> {
+        let row = sqlx::query(
+            "SELECT idx, task_hash, replicas_needed, state, accepted_result, quorum FROM tasks \
+             WHERE job_id = $1 AND idx = $2",
+        )
+        .bind(job_id.to_string())
+        .bind(i64::from(index))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(read_task).transpose()
+    }
+
+    /// The workers that submitted a replica of one task (an indexed lookup).
+    pub async fn submitters(&self, job_id: U256, index: u32) -> Result<Vec<Address>> {
+        let rows = sqlx::query(
+            "SELECT worker FROM replicas WHERE job_id = $1 AND idx = $2 AND state = $3",
+        )
+        .bind(job_id.to_string())
+        .bind(i64::from(index))
+        .bind(ReplicaState::Submitted.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| column(r, "worker")).collect()
     }
 
     /// The task hash of a task.
@@ -162,4 +172,20 @@ mod tests {
         assert_eq!(store.task_hash(id, 3).await.unwrap(), None);
         assert_eq!(store.job_progress(id).await.unwrap(), (0, 1, 1));
     }
+}
+
+fn read_task(row: &sqlx::any::AnyRow) -> Result<TaskRow> {
+    let quorum = match row.try_get::<Option<String>, _>("quorum")? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| Error::Internal(format!("stored quorum is corrupt: {e}")))?,
+        None => Vec::new(),
+    };
+    Ok(TaskRow {
+        index: int_column(row, "idx")?,
+        task_hash: column(row, "task_hash")?,
+        replicas_needed: int_column(row, "replicas_needed")?,
+        state: column(row, "state")?,
+        accepted_result: optional_column(row, "accepted_result")?,
+        quorum,
+    })
 }

@@ -109,14 +109,7 @@ async fn accept(
     if quorum.is_empty() {
         return Err(Error::BadRequest("accept needs a non-empty quorum".into()));
     }
-    let submitters: Vec<Address> = s
-        .store()
-        .submitted_replicas(job_id)
-        .await?
-        .into_iter()
-        .filter(|r| r.index == index)
-        .map(|r| r.worker)
-        .collect();
+    let submitters = s.store().submitters(job_id, index).await?;
     let mut quorum = quorum.to_vec();
     quorum.sort();
     quorum.dedup();
@@ -134,19 +127,18 @@ pub(super) async fn decide(
     ApiJson(d): ApiJson<Decision>,
 ) -> Result<StatusCode> {
     s.session(&headers, VERIFIER).await?;
-    let job = s.find_job(d.job_id).await?;
-    if job.state != JobState::Posted {
-        return Err(Error::Conflict(format!(
-            "job {} is {}",
-            d.job_id, job.state
-        )));
+    let state = s
+        .store()
+        .job_state(d.job_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("job {} is not registered", d.job_id)))?;
+    if state != JobState::Posted {
+        return Err(Error::Conflict(format!("job {} is {state}", d.job_id)));
     }
     let task = s
         .store()
-        .tasks(d.job_id)
+        .task(d.job_id, d.index)
         .await?
-        .into_iter()
-        .find(|t| t.index == d.index)
         .ok_or_else(|| Error::NotFound(format!("job {} has no task {}", d.job_id, d.index)))?;
     if task.state != TaskState::Open {
         return Err(Error::Conflict(format!(

@@ -1,7 +1,7 @@
 //! The store on SQLite (file, across a restart) and on a real PostgreSQL.
 
 use alloy::primitives::{Address, B256, Bytes, U256};
-use gleaner_coordinator::{JobRow, JobState, NewTask, ReplicaState, Store};
+use gleaner_coordinator::{JobRow, JobState, NewTask, QueueStats, ReplicaState, Store};
 
 use gleaner_test_utils::Postgres;
 
@@ -44,8 +44,35 @@ async fn worker(s: &Store, a: Address, gflops: f64, now: u64) {
     .unwrap();
 }
 
+/// Each job's `wanted` (kept by triggers) equals the sum it stands for, recomputed.
+async fn assert_wanted_consistent(url: &str, when: &str) {
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT j.job_id AS job_id, w.wanted AS wanted, \
+         (SELECT CAST(COALESCE(SUM(CASE WHEN t.replicas_needed > t.live \
+          THEN t.replicas_needed - t.live ELSE 0 END), 0) AS BIGINT) \
+          FROM tasks t WHERE t.job_id = j.job_id AND t.state = 'open') AS recomputed, \
+         (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.job_id AND t.live <> \
+          (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
+           AND r.state IN ('leased', 'submitted'))) AS live_drift \
+         FROM jobs j JOIN job_wanted w ON w.job_id = j.job_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        use sqlx::Row;
+        let job: String = row.get("job_id");
+        let (wanted, recomputed): (i64, i64) = (row.get("wanted"), row.get("recomputed"));
+        assert_eq!(wanted, recomputed, "job {job} {when}");
+        assert_eq!(row.get::<i64, _>("live_drift"), 0, "job {job} {when}");
+    }
+    pool.close().await;
+}
+
 /// The scenario both databases run: blobs, jobs, sessions, leasing rules, results, decisions.
-async fn exercise(s: &Store) {
+async fn exercise(s: &Store, url: &str) {
     s.put_blob(B256::repeat_byte(7), b"bytes").await.unwrap();
     s.put_blob(B256::repeat_byte(7), b"bytes").await.unwrap();
     assert_eq!(
@@ -62,6 +89,7 @@ async fn exercise(s: &Store) {
     let (row, tasks) = job(1, 2, 2);
     assert!(s.insert_job(&row, &tasks, 1).await.unwrap());
     assert!(!s.insert_job(&row, &tasks, 1).await.unwrap());
+    assert_wanted_consistent(url, "after insert").await;
     assert_eq!(s.job(U256::from(1)).await.unwrap().unwrap(), row);
     let (w1, w2, w3) = (
         Address::repeat_byte(1),
@@ -114,7 +142,8 @@ async fn exercise(s: &Store) {
         s.lease(w3, 100, 60, 600).await.unwrap().is_none(),
         "all replicas out"
     );
-    assert_eq!(s.queue_stats(100).await.unwrap().leased, 4);
+    assert_eq!(s.queue_stats(100).await.unwrap(), QueueStats { queued: 0, leased: 4 });
+    assert_wanted_consistent(url, "after leasing").await;
 
     // Submit one, let the others expire: they return to the queue.
     assert!(
@@ -149,6 +178,7 @@ async fn exercise(s: &Store) {
     assert_eq!(reps.len(), 1);
     assert_eq!(reps[0].signature.as_ref().unwrap().len(), 65);
     let _ = (c, d, e);
+    assert_wanted_consistent(url, "after submit and expiry").await;
 
     // Decisions.
     assert!(
@@ -162,6 +192,49 @@ async fn exercise(s: &Store) {
     assert_eq!(tasks[a.index as usize].quorum, vec![w1]);
     assert_eq!(tasks[f.index as usize].replicas_needed, 4);
     assert_eq!(s.job_progress(U256::from(1)).await.unwrap(), (1, 1, 0));
+    assert_wanted_consistent(url, "after decisions").await;
+    // Two more replicas of task f are wanted now; a batch lease takes at most one per task.
+    let now = 300;
+    let got = s.lease_many(w2, now, 60, 600, 10).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].index, f.index);
+    assert_wanted_consistent(url, "after a batch lease").await;
+    // Results in one transaction: all or nothing (b's lease expired long ago).
+    let out = (B256::repeat_byte(0x51), b"batched output".to_vec());
+    let sig = Bytes::from(vec![2u8; 69]);
+    let refused = s
+        .submit_many(
+            &[
+                (got[0].lease_id.clone(), out.0, sig.clone()),
+                (b.lease_id.clone(), out.0, sig.clone()),
+            ],
+            std::slice::from_ref(&out),
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, Err(b.lease_id.clone()));
+    assert_eq!(
+        s.replica(&got[0].lease_id).await.unwrap().unwrap().state,
+        ReplicaState::Leased
+    );
+    assert!(!s.has_blob(out.0).await.unwrap());
+    let taken = s
+        .submit_many(
+            &[(got[0].lease_id.clone(), out.0, sig.clone())],
+            std::slice::from_ref(&out),
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken, Ok(()));
+    let r = s.replica(&got[0].lease_id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.result_hash, r.signature),
+        (ReplicaState::Submitted, Some(out.0), Some(sig))
+    );
+    assert_eq!(s.blob(out.0).await.unwrap().unwrap(), out.1);
+    assert_wanted_consistent(url, "after batched results").await;
     assert!(s.settle(U256::from(1), B256::repeat_byte(3)).await.unwrap());
     assert!(s.settle(U256::from(1), B256::repeat_byte(3)).await.unwrap());
     assert!(!s.settle(U256::from(1), B256::repeat_byte(4)).await.unwrap());
@@ -172,7 +245,7 @@ async fn sqlite_file_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
     let s = Store::connect(&url).await.unwrap();
-    exercise(&s).await;
+    exercise(&s, &url).await;
     let (row, tasks) = job(2, 1, 1);
     s.insert_job(&row, &tasks, 1).await.unwrap();
     s.set_job_state(U256::from(2), JobState::Registered, JobState::Posted)
@@ -190,7 +263,7 @@ async fn sqlite_file_survives_a_restart() {
         s.job(U256::from(1)).await.unwrap().unwrap().state,
         JobState::Settled
     );
-    assert_eq!(s.submitted_replicas(U256::from(1)).await.unwrap().len(), 1);
+    assert_eq!(s.submitted_replicas(U256::from(1)).await.unwrap().len(), 2);
     assert_eq!(
         s.replica(&l.lease_id).await.unwrap().unwrap().state,
         ReplicaState::Leased
@@ -251,7 +324,7 @@ async fn leases_only_the_kinds_a_worker_runs() {
 async fn postgres_runs_the_same_scenario_and_leases_atomically() {
     let pg = Postgres::start();
     let s = Store::connect(&pg.url).await.unwrap();
-    exercise(&s).await;
+    exercise(&s, &pg.url).await;
 
     // 20 workers race for 10 tasks x 3 replicas: exactly 30 leases, distinct per task.
     let (row, tasks) = job(5, 10, 3);
