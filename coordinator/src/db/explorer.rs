@@ -104,7 +104,8 @@ pub struct ExplorerWorker {
     pub last_active: Option<u64>,
     /// Replicas it submitted.
     pub submitted: u32,
-    /// Replicas of accepted tasks in whose quorum it was.
+    /// Replicas of accepted tasks in whose quorum it was (the quorum column is a JSON list of
+    /// addresses; the worker column holds lowercase hex).
     pub in_quorum: u32,
 }
 
@@ -250,7 +251,7 @@ impl Store {
                 AS submitted, \
              (SELECT COUNT(*) FROM replicas r JOIN tasks t ON t.job_id = r.job_id \
                 AND t.idx = r.idx WHERE r.worker = w.address AND r.state = $1 \
-                AND t.state = $2 AND t.accepted_result = r.result_hash) AS in_quorum \
+                AND t.state = $2 AND LOWER(t.quorum) LIKE '%' || r.worker || '%') AS in_quorum \
              FROM workers w WHERE \
              EXISTS (SELECT 1 FROM replicas r WHERE r.worker = w.address) OR \
              EXISTS (SELECT 1 FROM sessions s WHERE s.address = w.address AND s.role = $3) \

@@ -42,10 +42,21 @@ pub(crate) fn units(amount: U256, decimals: u8) -> String {
 
 /// An amount as HTML: the exact decimal and the symbol, with the base units in a data
 /// attribute (the browser tests read it) and a tooltip.
+/// Digits past the sixth decimal are written smaller: exact, and still readable at a glance.
 pub(crate) fn money(amount: U256, decimals: u8, symbol: &str) -> String {
+    let exact = units(amount, decimals);
+    let shown = match exact.split_once('.') {
+        Some((whole, frac)) if frac.len() > 6 => {
+            format!(
+                r#"{whole}.{}<span class="tail">{}</span>"#,
+                &frac[..6],
+                &frac[6..]
+            )
+        }
+        _ => exact,
+    };
     format!(
-        r#"<span class="money" data-base-units="{amount}" title="{amount} base units">{} <small>{}</small></span>"#,
-        units(amount, decimals),
+        r#"<span class="money" data-base-units="{amount}" title="{amount} base units">{shown} <small>{}</small></span>"#,
         esc(symbol)
     )
 }
@@ -338,6 +349,12 @@ mod tests {
         let max = units(U256::MAX, 18);
         assert!(max.starts_with("115792089237316195423570985008687907853269984665640564039457."));
         assert!(money(U256::from(5), 1, "<b>").contains("0.5 <small>&lt;b&gt;</small>"));
+        let m = money("29999999999999999998".parse().unwrap(), 18, "GLT");
+        assert!(
+            m.contains(r#"29.999999<span class="tail">999999999998</span>"#),
+            "{m}"
+        );
+        assert!(m.contains(r#"data-base-units="29999999999999999998""#));
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn card(key: &str, value: &str, src: &str) -> String {
 
 fn verdict_badge(v: Option<&Verdict>) -> String {
     match v {
-        Some(Verdict::Done(d)) if d.is_empty() => badge("ok"),
+        Some(Verdict::Done(d)) if d.is_empty() => r#"<span class="badge b-ok">✓ OK</span>"#.into(),
         Some(Verdict::Done(d)) => format!(
             r#"<span class="badge b-bad">{} difference{}</span>"#,
             d.len(),
@@ -431,10 +431,15 @@ pub(crate) fn job(p: &JobPage<'_>, token: &Token) -> String {
     }
     if let Some(c) = p.chain {
         payouts_section(&mut b, c, p.report, token);
+    }
+    audit_section(&mut b, p);
+    if let Some(c) = p.chain {
         report_section(&mut b, c, p.report, token);
         txs_section(&mut b, c);
     }
-    audit_section(&mut b, p);
+    if let Some(d) = p.coord {
+        task_details_section(&mut b, d);
+    }
     page(&format!("Job {id}"), &b, p.live())
 }
 
@@ -492,7 +497,38 @@ fn tasks_section(b: &mut String, d: &JobData) {
             i = t.index
         );
     }
-    b.push_str(r#"</div><table><thead><tr><th>Task</th><th>State</th><th>Verdict</th><th>Replicas: worker · lease · result · agrees · distance to accepted</th></tr></thead><tbody>"#);
+    b.push_str(
+        r##"</div><p class="muted">Click a task for its replicas, verdict and distances (<a href="#task-details">all tasks</a>).</p></section>"##,
+    );
+}
+
+fn task_details_section(b: &mut String, d: &JobData) {
+    let redundancy = d.job.redundancy;
+    let live = |i: u32| {
+        d.replicas
+            .iter()
+            .filter(|r| {
+                r.replica.index == i
+                    && matches!(
+                        r.replica.state,
+                        ReplicaState::Leased | ReplicaState::Submitted
+                    )
+            })
+            .count()
+    };
+    let cells: Vec<Cell> = d
+        .tasks
+        .iter()
+        .map(|t| Cell::of(t, redundancy, live(t.index)))
+        .collect();
+    let _ = write!(
+        b,
+        r#"<section id="task-details"><h2>Task details {}</h2><table><thead><tr><th>Task</th><th>State</th><th>Verdict</th><th>Replicas: worker · lease · result · agrees · distance to the accepted output</th></tr></thead><tbody>"#,
+        source(
+            Source::Coordinator,
+            "replicas, quorum, distances from the stored outputs"
+        )
+    );
     for (t, c) in d.tasks.iter().zip(&cells) {
         let verdict = match (t.state, c) {
             (TaskState::Accepted, _) => format!(
@@ -992,11 +1028,17 @@ pub(crate) fn worker(p: &WorkerPage<'_>, token: &Token) -> String {
             .coord
             .accepted
             .iter()
-            .find(|(j, i, _)| *j == r.job_id && *i == r.index)
-            .map(|(_, _, h)| *h);
+            .find(|(j, i, _, _)| *j == r.job_id && *i == r.index);
         let verdict = match (r.result_hash, accepted) {
-            (Some(x), Some(y)) if x == y => r#"<span class="yes">✓ same</span>"#.to_owned(),
-            (Some(_), Some(y)) => format!(r#"<span class="no">✗</span> {}"#, hash(y)),
+            (Some(_), Some((_, _, _, true))) => {
+                r#"<span class="yes">✓ in quorum</span>"#.to_owned()
+            }
+            (Some(_), Some((_, _, y, false))) => {
+                format!(
+                    r#"<span class="no">✗ outside quorum</span>, accepted {}"#,
+                    hash(*y)
+                )
+            }
             _ => String::new(),
         };
         let _ = write!(

@@ -92,8 +92,9 @@ pub struct WorkerData {
     pub worker: Option<ExplorerWorker>,
     /// Its newest replicas.
     pub replicas: Vec<ExplorerReplica>,
-    /// The accepted output of each task in `replicas` that has one: `(job, index, result)`.
-    pub accepted: Vec<(U256, u32, B256)>,
+    /// Each accepted task in `replicas`: `(job, index, accepted result, whether the worker is
+    /// in its quorum)`.
+    pub accepted: Vec<(U256, u32, B256, bool)>,
 }
 
 /// Where the coordinator's view comes from.
@@ -253,7 +254,7 @@ impl Source {
                                 .iter()
                                 .any(|r| r.job_id == job && r.index == t.index)
                         {
-                            accepted.push((job, t.index, result));
+                            accepted.push((job, t.index, result, t.quorum.contains(&address)));
                         }
                     }
                 }
