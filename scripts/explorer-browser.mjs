@@ -146,8 +146,10 @@ try {
     // 4. Follow each slashed worker from the job's report to its evidence.
     for (const [worker, amount] of Object.entries(want.slashed || {})) {
       await page.goto(`${url}/jobs/${job}`);
-      const w = page.locator(`#report a[data-worker="${worker}" i]`).first();
-      check((await w.count()) === 1, `the report section does not link slashed worker ${worker}`);
+      const row = page.locator(`#slash-table tr.slash[data-worker="${worker}" i]`);
+      check((await row.count()) === 1, `the job page does not list slashed worker ${worker}`);
+      check((await row.getAttribute("data-amount")) === amount, `slash of ${worker} shown != chain ${amount}`);
+      const w = row.locator("a.addr");
       await w.click();
       await page.waitForURL(new RegExp(`/workers/${worker}$`, "i"));
       const ev = page.locator(`#slashes .evidence[data-job="${job}"]`);
@@ -161,7 +163,12 @@ try {
       await shot("7-slash-evidence.png", { fullPage: false });
     }
 
-    // 5. Bad input in URLs: a clear page with the status.
+    // 5. The network page after settlement.
+    await page.goto(`${url}/`);
+    check((await page.locator(`#jobs tr[data-job="${job}"] .badge.b-settled`).count()) === 1, "job not settled on the network page");
+    await shot("10-network-after.png");
+
+    // 6. Bad input in URLs: a clear page with the status.
     for (const [path, status, name] of [
       ["/jobs/not-a-number", 400, "8-bad-job-id.png"],
       [`/jobs/${"9".repeat(90)}`, 400, null],
@@ -175,7 +182,7 @@ try {
     }
   }
 
-  // 6. Without JavaScript the pages are the same, server-rendered.
+  // 7. Without JavaScript the pages are the same, server-rendered.
   const noJs = await browser.newContext({ javaScriptEnabled: false, viewport: { width: 1280, height: 900 } });
   const p2 = await noJs.newPage();
   await p2.goto(`${url}/jobs/${job}`);

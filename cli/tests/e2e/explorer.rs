@@ -230,6 +230,7 @@ async fn explorer_follows_a_job_to_settlement_in_chromium() {
         "6-worker-slashed.png",
         "7-slash-evidence.png",
         "9-unknown-job.png",
+        "10-network-after.png",
     ] {
         assert!(
             shots.iter().any(|s| s.ends_with(name)),

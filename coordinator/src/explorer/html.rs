@@ -106,6 +106,7 @@ pub(crate) fn hash(h: B256) -> String {
 pub(crate) fn duration(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs} s"),
+        60..3600 if secs.is_multiple_of(60) => format!("{} min", secs / 60),
         60..3600 => format!("{} min {} s", secs / 60, secs % 60),
         3600..86_400 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
         _ => format!("{} d {} h", secs / 86_400, secs % 86_400 / 3600),
@@ -169,7 +170,7 @@ pub(crate) fn progress(done: u32, failed: u32, busy: u32, total: u32) -> String 
 
 /// A bar chart of counts per minute (`(minute start, count)`) over the `minutes` before `now`.
 pub(crate) fn per_minute_chart(points: &[(u64, u32)], now: u64, minutes: u64) -> String {
-    let (w, h, pad) = (600.0, 120.0, 22.0);
+    let (w, h, pad) = (1000.0, 140.0, 22.0);
     let first = (now / 60).saturating_sub(minutes - 1) * 60;
     let counts: Vec<u32> = (0..minutes)
         .map(|i| {
@@ -212,7 +213,7 @@ pub(crate) fn per_minute_chart(points: &[(u64, u32)], now: u64, minutes: u64) ->
 pub(crate) fn line_chart(points: &[(String, f64)]) -> String {
     let (w, h, pad) = (600.0, 140.0, 30.0);
     if points.is_empty() {
-        return r#"<p class="muted">No settled job with this worker yet.</p>"#.into();
+        return r#"<p class="muted">No confidence recorded yet: a settled job's report lists the confidence of each worker it pays.</p>"#.into();
     }
     let step = if points.len() > 1 {
         (w - 2.0 * pad) / (points.len() - 1) as f64
@@ -367,7 +368,7 @@ mod tests {
         assert_eq!(duration(250), "4 min 10 s");
         assert_eq!(duration(7500), "2 h 5 min");
         assert_eq!(ago(90, 100), "10 s ago");
-        assert_eq!(ago(160, 100), "in 1 min 0 s");
+        assert_eq!(ago(160, 100), "in 1 min");
         assert_eq!(short("0x1234567890abcdef"), "0x1234…cdef");
     }
 

@@ -15,7 +15,11 @@
         if (html) {
           var next = new DOMParser().parseFromString(html, "text/html").querySelector("main");
           if (next) { main.replaceWith(next); }
-          if (dot) { dot.textContent = "live · " + new Date().toLocaleTimeString(); }
+          var done = next && !next.hasAttribute("data-live");
+          if (dot) {
+            dot.className = done ? "live-dot" : "live-dot on";
+            dot.textContent = (done ? "final · " : "live · ") + new Date().toLocaleTimeString();
+          }
         }
       })
       .catch(function () { if (dot) { dot.textContent = "reconnecting…"; } })

@@ -409,6 +409,22 @@ pub(crate) fn job(p: &JobPage<'_>, token: &Token) -> String {
                 &token.money(s.ev.refund),
                 &source(Source::Chain, "JobSettled.refund"),
             ));
+            if !c.slashes.is_empty() {
+                let taken = c
+                    .slashes
+                    .iter()
+                    .fold(U256::ZERO, |t, x| t.saturating_add(x.ev.amount));
+                b.push_str(&card(
+                    "Slashed",
+                    &format!(
+                        "{} <small>{} worker{}</small>",
+                        token.money(taken),
+                        c.slashes.len(),
+                        if c.slashes.len() == 1 { "" } else { "s" }
+                    ),
+                    &source(Source::Chain, "Σ Slashed.amount"),
+                ));
+            }
         } else if let Some(r) = &c.refunded {
             b.push_str(&card(
                 "Refund",
@@ -468,12 +484,8 @@ fn tasks_section(b: &mut String, d: &JobData) {
         .collect();
     let _ = write!(
         b,
-        r#"<section id="tasks"><h2>Tasks {} {}</h2><div class="legend">"#,
-        source(Source::Coordinator, "task states, replicas, quorum"),
-        source(
-            Source::Coordinator,
-            "distance recomputed from the stored outputs"
-        )
+        r#"<section id="tasks"><h2>Tasks {}</h2><div class="legend">"#,
+        source(Source::Coordinator, "task states")
     );
     for c in Cell::ALL {
         let n = cells.iter().filter(|x| **x == c).count();
@@ -675,7 +687,7 @@ fn payouts_section(b: &mut String, c: &ChainJob, report: Option<&Report>, token:
 <tr><td>Shared by workers (pool − fee)</td><td class="num">{}</td><td class="muted">Σ WorkerPaid = {}</td></tr>
 <tr id="refund" data-amount="{refund}"><td>Refund to the requester</td><td class="num">{}</td><td class="muted">JobSettled.refund (unaccepted share and rounding)</td></tr>
 <tr><td>Escrow = payouts + fee + refund</td><td class="num">{}</td><td>{}</td></tr>
-</tbody></table></section>"#,
+</tbody></table>"#,
         s.ev.totalUnits,
         token.money(total),
         s.ev.acceptedTasks,
@@ -692,6 +704,27 @@ fn payouts_section(b: &mut String, c: &ChainJob, report: Option<&Report>, token:
         },
         refund = s.ev.refund
     );
+    if !c.slashes.is_empty() {
+        let _ = write!(
+            b,
+            r#"<h3>Slashed {}</h3><table id="slash-table"><thead><tr><th>Worker</th><th class="num">Taken</th><th>Sent to</th><th>Transaction</th><th>Evidence</th></tr></thead><tbody>"#,
+            source(Source::Chain, "Slashed events")
+        );
+        for sl in &c.slashes {
+            let _ = write!(
+                b,
+                r##"<tr class="slash" data-worker="{w}" data-amount="{}"><td>{}</td><td class="num">{}</td><td>{}</td><td>{}</td><td><a href="/workers/{w}#slashes">the signed result and the accepted one →</a></td></tr>"##,
+                sl.ev.amount,
+                worker_link(sl.ev.worker),
+                token.money(sl.ev.amount),
+                hash_addr(sl.ev.beneficiary),
+                hash(sl.tx),
+                w = sl.ev.worker
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    b.push_str("</section>");
 }
 
 fn report_section(b: &mut String, c: &ChainJob, report: Option<&Report>, token: &Token) {
@@ -865,7 +898,7 @@ pub(crate) fn worker(p: &WorkerPage<'_>, token: &Token) -> String {
             .unwrap_or_default();
         let _ = write!(
             b,
-            r#"<p class="sub">{} ({}) · {:.1} GFLOP/s · runs {} · signed in {} </p>"#,
+            r#"<p class="sub">{} ({}) · {:.1} GFLOP/s · runs {} · last sign-in {}</p>"#,
             esc(cap["adapter"].as_str().unwrap_or("?")),
             esc(cap["backend"].as_str().unwrap_or("?")),
             w.gflops,
@@ -1110,7 +1143,7 @@ fn slash_evidence(
                     let accepted = task.and_then(|t| t.accepted_result);
                     let _ = write!(
                         b,
-                        r##"<dd></dd><dt>Evidence hash recomputed</dt><dd><span class="yes" id="evidence-match">✓ matches</span> keccak256(reportHash, worker, task, result)</dd>
+                        r##"<dt>Evidence hash recomputed</dt><dd><span class="yes" id="evidence-match">✓ matches</span> keccak256(reportHash, worker, task, result)</dd>
 <dt>Task</dt><dd><a href="/jobs/{job}#task-{t}">task {t}</a> · task hash {}</dd>
 <dt>Result it signed</dt><dd><code>{}</code></dd>
 <dt>Its signature (EIP-712 TaskResult)</dt><dd><code>{}</code> {}</dd>
