@@ -369,7 +369,7 @@ pub(crate) fn job(p: &JobPage<'_>, token: &Token) -> String {
             " (past)".into()
         };
         sub.push(format!(
-            "deadline {}{left}",
+            "deadline {} UTC{left}",
             super::html::clock(c.ev.deadline)
         ));
     }
