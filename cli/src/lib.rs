@@ -53,6 +53,8 @@ pub enum Command {
     /// Recompute settlements from chain events and the published report (anyone).
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
+    /// Serve the explorer's web pages (jobs, tasks, workers, money) apart from the coordinator.
+    Explorer(cmd::explorer::ExplorerArgs),
     /// Local chain helpers: deploy contracts, fund accounts.
     #[command(subcommand)]
     Devnet(cmd::devnet::DevnetCommand),
@@ -84,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wallet(cmd) => cmd::wallet::run(cmd),
         Command::Job(cmd) => cmd::job::run(cmd),
         Command::Audit(cmd) => cmd::audit::run(cmd),
+        Command::Explorer(args) => cmd::explorer::run(args),
         Command::Devnet(cmd) => cmd::devnet::run(cmd),
     }
 }

@@ -15,8 +15,11 @@
 //!   limits on connections: a header-read timeout that also closes idle keep-alive connections,
 //!   a cap on concurrent connections (503 beyond it), a write timeout and a bounded graceful
 //!   shutdown ([`ServerSettings`]).
+//! - `explorer/`: the read-only web pages at `/` ([`Explorer`]): jobs, tasks, workers and
+//!   money, live; money from chain events and the published report, progress from the store.
+//!   `gleaner explorer` serves the same pages apart from the coordinator ([`serve_explorer`]).
 //! - [`serve`] wires it all: binds, migrates, spawns the watcher (whose failure stops the
-//!   service) and serves until shutdown.
+//!   service) and serves the API and the explorer until shutdown.
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
@@ -24,6 +27,7 @@ mod cache;
 mod chain;
 mod db;
 mod error;
+mod explorer;
 mod http;
 mod metrics;
 pub mod scheduler;
@@ -37,10 +41,15 @@ use alloy::signers::local::PrivateKeySigner;
 pub use cache::BoundedCache;
 pub use chain::{BoxFuture, Chain, OnChainJob, Poster, RpcChain, Watcher, WatcherConfig};
 pub use db::{
-    BlobUses, ChainEvent, DbKind, JobEvent, JobRow, LeasedTask, NewTask, QueueStats, ReplicaRow,
-    ReplicaState, Store, TaskRow, TaskState,
+    BlobUses, ChainEvent, DbKind, ExplorerJob, ExplorerReplica, ExplorerTask, ExplorerWorker,
+    JobEvent, JobRow, LeasedTask, NewTask, QueueStats, ReplicaRow, ReplicaState, Store, TaskRow,
+    TaskState,
 };
 pub use error::{Error, Result};
+pub use explorer::{
+    Distance, Explorer, ExplorerConfig, JobData, NetworkData, ReplicaData, WorkerData,
+    serve_explorer,
+};
 pub use gleaner_protocol::api::JobState;
 pub use http::{
     ApiSettings, AppState, MAX_EXPIRY_AHEAD_SECS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_WAIT_MS, app,
@@ -81,6 +90,13 @@ pub async fn serve(
     )
     .await?;
     let state = AppState::new(store.clone(), Arc::new(chain), info, config.api.clone());
+    let explorer = ExplorerConfig {
+        rpc_url: config.watcher.rpc_url.clone(),
+        market: config.watcher.market,
+        from_block: config.watcher.from_block,
+        coordinator_url: self_url(config.listen),
+    };
+    let explorer = Explorer::for_store(store.clone(), config.api.active_secs(), &explorer).await?;
     let watcher = Watcher::new(
         store.clone(),
         state.work_notifier(),
@@ -97,7 +113,10 @@ pub async fn serve(
             ))
         })?;
     tracing::info!(target: "coordinator", addr = %config.listen, db = ?store.kind(), "listening");
-    let router = app(state).layer(tower_http::trace::TraceLayer::new_for_http());
+    tracing::info!(target: "coordinator", url = %format!("{}/", self_url(config.listen)), "explorer");
+    let router = app(state)
+        .merge(explorer.router())
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     // The watcher is critical: if it ends, the service ends (reth's spawn_critical_task).
     let watcher = Arc::new(watcher);
     let mut watching = tokio::spawn({
@@ -120,4 +139,15 @@ pub async fn serve(
     }
     store.close().await;
     result
+}
+
+/// The URL this process reaches itself at: the listen address, loopback when it listens on
+/// every interface.
+fn self_url(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, listen.port()))
 }

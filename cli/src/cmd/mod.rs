@@ -5,6 +5,7 @@ pub(crate) mod bench;
 pub(crate) mod coordinator;
 pub(crate) mod devnet;
 pub(crate) mod embed;
+pub(crate) mod explorer;
 pub(crate) mod generate;
 pub(crate) mod job;
 pub(crate) mod miner;

@@ -8,6 +8,7 @@ mod net;
 
 mod bench;
 mod cheats;
+mod explorer;
 mod reverse;
 
 use std::sync::Arc;

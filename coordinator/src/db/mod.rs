@@ -15,6 +15,7 @@
 mod blobs;
 mod chain;
 pub(crate) mod codec;
+mod explorer;
 mod jobs;
 mod leases;
 mod sessions;
@@ -26,6 +27,7 @@ use sqlx::any::AnyPoolOptions;
 pub use blobs::BlobUses;
 pub use chain::{ChainEvent, JobEvent};
 pub use codec::{ReplicaState, TaskState};
+pub use explorer::{ExplorerJob, ExplorerReplica, ExplorerTask, ExplorerWorker};
 pub use jobs::{JobRow, NewTask};
 pub use leases::{LeasedTask, QueueStats, ReplicaRow};
 pub use tasks::TaskRow;

@@ -4,6 +4,7 @@
 mod blob_access;
 mod chain;
 mod common;
+mod explorer;
 mod http;
 mod http_batch;
 mod http_conn;
