@@ -128,6 +128,22 @@ impl Store {
     }
 }
 
+fn read_task(row: &sqlx::any::AnyRow) -> Result<TaskRow> {
+    let quorum = match row.try_get::<Option<String>, _>("quorum")? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| Error::Internal(format!("stored quorum is corrupt: {e}")))?,
+        None => Vec::new(),
+    };
+    Ok(TaskRow {
+        index: int_column(row, "idx")?,
+        task_hash: column(row, "task_hash")?,
+        replicas_needed: int_column(row, "replicas_needed")?,
+        state: column(row, "state")?,
+        accepted_result: optional_column(row, "accepted_result")?,
+        quorum,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::jobs::tests::job;
@@ -172,20 +188,4 @@ mod tests {
         assert_eq!(store.task_hash(id, 3).await.unwrap(), None);
         assert_eq!(store.job_progress(id).await.unwrap(), (0, 1, 1));
     }
-}
-
-fn read_task(row: &sqlx::any::AnyRow) -> Result<TaskRow> {
-    let quorum = match row.try_get::<Option<String>, _>("quorum")? {
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|e| Error::Internal(format!("stored quorum is corrupt: {e}")))?,
-        None => Vec::new(),
-    };
-    Ok(TaskRow {
-        index: int_column(row, "idx")?,
-        task_hash: column(row, "task_hash")?,
-        replicas_needed: int_column(row, "replicas_needed")?,
-        state: column(row, "state")?,
-        accepted_result: optional_column(row, "accepted_result")?,
-        quorum,
-    })
 }

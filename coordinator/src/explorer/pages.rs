@@ -7,8 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use alloy::primitives::{Address, B256, U256};
-use alloy::signers::Signature;
-use gleaner_protocol::eip712::{self, TaskResult};
+use gleaner_protocol::eip712;
 use gleaner_protocol::report::SettlementReport;
 
 use super::chain::{ChainJob, ChainWorker, Ledger, Report, StakeChange, StakeNow, Totals, Verdict};
@@ -1123,21 +1122,15 @@ fn slash_evidence(
                             .find(|x| x.worker == e.worker && x.result_hash == e.result_hash)
                     });
                     let sig_ok = match (task, signed) {
-                        (Some(t), Some(x)) => Signature::try_from(x.signature.as_ref())
-                            .ok()
-                            .is_some_and(|sig| {
-                                eip712::verify(
-                                    &TaskResult {
-                                        taskHash: t.task_hash,
-                                        resultHash: x.result_hash,
-                                        worker: e.worker,
-                                    },
-                                    &eip712::domain(p.chain_id, p.market),
-                                    &sig,
-                                    e.worker,
-                                )
-                                .is_ok()
-                            }),
+                        // A `TaskResult` signature or a batch member's (`TaskResults` + proof).
+                        (Some(t), Some(x)) => eip712::verify_result(
+                            &eip712::domain(p.chain_id, p.market),
+                            t.task_hash,
+                            x.result_hash,
+                            e.worker,
+                            &x.signature,
+                        )
+                        .is_ok(),
                         _ => false,
                     };
                     let accepted = task.and_then(|t| t.accepted_result);
@@ -1146,7 +1139,7 @@ fn slash_evidence(
                         r##"<dt>Evidence hash recomputed</dt><dd><span class="yes" id="evidence-match">✓ matches</span> keccak256(reportHash, worker, task, result)</dd>
 <dt>Task</dt><dd><a href="/jobs/{job}#task-{t}">task {t}</a> · task hash {}</dd>
 <dt>Result it signed</dt><dd><code>{}</code></dd>
-<dt>Its signature (EIP-712 TaskResult)</dt><dd><code>{}</code> {}</dd>
+<dt>Its signature (EIP-712 TaskResult, or TaskResults + proof)</dt><dd><code>{}</code> {}</dd>
 <dt>Accepted result</dt><dd><code>{}</code> {}</dd>"##,
                         task.map(|t| hash(t.task_hash)).unwrap_or_default(),
                         e.result_hash,

@@ -142,7 +142,13 @@ async fn exercise(s: &Store, url: &str) {
         s.lease(w3, 100, 60, 600).await.unwrap().is_none(),
         "all replicas out"
     );
-    assert_eq!(s.queue_stats(100).await.unwrap(), QueueStats { queued: 0, leased: 4 });
+    assert_eq!(
+        s.queue_stats(100).await.unwrap(),
+        QueueStats {
+            queued: 0,
+            leased: 4
+        }
+    );
     assert_wanted_consistent(url, "after leasing").await;
 
     // Submit one, let the others expire: they return to the queue.
