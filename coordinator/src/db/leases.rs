@@ -113,21 +113,38 @@ fn counts_sql() -> String {
 /// slot free (one replica per task: a worker never holds two of the same task).
 fn pick_sql(db: DbKind, kinds: usize, limit: u64) -> String {
     let kind_params: Vec<String> = (0..kinds).map(|k| format!("${}", k + 3)).collect();
-    let lock = match db {
-        DbKind::Sqlite => "",
-        DbKind::Postgres => " FOR UPDATE OF t SKIP LOCKED",
-    };
-    format!(
-        "SELECT t.job_id AS job_id, t.idx AS idx, t.task_hash AS task_hash, \
-         t.input_hash AS input_hash {leasable} AND j.kind IN ({kinds}) \
-         AND t.live < t.replicas_needed \
+    let free = format!(
+        "t.live < t.replicas_needed \
          AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
-              AND r.worker = $2 AND r.state IN {live_states}) \
-         ORDER BY j.deadline, LENGTH(j.job_id), j.job_id, t.idx LIMIT {limit}{lock}",
-        leasable = leasable_sql(),
-        kinds = kind_params.join(", "),
+              AND r.worker = $2 AND r.state IN {live_states})",
         live_states = live_list(),
-    )
+    );
+    match db {
+        DbKind::Sqlite => format!(
+            "SELECT t.job_id AS job_id, t.idx AS idx, t.task_hash AS task_hash, \
+             t.input_hash AS input_hash {leasable} AND j.kind IN ({kinds}) AND {free} \
+             ORDER BY j.deadline, LENGTH(j.job_id), j.job_id, t.idx LIMIT {limit}",
+            leasable = leasable_sql(),
+            kinds = kind_params.join(", "),
+        ),
+        // Jobs in order, then each job's open tasks through the `tasks_open` index: the join
+        // sorted as one (as for SQLite) made PostgreSQL read and sort every open task under
+        // `SKIP LOCKED` for each lease (51 round trips/s on a 2,000-task job, 181 on 600).
+        // A lateral pick locks at most `limit` tasks per leasable job.
+        DbKind::Postgres => format!(
+            "SELECT x.job_id AS job_id, x.idx AS idx, x.task_hash AS task_hash, \
+             x.input_hash AS input_hash \
+             FROM (SELECT j.job_id, j.deadline FROM jobs j WHERE j.state = '{posted}' \
+                   AND j.deadline > $1 AND j.kind IN ({kinds})) j \
+             CROSS JOIN LATERAL (SELECT t.job_id, t.idx, t.task_hash, t.input_hash \
+                   FROM tasks t WHERE t.job_id = j.job_id AND t.state = '{open}' AND {free} \
+                   ORDER BY t.idx LIMIT {limit} FOR UPDATE OF t SKIP LOCKED) x \
+             ORDER BY j.deadline, LENGTH(j.job_id), j.job_id, x.idx LIMIT {limit}",
+            posted = JobState::Posted.as_str(),
+            open = TaskState::Open.as_str(),
+            kinds = kind_params.join(", "),
+        ),
+    }
 }
 
 /// The kinds a worker's stored capabilities list, as plain strings. Capabilities without a
@@ -306,33 +323,47 @@ impl Store {
             return Ok(Vec::new());
         }
         let expires_at = now.saturating_add(lease_secs);
+        // Under READ COMMITTED another coordinator may have committed a replica of a picked task
+        // after our statement began: count again, in one query, now that the task rows are
+        // locked. (SQLite's write transactions run one at a time: nothing can come between.)
+        let still_free: Option<std::collections::HashSet<(String, i64)>> =
+            if self.kind == DbKind::Postgres {
+                let pairs = placeholders(rows.len(), 2, 1);
+                let mut again = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT t.job_id AS job_id, t.idx AS idx, t.replicas_needed AS needed, \
+                     (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
+                      AND r.state IN {live}) AS live, \
+                     (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
+                      AND r.state IN {live} AND r.worker = $1) AS mine \
+                     FROM tasks t WHERE (t.job_id, t.idx) IN ({pairs})",
+                    live = live_list()
+                )))
+                .bind(worker_hex.clone());
+                for row in &rows {
+                    again = again
+                        .bind(row.try_get::<String, _>("job_id")?)
+                        .bind(row.try_get::<i64, _>("idx")?);
+                }
+                let mut free = std::collections::HashSet::new();
+                for row in again.fetch_all(&mut *tx).await? {
+                    if row.try_get::<i64, _>("live")? < row.try_get::<i64, _>("needed")?
+                        && row.try_get::<i64, _>("mine")? == 0
+                    {
+                        free.insert((row.try_get("job_id")?, row.try_get("idx")?));
+                    }
+                }
+                Some(free)
+            } else {
+                None
+            };
         let mut leased = Vec::with_capacity(rows.len());
         for row in &rows {
             let job_id: String = row.try_get("job_id")?;
             let index: i64 = row.try_get("idx")?;
-            if self.kind == DbKind::Postgres {
-                // Under READ COMMITTED another coordinator may have committed a replica of this
-                // task after our statement began: count again now that the task row is locked.
-                // (SQLite's write transactions run one at a time: nothing can come between.)
-                let again = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT t.replicas_needed AS needed, \
-                     (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
-                      AND r.state IN {live}) AS live, \
-                     (SELECT COUNT(*) FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
-                      AND r.state IN {live} AND r.worker = $3) AS mine \
-                     FROM tasks t WHERE t.job_id = $1 AND t.idx = $2",
-                    live = live_list()
-                )))
-                .bind(job_id.clone())
-                .bind(index)
-                .bind(worker_hex.clone())
-                .fetch_one(&mut *tx)
-                .await?;
-                if again.try_get::<i64, _>("live")? >= again.try_get::<i64, _>("needed")?
-                    || again.try_get::<i64, _>("mine")? > 0
-                {
-                    continue;
-                }
+            if let Some(free) = &still_free
+                && !free.contains(&(job_id.clone(), index))
+            {
+                continue;
             }
             leased.push((
                 job_id,
@@ -595,7 +626,8 @@ mod tests {
             assert!(!sql.contains(&format!("${}", kinds + 3)), "{sql}");
             assert!(!sql.contains("FOR UPDATE"));
         }
-        assert!(pick_sql(DbKind::Postgres, 2, 1).ends_with("FOR UPDATE OF t SKIP LOCKED"));
+        assert!(pick_sql(DbKind::Postgres, 2, 1).contains("FOR UPDATE OF t SKIP LOCKED"));
+        assert!(pick_sql(DbKind::Postgres, 2, 1).contains("$4"));
         assert_eq!(declared_kinds(None), [LEGACY_KIND]);
         assert_eq!(declared_kinds(Some("{}")), [LEGACY_KIND]);
         assert_eq!(declared_kinds(Some(r#"{"kinds":["a","b"]}"#)), ["a", "b"]);
