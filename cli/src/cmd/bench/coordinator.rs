@@ -60,7 +60,7 @@ pub struct CoordinatorBench {
     /// 1 is the one-at-a-time protocol (lease, PUT the output, submit the signed result);
     /// K > 1 leases up to K replicas in one call and returns their results, outputs inline,
     /// signed once, in one call (`/v1/leases/batch`, `/v1/results/batch`).
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
     pub batch: Vec<u32>,
     /// Tasks in each configuration's job.
     #[arg(long, default_value_t = 2000)]
