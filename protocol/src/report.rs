@@ -66,6 +66,18 @@ pub struct SlashEntry {
     pub amount: U256,
 }
 
+impl SlashEntry {
+    /// The slash's on-chain `evidenceHash`: `keccak256(abi.encode(reportHash, worker, uint32
+    /// taskIndex, resultHash))`, with `report_hash` the report's keccak256. The verifier posts
+    /// it; the explorer and auditors recompute it.
+    pub fn evidence_hash(&self, report_hash: B256) -> B256 {
+        use alloy::sol_types::SolValue;
+        alloy::primitives::keccak256(
+            (report_hash, self.worker, self.task_index, self.result_hash).abi_encode(),
+        )
+    }
+}
+
 /// The published settlement report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,8 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use alloy::primitives::{Address, B256, U256, keccak256};
-use alloy::sol_types::SolValue;
+use alloy::primitives::{Address, B256, U256};
 use gleaner_protocol::blob::blob_hash;
 use gleaner_protocol::formulas::{self, ConfidenceBps};
 use gleaner_protocol::report::{
@@ -259,15 +258,7 @@ pub fn build_report(
 /// The `evidenceHash` of a slash: `keccak256(abi.encode(reportHash, worker, uint32 taskIndex,
 /// resultHash))` with `reportHash` the report's keccak256.
 pub fn evidence_hash(report_hash: B256, slash: &SlashEntry) -> B256 {
-    keccak256(
-        (
-            report_hash,
-            slash.worker,
-            slash.task_index,
-            slash.result_hash,
-        )
-            .abi_encode(),
-    )
+    slash.evidence_hash(report_hash)
 }
 
 /// The report blob (its canonical bytes) and the blob's sha256 address. The on-chain
@@ -430,7 +421,7 @@ mod tests {
         let (bytes, sha) = report_blob(&r);
         assert_eq!(SettlementReport::from_canonical(&bytes).unwrap(), r);
         assert_eq!(sha, blob_hash(&bytes));
-        assert_eq!(r.hash(), keccak256(&bytes));
+        assert_eq!(r.hash(), alloy::primitives::keccak256(&bytes));
     }
 
     #[test]

@@ -7,5 +7,6 @@ mod reader;
 mod watcher;
 
 pub use poster::Poster;
+pub(crate) use reader::Deployment;
 pub use reader::{BoxFuture, Chain, OnChainJob, RpcChain};
 pub use watcher::{Watcher, WatcherConfig};

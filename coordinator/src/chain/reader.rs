@@ -52,13 +52,18 @@ pub struct RpcChain {
     registry: Address,
 }
 
-impl RpcChain {
-    /// Connects and reads the deployment (chain id, registry, token) from the market.
-    pub async fn connect(
-        rpc_url: &str,
-        market: Address,
-        max_blob_bytes: u64,
-    ) -> Result<(Self, Info)> {
+/// A deployment as read from its market over RPC.
+pub(crate) struct Deployment {
+    pub(crate) provider: DynProvider,
+    pub(crate) chain_id: u64,
+    pub(crate) registry: Address,
+    pub(crate) token: Address,
+}
+
+impl Deployment {
+    /// Connects to `rpc_url` and reads the chain id, registry and token of `market` (an error
+    /// that says so when `market` is not a `JobMarket`).
+    pub(crate) async fn read(rpc_url: &str, market: Address) -> Result<Self> {
         let url = rpc_url
             .parse()
             .map_err(|e| Error::BadRequest(format!("rpc url {rpc_url:?}: {e}")))?;
@@ -71,6 +76,28 @@ impl RpcChain {
             ))
         })?;
         let token = m.token().call().await.map_err(Error::chain)?;
+        Ok(Self {
+            provider,
+            chain_id,
+            registry,
+            token,
+        })
+    }
+}
+
+impl RpcChain {
+    /// Connects and reads the deployment (chain id, registry, token) from the market.
+    pub async fn connect(
+        rpc_url: &str,
+        market: Address,
+        max_blob_bytes: u64,
+    ) -> Result<(Self, Info)> {
+        let Deployment {
+            provider,
+            chain_id,
+            registry,
+            token,
+        } = Deployment::read(rpc_url, market).await?;
         let info = Info {
             chain_id,
             market,

@@ -11,16 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, U256, keccak256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::Filter;
-use alloy::sol_types::{SolEventInterface, SolValue};
+use alloy::sol_types::SolEventInterface;
 use gleaner_protocol::bindings::GleanerToken;
 use gleaner_protocol::bindings::JobMarket::{self, JobMarketEvents};
 use gleaner_protocol::bindings::WorkerRegistry::{self, WorkerRegistryEvents};
 use gleaner_protocol::logs::{LOG_RANGE, get_logs};
-use gleaner_protocol::report::{SettlementReport, SlashEntry};
+use gleaner_protocol::report::SettlementReport;
 use tokio::sync::Mutex;
 
+use crate::chain::Deployment;
 use crate::error::{Error, Result};
 
 /// Longest a page reuses the ledger before reading new blocks.
@@ -326,18 +327,12 @@ impl ChainBook {
         from_block: u64,
         coordinator_url: &str,
     ) -> Result<Self> {
-        let url = rpc_url
-            .parse()
-            .map_err(|e| Error::BadRequest(format!("rpc url {rpc_url:?}: {e}")))?;
-        let provider = ProviderBuilder::new().connect_http(url).erased();
-        let chain_id = provider.get_chain_id().await.map_err(Error::chain)?;
-        let m = JobMarket::new(market, &provider);
-        let registry = m.registry().call().await.map_err(|e| {
-            Error::Chain(format!(
-                "{market} does not answer as a JobMarket (registry()): {e}"
-            ))
-        })?;
-        let token = m.token().call().await.map_err(Error::chain)?;
+        let Deployment {
+            provider,
+            chain_id,
+            registry,
+            token,
+        } = Deployment::read(rpc_url, market).await?;
         let t = GleanerToken::new(token, &provider);
         // Any ERC-20 may be the token: without symbol() or decimals(), say "tokens" and 18.
         let symbol = t.symbol().call().await.unwrap_or_else(|_| "tokens".into());
@@ -530,19 +525,4 @@ impl ChainBook {
     pub(crate) async fn cached_verdict(&self, job: U256, settle_tx: B256) -> Option<Verdict> {
         self.verdicts.lock().await.get(&(job, settle_tx)).cloned()
     }
-}
-
-/// The `evidenceHash` of a slash: `keccak256(abi.encode(reportHash, worker, uint32 taskIndex,
-/// resultHash))` — the verifier's `evidence_hash`, recomputed here (the coordinator does not
-/// link the verifier).
-pub(crate) fn evidence_hash(report_hash: B256, slash: &SlashEntry) -> B256 {
-    keccak256(
-        (
-            report_hash,
-            slash.worker,
-            slash.task_index,
-            slash.result_hash,
-        )
-            .abi_encode(),
-    )
 }

@@ -1112,7 +1112,7 @@ fn slash_evidence(
             let entry = r
                 .slashes
                 .iter()
-                .find(|e| super::chain::evidence_hash(*report_hash, e) == s.ev.evidenceHash);
+                .find(|e| e.evidence_hash(*report_hash) == s.ev.evidenceHash);
             match entry {
                 Some(e) => {
                     let task = r.tasks.iter().find(|t| t.index == e.task_index);

@@ -254,7 +254,17 @@ impl AppState {
     ) -> Result<()> {
         let signature = Signature::from_raw(signature)
             .map_err(|e| Error::Unauthorized(format!("malformed signature: {e}")))?;
-        eip712::verify(msg, &self.inner.domain, &signature, signer)
+        self.verify_signature(msg, &signature, signer)
+    }
+
+    /// [`Self::verify`] for a signature already parsed.
+    fn verify_signature<T: alloy::sol_types::SolStruct>(
+        &self,
+        msg: &T,
+        signature: &Signature,
+        signer: Address,
+    ) -> Result<()> {
+        eip712::verify(msg, &self.inner.domain, signature, signer)
             .map_err(|e| Error::Unauthorized(e.to_string()))
     }
 

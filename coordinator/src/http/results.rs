@@ -185,9 +185,9 @@ pub(super) async fn submit_results(
         .map(|i| (i.task_hash, i.result_hash))
         .collect();
     let batch = ResultBatch::new(worker, &pairs).map_err(|e| Error::BadRequest(e.to_string()))?;
-    s.verify(batch.message(), &req.signature, worker)?;
     let signature = alloy::primitives::Signature::from_raw(&req.signature)
         .map_err(|e| Error::Unauthorized(format!("malformed signature: {e}")))?;
+    s.verify_signature(batch.message(), &signature, worker)?;
     let mut results = Vec::with_capacity(n);
     for (i, item) in req.items.iter().enumerate() {
         if fresh[i] {
@@ -205,9 +205,9 @@ pub(super) async fn submit_results(
             "lease {lease_id} is no longer live; nothing was recorded"
         )));
     }
-    for _ in &results {
-        Metrics::inc(&s.metrics().results);
-    }
+    s.metrics()
+        .results
+        .fetch_add(results.len() as u64, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(target: "coordinator::api", %worker, results = results.len(), "result batch");
     Ok(StatusCode::NO_CONTENT)
 }
