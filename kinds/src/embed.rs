@@ -38,6 +38,10 @@ pub const EMBED_TENSOR: &str = "embeddings";
 /// Approximate FLOPs per token of all-MiniLM-L6-v2's encoder: 2 × the 10.6M weights of its six
 /// layers (4 · 384² attention + 2 · 384 · 1536 feed-forward per layer); attention scores add a
 /// few percent at these lengths and are left out.
+/// The largest task batch whose padded shapes a GPU miner warms up at start (the default
+/// `batch` of embed jobs is 32; larger batches compile their shapes on first use).
+const WARM_BATCH: usize = 32;
+
 const FLOPS_PER_TOKEN: f64 = 2.0 * 6.0 * (4.0 * 384.0 * 384.0 + 2.0 * 384.0 * 1536.0);
 
 /// What the self-benchmark embeds.
@@ -256,10 +260,33 @@ impl TaskKind for EmbedKind {
         self.files.ensure_present().is_ok()
     }
 
-    /// Loads MiniLM, embeds a fixed batch twice (the first warms caches and kernels) and times
-    /// the second.
+    /// Loads MiniLM; on a GPU runs every padded shape a task of up to [`WARM_BATCH`] texts can
+    /// use once (compiling and tuning its kernels before the first task, with progress and the
+    /// duration in the log); then embeds a fixed batch twice and times the second.
     fn prepare(&self) -> Result<Option<f64>> {
         let (embedder, _) = self.embedder()?;
+        let start = Instant::now();
+        let mut last_log = Instant::now();
+        let shapes = embedder.warm_up(WARM_BATCH, gleaner_models::MAX_TOKENS, |done, total| {
+            if done == 1 || done == total || last_log.elapsed().as_secs() >= 5 {
+                last_log = Instant::now();
+                tracing::info!(
+                    target: "kinds",
+                    "warming up the GPU: shape {done}/{total} [{}{}] {:.0}s",
+                    "#".repeat(done * 20 / total),
+                    ".".repeat(20 - done * 20 / total),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        })?;
+        if shapes > 0 {
+            tracing::info!(
+                target: "kinds",
+                shapes,
+                secs = format!("{:.1}", start.elapsed().as_secs_f64()),
+                "GPU warm-up done"
+            );
+        }
         embedder.embed(&PROBE_TEXTS, 8, |_| {})?;
         let tokens: usize = PROBE_TEXTS
             .iter()

@@ -53,7 +53,7 @@ impl std::fmt::Debug for GenerateKind {
 
 impl GenerateKind {
     /// The kind with SmolLM2's GGUF at `gguf`, run on `device`; `decoder` says what generates
-    /// (checks always run the Burn model on `device`).
+    /// (checks run as [`Generator::checker`] says).
     pub fn new(gguf: PathBuf, device: SelectedDevice, decoder: DecoderChoice) -> Self {
         Self {
             gguf,

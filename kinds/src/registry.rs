@@ -16,7 +16,8 @@ pub struct ModelSetup {
     pub minilm: MiniLmFiles,
     /// SmolLM2's GGUF (`generate`).
     pub smollm: PathBuf,
-    /// What generates tokens (checks always run the Burn model).
+    /// What generates tokens (checks run the quantized CPU decoder on a `cpu` device, the Burn
+    /// model on any other).
     pub decoder: DecoderChoice,
 }
 

@@ -23,7 +23,8 @@ pub enum BackendChoice {
     Auto,
     /// wgpu on whatever adapter it finds (a GPU, or lavapipe).
     Wgpu,
-    /// The fastest CPU backend ([`CpuKind::default`]).
+    /// Gleaner's own CPU kernels where it has them (the MiniLM encoder, SmolLM2's quantized
+    /// decoder), Burn's Flex backend for the rest ([`CpuKind::DEFAULT`]).
     Cpu,
     /// The Flex CPU backend explicitly.
     Flex,
@@ -59,9 +60,12 @@ impl fmt::Display for BackendChoice {
     }
 }
 
-/// The CPU backends Burn 0.22 offers without native libraries.
+/// The CPU backends: ours, and the two Burn 0.22 offers without native libraries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuKind {
+    /// Gleaner's kernels ([`crate::ecpu::CpuBert`], [`crate::qcpu::QuantLlama`]), with Flex as the
+    /// Burn device for models that have no kernels of ours.
+    Native,
     /// `burn-flex`, Burn's pure-Rust CPU backend.
     Flex,
     /// `burn-ndarray`.
@@ -69,10 +73,9 @@ pub enum CpuKind {
 }
 
 impl CpuKind {
-    /// The CPU backend `cpu` and `auto` pick: the faster one measured by `gleaner bench embed`
-    /// (all-MiniLM-L6-v2, 1,000 sentences, 2 cores: flex 94.7 sentences/s at batch 32,
-    /// ndarray 53.7).
-    pub const DEFAULT: CpuKind = CpuKind::Flex;
+    /// The CPU backend `cpu` and `auto` pick: the fastest measured by `gleaner bench embed`
+    /// (see the numbers in [`crate::ecpu`]).
+    pub const DEFAULT: CpuKind = CpuKind::Native;
 }
 
 /// A wgpu adapter as the driver describes it.
@@ -99,7 +102,7 @@ impl fmt::Display for AdapterSummary {
 pub struct SelectedDevice {
     /// The Burn device.
     pub device: Device,
-    /// Short backend name: `wgpu`, `flex` or `ndarray`.
+    /// Short backend name: `wgpu`, `cpu` (our kernels, Flex under them), `flex` or `ndarray`.
     pub backend: &'static str,
     /// The wgpu adapter, when the backend is wgpu.
     pub adapter: Option<AdapterSummary>,
@@ -112,6 +115,7 @@ impl SelectedDevice {
     pub fn cpu(kind: CpuKind, reason: impl Into<String>) -> Self {
         #[allow(deprecated)] // NdArray is deprecated in 0.22 but still measured against Flex.
         let (device, backend) = match kind {
+            CpuKind::Native => (Device::flex(), "cpu"),
             CpuKind::Flex => (Device::flex(), "flex"),
             CpuKind::NdArray => (Device::ndarray(), "ndarray"),
         };
@@ -121,6 +125,11 @@ impl SelectedDevice {
             adapter: None,
             reason: reason.into(),
         }
+    }
+
+    /// Whether models with kernels of ours run on them ([`CpuKind::Native`]).
+    pub fn native_cpu(&self) -> bool {
+        self.backend == "cpu"
     }
 
     /// One line for logs: `backend=wgpu adapter=... (reason)`.

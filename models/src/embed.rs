@@ -6,6 +6,7 @@ use burn::prelude::*;
 
 use crate::backend::SelectedDevice;
 use crate::cache::MiniLmFiles;
+use crate::ecpu::CpuBert;
 use crate::minilm::{Bert, BertConfig};
 use crate::tokenize::TextTokenizer;
 use crate::{Error, Result};
@@ -13,10 +14,28 @@ use crate::{Error, Result};
 /// Width of an all-MiniLM-L6-v2 embedding.
 pub const EMBED_DIM: usize = 384;
 
+/// The shortest sequence shape used on a GPU.
+const MIN_SEQ_BUCKET: usize = 16;
+
+/// The shape a GPU batch dimension of `n` is padded to: the next power of two. Row counts up to
+/// 256 and sequence lengths up to [`crate::MAX_TOKENS`] make at most 9 × 5 shapes.
+fn bucket(n: usize) -> usize {
+    n.next_power_of_two()
+}
+
+/// What computes the embeddings.
+#[derive(Debug)]
+enum Engine {
+    /// The Burn module on the device's backend (padded batches).
+    Burn(Bert),
+    /// Our CPU kernels ([`CpuBert`], unpadded batches): `--backend cpu`.
+    Native(CpuBert),
+}
+
 /// A loaded sentence encoder on one device.
 #[derive(Debug)]
 pub struct Embedder {
-    model: Bert,
+    model: Engine,
     tokenizer: TextTokenizer,
     device: SelectedDevice,
     dim: usize,
@@ -27,7 +46,13 @@ impl Embedder {
     pub fn load(files: &MiniLmFiles, device: SelectedDevice) -> Result<Self> {
         files.ensure_present()?;
         let tokenizer = TextTokenizer::from_file(&files.tokenizer)?;
-        let model = BertConfig::new().load(&files.weights, &device.device)?;
+        let cfg = BertConfig::new();
+        let bert = cfg.load(&files.weights, &device.device)?;
+        let model = if device.native_cpu() {
+            Engine::Native(CpuBert::from_bert(&bert, &cfg)?)
+        } else {
+            Engine::Burn(bert)
+        };
         Ok(Self {
             model,
             tokenizer,
@@ -36,7 +61,7 @@ impl Embedder {
         })
     }
 
-    /// Wraps an already-built model (tests use tiny random models).
+    /// Wraps an already-built Burn model, run by Burn on `device` (tests use tiny random models).
     pub fn from_parts(
         model: Bert,
         tokenizer: TextTokenizer,
@@ -44,7 +69,7 @@ impl Embedder {
         dim: usize,
     ) -> Self {
         Self {
-            model,
+            model: Engine::Burn(model),
             tokenizer,
             device,
             dim,
@@ -110,26 +135,80 @@ impl Embedder {
         Ok(out)
     }
 
-    /// Embeds pre-tokenized rows as one padded batch; returns `[rows.len(), dim]` row-major.
+    /// Embeds pre-tokenized rows as one batch (padded on Burn backends, packed on `cpu`);
+    /// returns `[rows.len(), dim]` row-major.
     pub fn embed_ids(&self, rows: &[&[u32]]) -> Result<Vec<f32>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let seq = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![0i64; rows.len() * seq];
-        let mut mask = vec![0f32; rows.len() * seq];
+        let model = match &self.model {
+            Engine::Native(cpu) => return cpu.embed(rows),
+            Engine::Burn(model) => model,
+        };
+        let longest = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+        // On a GPU every new shape costs kernel compilation and autotuning, so shapes come from
+        // a small fixed set there (see [`bucket`]); a CPU backend pads to the longest row only.
+        let (n, seq) = if self.device.adapter.is_some() {
+            (bucket(rows.len()), bucket(longest).max(MIN_SEQ_BUCKET))
+        } else {
+            (rows.len(), longest)
+        };
+        let mut ids = vec![0i64; n * seq];
+        let mut mask = vec![0f32; n * seq];
         for (r, row) in rows.iter().enumerate() {
             for (c, &id) in row.iter().enumerate() {
                 ids[r * seq + c] = i64::from(id);
                 mask[r * seq + c] = 1.0;
             }
         }
+        // Filler rows (when the row count was rounded up) hold one unmasked token, so no row
+        // is all padding; their outputs are dropped.
+        for r in rows.len()..n {
+            mask[r * seq] = 1.0;
+        }
         let device = &self.device.device;
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows.len(), seq]), device);
-        let mask = Tensor::<2>::from_data(TensorData::new(mask, [rows.len(), seq]), device);
-        let out = self.model.embed(ids, mask);
-        out.into_data()
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, seq]), device);
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [n, seq]), device);
+        let out = model.embed(ids, mask);
+        let mut v = out
+            .into_data()
             .try_into_vec::<f32>()
-            .map_err(|e| Error::Data(format!("{e:?}")))
+            .map_err(|e| Error::Data(format!("{e:?}")))?;
+        v.truncate(rows.len() * self.dim);
+        Ok(v)
+    }
+
+    /// Runs every shape [`Embedder::embed_ids`] can use on a GPU for up to `batch` rows of up to
+    /// `tokens` tokens (row counts and sequence lengths from [`bucket`]) once, so a job's first
+    /// tasks find their kernels compiled and tuned. `progress(done, total)` is called after each
+    /// shape. Returns the number of shapes: 0 on a CPU backend, which has nothing to warm.
+    pub fn warm_up(
+        &self,
+        batch: usize,
+        tokens: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<usize> {
+        if self.device.adapter.is_none() {
+            return Ok(0);
+        }
+        let mut shapes = Vec::new();
+        let mut n = 1;
+        while n <= bucket(batch.max(1)) {
+            let mut seq = MIN_SEQ_BUCKET;
+            let longest = bucket(tokens.clamp(1, crate::MAX_TOKENS));
+            while seq <= longest {
+                shapes.push((n, seq));
+                seq *= 2;
+            }
+            n *= 2;
+        }
+        let total = shapes.len();
+        for (done, &(n, seq)) in shapes.iter().enumerate() {
+            let row = vec![0u32; seq];
+            let rows: Vec<&[u32]> = vec![row.as_slice(); n];
+            self.embed_ids(&rows)?;
+            progress(done + 1, total);
+        }
+        Ok(total)
     }
 }

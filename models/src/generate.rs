@@ -78,10 +78,14 @@ impl FromStr for DecoderChoice {
 
 /// SmolLM2 ready to generate and verify.
 pub struct Generator {
-    /// The Burn model on the device: what verification runs on.
+    /// The Burn model on the device.
     model: Arc<Llama>,
     /// What generation runs on: the same model, or the quantized CPU decoder.
     decoder: Arc<dyn Decoder>,
+    /// What the teacher-forced check runs on: the quantized CPU decoder on a `cpu` device (the
+    /// same f32 weight values as the Burn model, one batched pass through packed GEMMs), the
+    /// Burn model elsewhere.
+    checker: Arc<dyn Decoder>,
     quantized: bool,
     tokenizer: Tokenizer,
     device: SelectedDevice,
@@ -109,7 +113,8 @@ impl Generator {
     }
 
     /// Loads the GGUF at `path` on `device`; a missing file is an error naming `scripts/setup`.
-    /// `choice` picks what generates; verification always runs the Burn model on `device`.
+    /// `choice` picks what generates; verification runs the quantized CPU decoder on a `cpu`
+    /// device and the Burn model on any other.
     pub fn load_with(path: &Path, device: SelectedDevice, choice: DecoderChoice) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::MissingModel {
@@ -122,14 +127,24 @@ impl Generator {
         let (model, tokenizer) = Llama::from_gguf(&g, &device.device)?;
         let model = Arc::new(model);
         let quantized = choice.quantized_on(&device);
-        let decoder: Arc<dyn Decoder> = if quantized {
-            Arc::new(QuantLlama::from_gguf(&g, model.config())?)
+        let q: Option<Arc<dyn Decoder>> = if quantized || device.native_cpu() {
+            Some(Arc::new(QuantLlama::from_gguf(&g, model.config())?))
         } else {
-            model.clone()
+            None
+        };
+        let burn: Arc<dyn Decoder> = model.clone();
+        let decoder = match &q {
+            Some(q) if quantized => q.clone(),
+            _ => burn.clone(),
+        };
+        let checker = match &q {
+            Some(q) if device.native_cpu() => q.clone(),
+            _ => burn,
         };
         Ok(Self {
             model,
             decoder,
+            checker,
             quantized,
             tokenizer,
             device,
@@ -156,9 +171,18 @@ impl Generator {
         &self.weights_sha256
     }
 
-    /// The Burn model on the device (what verification runs on).
+    /// The Burn model on the device.
     pub fn model(&self) -> &Llama {
         &self.model
+    }
+
+    /// What the teacher-forced check runs on: `quantized-cpu` or the Burn backend's name.
+    pub fn checker(&self) -> &'static str {
+        if self.device.native_cpu() {
+            "quantized-cpu"
+        } else {
+            self.device.backend
+        }
     }
 
     /// The prompt's token ids (no special tokens added).
@@ -251,7 +275,7 @@ impl Generator {
     }
 
     /// Checks a claimed generation for `prompt`: its text must be its ids' text, and its ids
-    /// must pass [`verify`] on the Burn model (one teacher-forced pass).
+    /// must pass [`verify`] on the checker (one teacher-forced pass; see [`Generator::checker`]).
     pub fn verify(
         &self,
         prompt: &str,
@@ -259,7 +283,7 @@ impl Generator {
         rule: &Decoding,
     ) -> Result<TokenCheck> {
         let ids = self.prompt_ids(prompt)?;
-        let check = verify(self.model.as_ref(), &ids, &claimed.ids, rule)?;
+        let check = verify(self.checker.as_ref(), &ids, &claimed.ids, rule)?;
         if check.accepted {
             let text = self.text(&claimed.ids)?;
             if text != claimed.text {

@@ -27,6 +27,7 @@
 mod backend;
 mod cache;
 mod compare;
+pub mod ecpu;
 mod embed;
 mod error;
 mod generate;

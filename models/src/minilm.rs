@@ -255,6 +255,97 @@ impl Bert {
     }
 }
 
+/// A Linear layer's weights as plain vectors: `weight` row-major `[inp, out]` (Burn's layout).
+pub(crate) struct LinearParts {
+    pub(crate) weight: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+    pub(crate) inp: usize,
+    pub(crate) out: usize,
+}
+
+/// One encoder layer's weights as plain vectors; norms are `(gamma, beta)`.
+pub(crate) struct LayerParts {
+    pub(crate) query: LinearParts,
+    pub(crate) key: LinearParts,
+    pub(crate) value: LinearParts,
+    pub(crate) attn_out: LinearParts,
+    pub(crate) attn_norm: (Vec<f32>, Vec<f32>),
+    pub(crate) inter: LinearParts,
+    pub(crate) out: LinearParts,
+    pub(crate) out_norm: (Vec<f32>, Vec<f32>),
+}
+
+/// Every weight of a [`Bert`] as plain vectors, for [`crate::ecpu::CpuBert`].
+pub(crate) struct BertParts {
+    pub(crate) word: Vec<f32>,
+    pub(crate) position: Vec<f32>,
+    pub(crate) token_type: Vec<f32>,
+    pub(crate) embed_norm: (Vec<f32>, Vec<f32>),
+    pub(crate) layers: Vec<LayerParts>,
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Data(format!("{e:?}")))
+}
+
+fn linear_parts(l: &Linear) -> Result<LinearParts> {
+    let w = l.weight.val();
+    let [inp, out] = w.dims();
+    let bias = match &l.bias {
+        Some(b) => values(b.val())?,
+        None => vec![0.0; out],
+    };
+    Ok(LinearParts {
+        weight: values(w)?,
+        bias,
+        inp,
+        out,
+    })
+}
+
+fn norm_parts(n: &LayerNorm) -> Result<(Vec<f32>, Vec<f32>)> {
+    let gamma = values(n.gamma.val())?;
+    let beta = match &n.beta {
+        Some(b) => values(b.val())?,
+        None => vec![0.0; gamma.len()],
+    };
+    Ok((gamma, beta))
+}
+
+impl Bert {
+    /// Every weight as plain vectors.
+    pub(crate) fn parts(&self) -> Result<BertParts> {
+        let e = &self.embeddings;
+        Ok(BertParts {
+            word: values(e.word_embeddings.weight.val())?,
+            position: values(e.position_embeddings.weight.val())?,
+            token_type: values(e.token_type_embeddings.weight.val())?,
+            embed_norm: norm_parts(&e.layer_norm)?,
+            layers: self
+                .encoder
+                .layer
+                .iter()
+                .map(|l| {
+                    let sa = &l.attention.self_attn;
+                    Ok(LayerParts {
+                        query: linear_parts(&sa.query)?,
+                        key: linear_parts(&sa.key)?,
+                        value: linear_parts(&sa.value)?,
+                        attn_out: linear_parts(&l.attention.output.dense)?,
+                        attn_norm: norm_parts(&l.attention.output.layer_norm)?,
+                        inter: linear_parts(&l.intermediate.dense)?,
+                        out: linear_parts(&l.output.dense)?,
+                        out_norm: norm_parts(&l.output.layer_norm)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
 impl Layer {
     /// One encoder layer. The dense parts run on `[batch · seq, hidden]` matrices: one large
     /// matmul per weight instead of a batch of small ones (measured faster on the CPU backends).

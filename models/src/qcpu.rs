@@ -205,16 +205,62 @@ impl QMat {
         self.rows_into(first, x, n, out);
     }
 
+    /// Output rows `first..first + out.len() / n` for all `n` rows of `x`, transposed, as one
+    /// GEMM: the chunk's weight rows are dequantised into an f32 panel (the same values as
+    /// [`QMat::row`]) and multiplied with the packed kernels of the `gemm` crate. For prefill and
+    /// the verifier's teacher-forced pass, where `n` is tens to hundreds of rows.
+    fn rows_gemm(&self, first: usize, x: &[f32], n: usize, out: &mut [f32]) {
+        let cols = self.cols;
+        let k = out.len() / n;
+        let mut panel = vec![0f32; k * cols];
+        for (r, row) in panel.chunks_exact_mut(cols).enumerate() {
+            self.row(first + r, row);
+        }
+        // SAFETY: `panel` is `[k, cols]` row-major, `x` is `[n, cols]` row-major read as its
+        // transpose `[cols, n]` (row stride 1, column stride `cols`), `out` is `[k, n]`
+        // row-major; all three are at least that long and `out` aliases neither input.
+        unsafe {
+            gemm::gemm(
+                k,
+                n,
+                cols,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                panel.as_ptr(),
+                1,
+                cols as isize,
+                x.as_ptr(),
+                cols as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+
     /// `y[i] = W · x[i]` for `n` rows of `x` (`[n, cols]` → `[n, rows]`). For `n > 1` each
-    /// weight row is dequantised once and used for all rows.
+    /// weight row is dequantised once and used for all rows; from [`GEMM_ROWS`] rows on, a
+    /// chunk of weight rows at a time through a packed GEMM.
     fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
-        const CHUNK: usize = 64;
         let rows = self.rows;
+        let chunk = if n >= GEMM_ROWS { 128 } else { 64 };
         // Transposed result: thread chunks of output rows are contiguous.
         let mut yt = vec![0f32; rows * n];
-        yt.par_chunks_mut(CHUNK * n)
+        yt.par_chunks_mut(chunk * n)
             .enumerate()
-            .for_each(|(c, out)| self.rows_dispatch(c * CHUNK, x, n, out));
+            .for_each(|(c, out)| {
+                if n >= GEMM_ROWS {
+                    self.rows_gemm(c * chunk, x, n, out);
+                } else {
+                    self.rows_dispatch(c * chunk, x, n, out);
+                }
+            });
         if n == 1 {
             return yt;
         }
@@ -227,6 +273,10 @@ impl QMat {
         y
     }
 }
+
+/// Rows of activations from which [`QMat::matmul`] runs a GEMM per chunk of weight rows (below,
+/// dot products over each dequantised weight row).
+const GEMM_ROWS: usize = 8;
 
 /// A dot product with eight independent partial sums, which the compiler turns into SIMD.
 #[inline(always)]

@@ -71,9 +71,37 @@ fn tokenizer_matches_reference_ids() {
 #[test]
 fn cpu_matches_reference() {
     let r = reference();
-    for choice in [BackendChoice::Flex, BackendChoice::NdArray] {
+    for choice in [
+        BackendChoice::Cpu,
+        BackendChoice::Flex,
+        BackendChoice::NdArray,
+    ] {
         assert_matches_reference(&embedder(choice), &r.sentences, 0.99999);
     }
+}
+
+/// `cpu` (our kernels, no padding) and `flex` (Burn, padded) give the same vectors on the
+/// 1,000-sentence bench corpus at the bench's batch size, well inside the comparator.
+#[test]
+fn native_cpu_agrees_with_flex_on_the_corpus() {
+    let corpus = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bench/corpus-1000.txt"
+    ))
+    .unwrap();
+    let texts: Vec<&str> = corpus
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(200)
+        .collect();
+    let native = embedder(BackendChoice::Cpu);
+    assert_eq!(native.device().backend, "cpu");
+    let a = native.embed(&texts, 32, |_| {}).unwrap();
+    let b = embedder(BackendChoice::Flex)
+        .embed(&texts, 32, |_| {})
+        .unwrap();
+    let agreement = compare_embeddings(&a, &b, 384, 0.99999).unwrap();
+    assert!(agreement.agree, "{agreement:?}");
 }
 
 #[test]

@@ -68,9 +68,10 @@ fn teacher_forced_check_accepts_honest_and_rejects_substituted_tokens() {
     assert!(!check.accepted && check.gaps[0] > 1.0, "{check:?}");
 }
 
-/// The `generate` task kind's check, as the verifier runs it: honest greedy and sampled outputs
-/// pass (also across CPU backends); a substituted prompt, a different decoding, a truncated
-/// output, or text that is not the ids' text is rejected.
+/// The `generate` task kind's check, as the verifier runs it on each checker (the Burn model on
+/// flex, the quantized CPU decoder on `cpu`): honest greedy and sampled outputs pass (also
+/// across CPU backends); a substituted prompt, a different decoding, a truncated output, or
+/// text that is not the ids' text is rejected.
 #[test]
 fn generator_verifies_honest_runs_and_rejects_substitutions() {
     use gleaner_models::Generator;
@@ -81,15 +82,17 @@ fn generator_verifies_honest_runs_and_rejects_substitutions() {
     let flex = Generator::load(&path, select_device(BackendChoice::Flex).unwrap())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(flex.weights_sha256(), gleaner_models::SMOLLM_GGUF_SHA256);
+    assert_eq!(flex.checker(), "flex");
+    let cpu = Generator::load(&path, select_device(BackendChoice::Cpu).unwrap()).unwrap();
+    assert_eq!(cpu.checker(), "quantized-cpu");
     let prompt = "The capital of France is";
     let greedy = flex.decoding(12, None, 0, 0);
     let honest = flex.generate(prompt, &greedy).unwrap();
     assert_eq!(honest.text, " Paris.\n\nThe answer is: 201");
-    let ok = flex.verify(prompt, &honest, &greedy).unwrap();
-    assert!(ok.accepted, "{ok:?}");
+    assert_eq!(cpu.generate(prompt, &greedy).unwrap(), honest);
 
     // Another backend's floats (Burn on ndarray generating, not the shared quantized CPU
-    // decoder): still accepted, and by a wide margin.
+    // decoder).
     let ndarray = Generator::load_with(
         &path,
         select_device(BackendChoice::NdArray).unwrap(),
@@ -98,37 +101,7 @@ fn generator_verifies_honest_runs_and_rejects_substitutions() {
     .unwrap();
     assert_eq!(ndarray.decoder(), "ndarray");
     let other = ndarray.generate(prompt, &greedy).unwrap();
-    let cross = flex.verify(prompt, &other, &greedy).unwrap();
-    assert!(cross.accepted && cross.max_gap < 1e-2, "{cross:?}");
-
-    // The output of another prompt, claimed for this one.
     let germany = flex.generate("The capital of Germany is", &greedy).unwrap();
-    let r = flex.verify(prompt, &germany, &greedy).unwrap();
-    assert!(!r.accepted, "{r:?}");
-
-    // Truncated without the end-of-sequence token; more tokens than allowed.
-    let cut = Generation {
-        ids: honest.ids[..6].to_vec(),
-        text: flex.text(&honest.ids[..6]).unwrap(),
-    };
-    assert!(!flex.verify(prompt, &cut, &greedy).unwrap().accepted);
-    assert!(
-        !flex
-            .verify(prompt, &honest, &flex.decoding(11, None, 0, 0))
-            .unwrap()
-            .accepted
-    );
-
-    // Right ids, wrong text.
-    let lie = Generation {
-        text: " Berlin.".into(),
-        ..honest.clone()
-    };
-    let r = flex.verify(prompt, &lie, &greedy).unwrap();
-    assert!(!r.accepted && r.reason.unwrap().contains("text"));
-
-    // Seeded sampling: reproducible from the job's parameters; another seed's run, or a
-    // sampled run claimed as greedy, is rejected.
     let s = |seed| SamplingParams {
         temperature_milli: 900,
         top_p_milli: 950,
@@ -137,20 +110,54 @@ fn generator_verifies_honest_runs_and_rejects_substitutions() {
     let story = "Once upon a time, in a small village,";
     let sampled = flex.decoding(24, Some(s(7)), 3, 1);
     let run = flex.generate(story, &sampled).unwrap();
-    let ok = flex.verify(story, &run, &sampled).unwrap();
-    assert!(ok.accepted, "{ok:?}");
-    let cross = ndarray
-        .verify(story, &ndarray.generate(story, &sampled).unwrap(), &sampled)
-        .unwrap();
-    assert!(cross.accepted, "{cross:?}");
-    let r = flex
-        .verify(story, &run, &flex.decoding(24, Some(s(8)), 3, 1))
-        .unwrap();
-    assert!(!r.accepted, "another seed: {r:?}");
-    let r = flex
-        .verify(story, &run, &flex.decoding(24, None, 3, 1))
-        .unwrap();
-    assert!(!r.accepted, "claimed greedy: {r:?}");
+    let nd_run = ndarray.generate(story, &sampled).unwrap();
+
+    for v in [&flex, &cpu] {
+        let name = v.checker();
+        let ok = v.verify(prompt, &honest, &greedy).unwrap();
+        assert!(ok.accepted, "{name}: {ok:?}");
+        // Another backend's output: accepted, and by a wide margin.
+        let cross = v.verify(prompt, &other, &greedy).unwrap();
+        assert!(cross.accepted && cross.max_gap < 1e-2, "{name}: {cross:?}");
+
+        // The output of another prompt, claimed for this one.
+        let r = v.verify(prompt, &germany, &greedy).unwrap();
+        assert!(!r.accepted, "{name}: {r:?}");
+
+        // Truncated without the end-of-sequence token; more tokens than allowed.
+        let cut = Generation {
+            ids: honest.ids[..6].to_vec(),
+            text: v.text(&honest.ids[..6]).unwrap(),
+        };
+        assert!(!v.verify(prompt, &cut, &greedy).unwrap().accepted, "{name}");
+        assert!(
+            !v.verify(prompt, &honest, &v.decoding(11, None, 0, 0))
+                .unwrap()
+                .accepted,
+            "{name}"
+        );
+
+        // Right ids, wrong text.
+        let lie = Generation {
+            text: " Berlin.".into(),
+            ..honest.clone()
+        };
+        let r = v.verify(prompt, &lie, &greedy).unwrap();
+        assert!(!r.accepted && r.reason.unwrap().contains("text"), "{name}");
+
+        // Seeded sampling: reproducible from the job's parameters; another seed's run, or a
+        // sampled run claimed as greedy, is rejected.
+        let ok = v.verify(story, &run, &sampled).unwrap();
+        assert!(ok.accepted, "{name}: {ok:?}");
+        let cross = v.verify(story, &nd_run, &sampled).unwrap();
+        assert!(cross.accepted, "{name}: {cross:?}");
+        let r = v
+            .verify(story, &run, &v.decoding(24, Some(s(8)), 3, 1))
+            .unwrap();
+        assert!(!r.accepted, "{name}: another seed: {r:?}");
+        let r = v.verify(story, &run, &v.decoding(24, None, 3, 1)).unwrap();
+        assert!(!r.accepted, "{name}: claimed greedy: {r:?}");
+    }
 }
 
 /// Prompts of different lengths decoded as one left-padded batch give the tokens each gives

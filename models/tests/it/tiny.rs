@@ -1,6 +1,7 @@
 //! Tiny random models built in code: properties that hold for any weights.
 
 use burn::prelude::*;
+use gleaner_models::ecpu::CpuBert;
 use gleaner_models::{BackendChoice, BertConfig, select_device};
 
 fn run(model: &gleaner_models::Bert, device: &Device, rows: &[&[i64]]) -> Vec<f32> {
@@ -73,4 +74,56 @@ fn flex_and_ndarray_agree() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-5);
     }
+}
+
+/// Our CPU kernels (packed, unpadded) compute what the Burn module computes (padded), for
+/// sequences of many lengths in one batch, alone and together.
+#[test]
+fn native_cpu_matches_burn() {
+    let dev = select_device(BackendChoice::Flex).unwrap().device;
+    let cfg = BertConfig::tiny();
+    let model = cfg.init(&dev);
+    let cpu = CpuBert::from_bert(&model, &cfg).unwrap();
+    let rows: Vec<Vec<i64>> = (1..=9)
+        .map(|n| (0..n).map(|i| (i * 7 + n * 3) % 64).collect())
+        .collect();
+    let refs: Vec<&[i64]> = rows.iter().map(Vec::as_slice).collect();
+    let want = run(&model, &dev, &refs);
+    let ids: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|r| r.iter().map(|&i| i as u32).collect())
+        .collect();
+    let id_refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let got = cpu.embed(&id_refs).unwrap();
+    assert_eq!(got.len(), want.len());
+    let d = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 1e-5, "max |cpu - burn| = {d}");
+    // One at a time gives the same rows: nothing of a batch leaks into another row.
+    for (r, row) in id_refs.iter().enumerate() {
+        let alone = cpu.embed(&[row]).unwrap();
+        let d = alone
+            .iter()
+            .zip(&got[r * 16..(r + 1) * 16])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-6, "row {r}: max |alone - batched| = {d}");
+    }
+}
+
+#[test]
+fn native_cpu_refuses_bad_rows_with_their_index() {
+    let dev = select_device(BackendChoice::Flex).unwrap().device;
+    let cfg = BertConfig::tiny();
+    let cpu = CpuBert::from_bert(&cfg.init(&dev), &cfg).unwrap();
+    let err = cpu.embed(&[&[1, 2], &[1, 64]]).unwrap_err().to_string();
+    assert!(err.contains("outside the vocabulary"), "{err}");
+    assert!(err.contains('1'), "{err}");
+    let long = vec![1u32; 33];
+    let err = cpu.embed(&[&long]).unwrap_err().to_string();
+    assert!(err.contains("33 tokens"), "{err}");
+    assert!(cpu.embed(&[&[]]).is_err());
 }

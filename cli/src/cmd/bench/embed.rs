@@ -1,7 +1,7 @@
 //! `gleaner bench embed`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -20,8 +20,16 @@ pub struct EmbedBench {
     #[arg(long, value_delimiter = ',', default_value = "32")]
     pub batches: Vec<u32>,
     /// Backends to measure, comma-separated (wgpu is skipped with a note when no adapter exists).
-    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray,wgpu")]
+    /// The first is the one the others' vectors are compared with.
+    #[arg(long, value_delimiter = ',', default_value = "cpu,flex,wgpu")]
     pub backends: Vec<BackendChoice>,
+    /// Also time whole processes (`gleaner embed` on each CPU backend, and the peer): start,
+    /// load, embed the corpus, write, exit.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub process: bool,
+    /// Whole-process runs per configuration; the best is printed.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
     /// On a software wgpu adapter (lavapipe), embed only this many sentences (it is ~20x slower).
     #[arg(long, default_value_t = 64)]
     pub wgpu_limit: usize,
@@ -42,6 +50,10 @@ pub struct EmbedBench {
 struct Row {
     implementation: String,
     batch: u32,
+    /// `first`: the first pass of this configuration after the miner's start-up warm-up (a job's
+    /// first sentences; for the peer, its first pass); `warm`: the same pass again; `process`: a
+    /// whole process (start, load, embed, write, exit).
+    pass: &'static str,
     sentences: usize,
     secs: f64,
     sentences_per_s: f64,
@@ -49,6 +61,21 @@ struct Row {
     min_cosine_vs_first: Option<f32>,
     /// Largest |difference| of any value against the first measured backend.
     max_abs_diff_vs_first: Option<f32>,
+}
+
+impl Row {
+    fn new(implementation: &str, batch: u32, pass: &'static str, n: usize, secs: f64) -> Self {
+        Self {
+            implementation: implementation.to_owned(),
+            batch,
+            pass,
+            sentences: n,
+            secs,
+            sentences_per_s: n as f64 / secs.max(1e-9),
+            min_cosine_vs_first: None,
+            max_abs_diff_vs_first: None,
+        }
+    }
 }
 
 pub(super) fn embed(args: EmbedBench) -> anyhow::Result<()> {
@@ -59,6 +86,7 @@ pub(super) fn embed(args: EmbedBench) -> anyhow::Result<()> {
     let texts: Vec<&str> = corpus.iter().map(String::as_str).collect();
     let mut rows = Vec::new();
     let mut first: Option<Vec<f32>> = None;
+    let mut cpu_backends = Vec::new();
     for &backend in &args.backends {
         let embedder = match crate::cmd::embed::load_embedder(
             backend,
@@ -79,93 +107,161 @@ pub(super) fn embed(args: EmbedBench) -> anyhow::Result<()> {
         } else {
             texts.len()
         };
+        if dev.adapter.is_none() {
+            cpu_backends.push((backend, format!("gleaner/{}", dev.backend)));
+        }
         let name = match &dev.adapter {
             Some(a) => format!("gleaner/{} ({})", dev.backend, a.name),
             None => format!("gleaner/{}", dev.backend),
         };
-        // Warm-up: shader compilation and autotuning happen on the first calls.
-        let warm = Instant::now();
-        embedder.embed(&texts[..n.min(8)], 8, |_| {})?;
-        eprintln!("{name}: warm-up {:.1}s", warm.elapsed().as_secs_f64());
-        for &batch in &args.batches {
-            let start = Instant::now();
-            let v = embedder.embed(&texts[..n], batch as usize, |_| {})?;
-            let secs = start.elapsed().as_secs_f64();
-            let (min_cosine_vs_first, max_abs_diff_vs_first) = match &first {
-                None => {
-                    first = Some(v.clone());
-                    (None, None)
-                }
-                Some(f) => {
-                    let f = &f[..v.len()];
-                    let a = compare_embeddings(f, &v, embedder.dim(), EMBED_MIN_COSINE)?;
-                    let d = f
-                        .iter()
-                        .zip(&v)
-                        .map(|(x, y)| (x - y).abs())
-                        .fold(0f32, f32::max);
-                    (Some(a.min_cosine), Some(d))
-                }
-            };
-            let row = Row {
-                implementation: name.clone(),
-                batch,
-                sentences: n,
-                secs,
-                sentences_per_s: n as f64 / secs,
-                min_cosine_vs_first,
-                max_abs_diff_vs_first,
-            };
+        // What a miner does at start: on a GPU, every padded shape the corpus can use runs once
+        // (kernels compiled and tuned); nothing on a CPU.
+        let longest = texts[..n]
+            .iter()
+            .map(|t| embedder.tokenizer().encode(t).map_or(1, |ids| ids.len()))
+            .max()
+            .unwrap_or(1);
+        let most = args.batches.iter().copied().max().unwrap_or(1) as usize;
+        let start = Instant::now();
+        let shapes = embedder.warm_up(most, longest, |_, _| {})?;
+        if shapes > 0 {
             eprintln!(
-                "{name} batch {batch}: {:.1} sentences/s",
-                row.sentences_per_s
+                "{name}: start-up warm-up, {shapes} shapes: {:.1}s",
+                start.elapsed().as_secs_f64()
             );
-            rows.push(row);
+        }
+        // Each batch size twice: the first pass after that start-up (a job's first sentences),
+        // then again.
+        for &batch in &args.batches {
+            for pass in ["first", "warm"] {
+                let start = Instant::now();
+                let v = embedder.embed(&texts[..n], batch as usize, |_| {})?;
+                let mut row = Row::new(&name, batch, pass, n, start.elapsed().as_secs_f64());
+                match &first {
+                    None => first = Some(v),
+                    Some(f) => {
+                        let f = &f[..v.len()];
+                        let a = compare_embeddings(f, &v, embedder.dim(), EMBED_MIN_COSINE)?;
+                        row.min_cosine_vs_first = Some(a.min_cosine);
+                        row.max_abs_diff_vs_first = Some(
+                            f.iter()
+                                .zip(&v)
+                                .map(|(x, y)| (x - y).abs())
+                                .fold(0f32, f32::max),
+                        );
+                    }
+                }
+                eprintln!(
+                    "{name} batch {batch} {pass}: {:.1} sentences/s",
+                    row.sentences_per_s
+                );
+                rows.push(row);
+            }
+        }
+    }
+    // Whole processes, best of --repeat: `gleaner embed` on each CPU backend, and the peer.
+    let files = crate::cmd::embed::minilm_files(args.model_dir.as_deref(), &args.home);
+    let model_dir = files
+        .weights
+        .parent()
+        .context("the weights path has no directory")?
+        .to_path_buf();
+    let out = tempfile::tempdir().context("temporary directory")?;
+    let exe = std::env::current_exe().context("cannot find the running gleaner binary")?;
+    if args.process {
+        for (backend, name) in &cpu_backends {
+            for &batch in &args.batches {
+                let mut cmd = Command::new(&exe);
+                cmd.arg("embed")
+                    .args(["--backend", &backend.to_string()])
+                    .args(["--batch", &batch.to_string()])
+                    .arg("--input")
+                    .arg(&args.corpus)
+                    .arg("--model-dir")
+                    .arg(&model_dir)
+                    .args(["--format", "safetensors", "--out"])
+                    .arg(out.path().join("v.safetensors"));
+                let secs = best_process_secs(&mut cmd, args.repeat)?;
+                rows.push(Row::new(name, batch, "process", texts.len(), secs));
+            }
         }
     }
     if let Some(peer) = &args.peer {
         for &batch in &args.batches {
             for sorted in [false, true] {
-                rows.push(run_peer(peer, &args, batch, sorted, texts.len())?);
+                rows.extend(run_peer(peer, &args, batch, sorted, texts.len())?);
             }
         }
     }
     print_rows(&rows, args.json)
 }
 
-/// Runs the peer once. `sorted` makes it batch length-sorted texts, as gleaner does, so the
-/// table shows both the peer as typically written and a like-for-like variant.
+/// The shortest wall time of `repeat` runs of `cmd` (start to exit), which must succeed.
+fn best_process_secs(cmd: &mut Command, repeat: u32) -> anyhow::Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat.max(1) {
+        let start = Instant::now();
+        let out = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("cannot run {cmd:?}"))?;
+        let secs = start.elapsed().as_secs_f64();
+        if !out.status.success() {
+            anyhow::bail!(
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        best = best.min(secs);
+    }
+    Ok(best)
+}
+
+/// Runs the peer: in-process cold and warm passes from one run (it embeds the corpus twice),
+/// and whole-process runs (best of --repeat). `sorted` makes it batch length-sorted texts, as
+/// gleaner does, so the table shows both the peer as typically written and a like-for-like
+/// variant.
 fn run_peer(
     peer: &Path,
     args: &EmbedBench,
     batch: u32,
     sorted: bool,
     n: usize,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<Vec<Row>> {
     let files = crate::cmd::embed::minilm_files(args.model_dir.as_deref(), &args.home);
-    let mut cmd = Command::new(peer);
-    if sorted {
-        cmd.arg("--sorted");
-    }
-    cmd.arg("--corpus")
-        .arg(&args.corpus)
-        .arg("--weights")
-        .arg(&files.weights)
-        .arg("--tokenizer")
-        .arg(&files.tokenizer)
-        .arg("--batch")
-        .arg(batch.to_string());
-    let v = super::peer_json(cmd, peer)?;
+    let command = |passes: u32| {
+        let mut cmd = Command::new(peer);
+        if sorted {
+            cmd.arg("--sorted");
+        }
+        cmd.arg("--corpus")
+            .arg(&args.corpus)
+            .arg("--weights")
+            .arg(&files.weights)
+            .arg("--tokenizer")
+            .arg(&files.tokenizer)
+            .arg("--batch")
+            .arg(batch.to_string())
+            .arg("--passes")
+            .arg(passes.to_string());
+        cmd
+    };
+    let v = super::peer_json(command(2), peer)?;
+    let name = v["implementation"].as_str().unwrap_or("peer").to_owned();
     let secs = v["secs"].as_f64().context("peer output lacks secs")?;
-    Ok(Row {
-        implementation: v["implementation"].as_str().unwrap_or("peer").to_owned(),
-        batch,
-        sentences: n,
-        secs,
-        sentences_per_s: n as f64 / secs,
-        min_cosine_vs_first: None,
-        max_abs_diff_vs_first: None,
-    })
+    let warm = v["warm_secs"]
+        .as_f64()
+        .context("peer output lacks warm_secs")?;
+    let mut rows = vec![
+        Row::new(&name, batch, "first", n, secs),
+        Row::new(&name, batch, "warm", n, warm),
+    ];
+    if args.process {
+        let secs = best_process_secs(&mut command(1), args.repeat)?;
+        rows.push(Row::new(&name, batch, "process", n, secs));
+    }
+    Ok(rows)
 }
 
 fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
@@ -176,8 +272,15 @@ fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<44} {:>5} {:>9} {:>8} {:>12} {:>12} {:>12}",
-        "implementation", "batch", "sentences", "secs", "sentences/s", "min cos/1st", "max|d|/1st"
+        "{:<44} {:>5} {:>7} {:>9} {:>8} {:>12} {:>12} {:>12}",
+        "implementation",
+        "batch",
+        "pass",
+        "sentences",
+        "secs",
+        "sentences/s",
+        "min cos/1st",
+        "max|d|/1st"
     );
     for r in rows {
         let cos = r
@@ -187,20 +290,37 @@ fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
             .max_abs_diff_vs_first
             .map_or("-".to_owned(), |d| format!("{d:.2e}"));
         println!(
-            "{:<44} {:>5} {:>9} {:>8.2} {:>12.1} {:>12} {:>12}",
-            r.implementation, r.batch, r.sentences, r.secs, r.sentences_per_s, cos, diff
+            "{:<44} {:>5} {:>7} {:>9} {:>8.2} {:>12.1} {:>12} {:>12}",
+            r.implementation, r.batch, r.pass, r.sentences, r.secs, r.sentences_per_s, cos, diff
         );
     }
-    let rates: Vec<(&str, usize, f64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.implementation.as_str(),
-                r.batch as usize,
-                r.sentences_per_s,
-            )
-        })
-        .collect();
-    super::print_peer_ratios(&rates, "");
+    let full = rows.iter().map(|r| r.sentences).max().unwrap_or(0);
+    for pass in ["first", "warm", "process"] {
+        let rates: Vec<(&str, usize, f64)> = rows
+            .iter()
+            .filter(|r| r.pass == pass && r.sentences == full)
+            .map(|r| {
+                (
+                    r.implementation.as_str(),
+                    r.batch as usize,
+                    r.sentences_per_s,
+                )
+            })
+            .collect();
+        super::print_peer_ratios(&rates, &format!("{pass}: "));
+    }
+    // First over warm, per implementation and batch: what a job's first sentences cost.
+    for cold in rows.iter().filter(|r| r.pass == "first") {
+        if let Some(warm) = rows.iter().find(|w| {
+            w.pass == "warm" && w.implementation == cold.implementation && w.batch == cold.batch
+        }) {
+            println!(
+                "batch {}: {} first/warm = {:.2}",
+                cold.batch,
+                cold.implementation,
+                cold.sentences_per_s / warm.sentences_per_s
+            );
+        }
+    }
     Ok(())
 }

@@ -38,39 +38,49 @@ pub struct GenerateBench {
 
 type GenFn<'a> = dyn Fn(&[&[u32]], usize) -> gleaner_models::Result<Vec<Vec<u32>>> + 'a;
 
-/// Times `generate` at each batch size (prefill = one new token; decode = the rest) and, at
-/// batch 1, the Burn `verifier` model's teacher-forced check of the output, which must accept
-/// it. Returns the batch-1 output.
+/// Times `generate` at each batch size: once cold (the first time this process decodes at that
+/// batch size), then warm (prefill = one new token; decode = the rest). At batch 1 it also times
+/// `verifier`'s teacher-forced check of the output, which must accept it: the first check (cold)
+/// and a second one (warm). Returns the batch-1 output.
 fn measure(
     name: &str,
     args: &GenerateBench,
     prompt: &[u32],
     generate: &GenFn<'_>,
-    verifier: &gleaner_models::smollm::Llama,
+    verifier: &dyn Decoder,
     rows: &mut Vec<GenRow>,
 ) -> anyhow::Result<Option<Vec<u32>>> {
-    generate(&[prompt], 2)?; // warm-up
     let mut greedy = None;
     for &b in &args.batches {
         let refs: Vec<&[u32]> = vec![prompt; b];
+        let t = Instant::now();
+        let cold = generate(&refs, args.new_tokens)?;
+        let cold_secs = t.elapsed().as_secs_f64();
         let t = Instant::now();
         generate(&refs, 1)?;
         let prefill = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let outs = generate(&refs, args.new_tokens)?;
         let total = t.elapsed().as_secs_f64();
+        if outs != cold {
+            bail!("{name} batch {b}: two greedy runs gave different tokens");
+        }
         let mut verify_secs = None;
         if b == 1 {
-            let t = Instant::now();
-            let check = verifier.check_greedy(prompt, &outs[0], GENERATE_MARGIN)?;
-            verify_secs = Some(t.elapsed().as_secs_f64());
-            if !check.accepted {
-                bail!("{name}: the verifier rejected its greedy output: {check:?}");
+            let mut secs = [0f64; 2];
+            for s in &mut secs {
+                let t = Instant::now();
+                let check = verifier.check_greedy(prompt, &outs[0], GENERATE_MARGIN)?;
+                *s = t.elapsed().as_secs_f64();
+                if !check.accepted {
+                    bail!("{name}: the verifier rejected its greedy output: {check:?}");
+                }
+                eprintln!(
+                    "{name}: verifier accepts its output, largest gap {:.2e}",
+                    check.max_gap
+                );
             }
-            eprintln!(
-                "{name}: verifier accepts its output, largest gap {:.2e}",
-                check.max_gap
-            );
+            verify_secs = Some((secs[0], secs[1]));
             greedy = Some(outs[0].clone());
         }
         let row = GenRow {
@@ -80,12 +90,14 @@ fn measure(
             prefill_secs: prefill,
             new: outs[0].len(),
             decode_secs: (total - prefill).max(1e-9),
+            cold_secs,
             verify_secs,
         };
         eprintln!(
-            "{name} batch {b}: prompt {:.1} tok/s, new {:.1} tok/s",
+            "{name} batch {b}: prompt {:.1} tok/s, new {:.1} tok/s (cold: {:.1} tok/s overall)",
             (b * row.prompt) as f64 / row.prefill_secs,
-            (b * row.new) as f64 / row.decode_secs
+            (b * row.new) as f64 / row.decode_secs,
+            (b * row.new) as f64 / row.cold_secs,
         );
         rows.push(row);
     }
@@ -104,8 +116,10 @@ struct GenRow {
     prefill_secs: f64,
     new: usize,
     decode_secs: f64,
-    /// Teacher-forced check of the batch-1 output, seconds.
-    verify_secs: Option<f64>,
+    /// The first generation at this batch size, prefill included (0 for the peer: not run).
+    cold_secs: f64,
+    /// Teacher-forced check of the batch-1 output, seconds: the first check, and a second.
+    verify_secs: Option<(f64, f64)>,
 }
 
 /// The smallest gap between the two largest logits over rows `from..` of `[rows, v]` logits.
@@ -163,8 +177,8 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
             model.generate_batch(refs, n, None, &vec![None; refs.len()])
         };
         let greedy = measure(&name, &args, &prompt, &burn_gen, &model, &mut rows)?;
-        // The quantized CPU decoder (what CPU workers generate with), once, verified by the
-        // Burn model of this backend.
+        // The quantized CPU decoder (what CPU workers generate with, and what a `cpu` verifier
+        // checks with), once, verifying itself as a `cpu` verifier does.
         if args.quantized && dev.adapter.is_none() && !quantized_done {
             quantized_done = true;
             let q = gleaner_models::qcpu::QuantLlama::load(&path, model.config())?;
@@ -172,7 +186,7 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
                 q.generate_batch(refs, n, None, &vec![None; refs.len()])
             };
             let qname = "gleaner/quantized-cpu".to_owned();
-            measure(&qname, &args, &prompt, &q_gen, &model, &mut rows)?;
+            measure(&qname, &args, &prompt, &q_gen, &q, &mut rows)?;
             let mut ids = prompt.clone();
             ids.extend(greedy.clone().unwrap_or_default());
             let (a, b) = (model.forward_all(&ids)?, q.forward_all(&ids)?);
@@ -259,36 +273,49 @@ fn run_generate_peer(
         prefill_secs: f("prefill_secs")?,
         new: f("new_tokens")? as usize,
         decode_secs: f("decode_secs")?,
+        cold_secs: 0.0,
         verify_secs: None,
     })
 }
 
 fn print_gen_rows(rows: &[GenRow]) {
     println!(
-        "{:<36} {:>5} {:>7} {:>13} {:>5} {:>10} {:>9} {:>11}",
+        "{:<36} {:>5} {:>7} {:>13} {:>5} {:>10} {:>10} {:>13} {:>13}",
         "implementation",
         "batch",
         "prompt",
         "prompt tok/s",
         "new",
         "new tok/s",
-        "verify s",
-        "verify/gen"
+        "cold tok/s",
+        "verify s c/w",
+        "verify/gen c/w"
     );
     let rate = |r: &GenRow| (r.batch * r.new) as f64 / r.decode_secs;
     for r in rows {
         let gen_secs = r.prefill_secs + r.decode_secs;
-        let (v, ratio) = r.verify_secs.map_or(("-".into(), "-".into()), |v| {
-            (format!("{v:.2}"), format!("{:.3}", v / gen_secs))
-        });
+        let (v, ratio) = r
+            .verify_secs
+            .map_or(("-".into(), "-".into()), |(cold, warm)| {
+                (
+                    format!("{cold:.3}/{warm:.3}"),
+                    format!("{:.3}/{:.3}", cold / gen_secs, warm / gen_secs),
+                )
+            });
+        let cold = if r.cold_secs > 0.0 {
+            format!("{:.1}", (r.batch * r.new) as f64 / r.cold_secs)
+        } else {
+            "-".into()
+        };
         println!(
-            "{:<36} {:>5} {:>7} {:>13.1} {:>5} {:>10.1} {:>9} {:>11}",
+            "{:<36} {:>5} {:>7} {:>13.1} {:>5} {:>10.1} {:>10} {:>13} {:>13}",
             r.implementation,
             r.batch,
             r.prompt,
             (r.batch * r.prompt) as f64 / r.prefill_secs,
             r.new,
             rate(r),
+            cold,
             v,
             ratio
         );
