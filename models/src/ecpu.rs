@@ -154,7 +154,7 @@ impl CpuBert {
     /// Copies the weights of a Burn model built with `cfg`.
     pub fn from_bert(model: &Bert, cfg: &BertConfig) -> Result<Self> {
         let h = cfg.hidden_size;
-        if cfg.num_heads == 0 || h % cfg.num_heads != 0 {
+        if cfg.num_heads == 0 || !h.is_multiple_of(cfg.num_heads) {
             return Err(Error::Shape(format!(
                 "hidden size {h} is not a multiple of {} heads",
                 cfg.num_heads

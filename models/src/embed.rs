@@ -27,7 +27,7 @@ fn bucket(n: usize) -> usize {
 #[derive(Debug)]
 enum Engine {
     /// The Burn module on the device's backend (padded batches).
-    Burn(Bert),
+    Burn(Box<Bert>),
     /// Our CPU kernels ([`CpuBert`], unpadded batches): `--backend cpu`.
     Native(CpuBert),
 }
@@ -51,7 +51,7 @@ impl Embedder {
         let model = if device.native_cpu() {
             Engine::Native(CpuBert::from_bert(&bert, &cfg)?)
         } else {
-            Engine::Burn(bert)
+            Engine::Burn(Box::new(bert))
         };
         Ok(Self {
             model,
@@ -69,7 +69,7 @@ impl Embedder {
         dim: usize,
     ) -> Self {
         Self {
-            model: Engine::Burn(model),
+            model: Engine::Burn(Box::new(model)),
             tokenizer,
             device,
             dim,

@@ -111,7 +111,7 @@ fn embed_pass(
     device: &Device,
 ) -> Res<Vec<f32>> {
     let mut enc: Vec<Vec<u32>> = Vec::with_capacity(texts.len());
-    for t in &texts {
+    for t in texts {
         enc.push(tokenizer.encode(*t, true)?.get_ids().to_vec());
     }
     let mut order: Vec<usize> = (0..texts.len()).collect();

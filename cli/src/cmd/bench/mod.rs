@@ -21,19 +21,23 @@ pub enum BenchCommand {
     /// Sentences/s of all-MiniLM-L6-v2 on each backend, and on a peer implementation.
     ///
     /// Embeds a fixed corpus (default bench/corpus-1000.txt: 1,000 sentences of 10-40 words) on
-    /// each backend and prints a table. With --peer, runs the candle peer (bench/candle-peer,
-    /// built by scripts/bench) on the same corpus and weights in the same run and prints the
-    /// ratio. Also prints how far each backend's vectors are from the first one's (minimum row
-    /// cosine), which calibrates the embed comparator.
+    /// each backend and prints a table with three rows per batch size: `first` (the first pass
+    /// after the start-up warm-up a miner does: on a GPU every padded shape runs once), `warm`
+    /// (the same pass again) and `process` (a whole `gleaner embed` process: start, load, embed,
+    /// write, exit; best of --repeat). With --peer, runs the candle peer (bench/candle-peer,
+    /// built --release by scripts/bench) the same ways on the same corpus and weights, and prints
+    /// the ratios of each pass. Also prints how far each backend's vectors are from the first
+    /// one's (minimum row cosine), which calibrates the embed comparator.
     ///
     /// Examples:
     ///   gleaner bench embed
-    ///   gleaner bench embed --backends flex,ndarray,wgpu --wgpu-limit 64
+    ///   gleaner bench embed --backends cpu,flex,ndarray,wgpu --wgpu-limit 64 --repeat 3
     ///   scripts/bench
     #[command(verbatim_doc_comment)]
     Embed(EmbedBench),
-    /// SmolLM2 generation: prompt tokens/s and new tokens/s at batch 1 and 8 on each backend,
-    /// the cost of the verifier's teacher-forced check relative to generation, how far each
+    /// SmolLM2 generation: prompt tokens/s and new tokens/s at batch 1 and 8 on each backend
+    /// (each batch size first cold, then warm), the cost of the verifier's teacher-forced check
+    /// relative to generation (its first run and a second), how far each
     /// backend's logits are from the first one's (which calibrates the verifier's margin), and
     /// with --peer candle's quantized Llama on the same GGUF in the same run.
     ///
