@@ -18,6 +18,12 @@
 //!
 //! Tested against the Burn model on tiny random weights (max |difference| ≤ 1e-5) and against the
 //! float64 reference on the real checkpoint (cosine ≥ 0.99999 on every row).
+//!
+//! Measured with `scripts/bench embed --backends cpu,flex --batches 32 --repeat 3` (1,000
+//! sentences, 2 cores, AVX-512 EPYC): 261–271 sentences/s in-process and 246/s as a whole
+//! `gleaner embed` process; Burn flex 139–142 (121 whole process); candle 0.11.1 built
+//! `--release` 99–107 (108 whole process), length-sorted 141–156 (151). Largest difference
+//! from flex 2.1e-7.
 
 use rayon::prelude::*;
 
