@@ -35,13 +35,13 @@ use crate::{
 /// Name of the tensor in an embed output blob.
 pub const EMBED_TENSOR: &str = "embeddings";
 
-/// Approximate FLOPs per token of all-MiniLM-L6-v2's encoder: 2 × the 10.6M weights of its six
-/// layers (4 · 384² attention + 2 · 384 · 1536 feed-forward per layer); attention scores add a
-/// few percent at these lengths and are left out.
 /// The largest task batch whose padded shapes a GPU miner warms up at start (the default
 /// `batch` of embed jobs is 32; larger batches compile their shapes on first use).
 const WARM_BATCH: usize = 32;
 
+/// Approximate FLOPs per token of all-MiniLM-L6-v2's encoder: 2 × the 10.6M weights of its six
+/// layers (4 · 384² attention + 2 · 384 · 1536 feed-forward per layer); attention scores add a
+/// few percent at these lengths and are left out.
 const FLOPS_PER_TOKEN: f64 = 2.0 * 6.0 * (4.0 * 384.0 * 384.0 + 2.0 * 384.0 * 1536.0);
 
 /// What the self-benchmark embeds.

@@ -191,11 +191,11 @@ impl Embedder {
         if self.device.adapter.is_none() {
             return Ok(0);
         }
+        let longest = bucket(tokens.clamp(1, crate::MAX_TOKENS));
         let mut shapes = Vec::new();
         let mut n = 1;
         while n <= bucket(batch.max(1)) {
             let mut seq = MIN_SEQ_BUCKET;
-            let longest = bucket(tokens.clamp(1, crate::MAX_TOKENS));
             while seq <= longest {
                 shapes.push((n, seq));
                 seq *= 2;

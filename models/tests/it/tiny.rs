@@ -121,7 +121,7 @@ fn native_cpu_refuses_bad_rows_with_their_index() {
     let cpu = CpuBert::from_bert(&cfg.init(&dev), &cfg).unwrap();
     let err = cpu.embed(&[&[1, 2], &[1, 64]]).unwrap_err().to_string();
     assert!(err.contains("outside the vocabulary"), "{err}");
-    assert!(err.contains('1'), "{err}");
+    assert!(err.starts_with("input 1:"), "{err}");
     let long = vec![1u32; 33];
     let err = cpu.embed(&[&long]).unwrap_err().to_string();
     assert!(err.contains("33 tokens"), "{err}");
