@@ -18,6 +18,13 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 /// totalUnits)`; the rest (the unaccepted share and rounding dust) is refunded to the requester. Payouts,
 /// refunds and fees are credited to balances that their owners `withdraw` (pull payments).
 ///
+/// A job may use spot checks instead of full replication (see `postTasksCommitted`): its budget then
+/// escrows `taskCount * redundancy` replicas, the pool is `budget * paidReplicas / (taskCount *
+/// redundancy)` for the replicas its accepted tasks actually paid for, and the settlement reveals
+/// the secret behind the commitment posted with the task root, so anyone can recompute which tasks
+/// were checked. For a job without spot checks every accepted task pays `redundancy` replicas,
+/// which is the same pool.
+///
 /// Settlement comes in one call for up to `MAX_SETTLEMENT_CHUNK` workers (`settle`) or in chunks
 /// (`beginSettlement`, `settleChunk` x n, `finalizeSettlement`). In both, the workers of a job's
 /// settlement are listed in strictly ascending address order across all chunks, which keeps them
@@ -126,6 +133,9 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
 
     mapping(uint256 jobId => Job) private _jobs;
     mapping(uint256 jobId => Settlement) private _settlements;
+    /// @notice `keccak256(secret)` of a job with spot checks, posted with its task root (zero: the
+    /// job replicates every task `redundancy` times).
+    mapping(uint256 jobId => bytes32) public checkCommitment;
 
     /// @notice A requester escrowed `budget` for a job of `taskCount` tasks.
     event JobCreated(
@@ -140,6 +150,12 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
     );
     /// @notice The coordinator posted the Merkle root of the job's `count` task hashes.
     event TasksPosted(uint256 indexed jobId, bytes32 tasksRoot, uint32 count);
+    /// @notice The coordinator committed to the secret that, mixed with the hash of the block holding
+    /// this event, selects the job's spot-checked tasks.
+    event ChecksCommitted(uint256 indexed jobId, bytes32 commitment);
+    /// @notice The settlement of a job with spot checks revealed its secret and paid for
+    /// `paidReplicas` replicas of its accepted tasks.
+    event ChecksRevealed(uint256 indexed jobId, bytes32 secret, uint64 paidReplicas);
     /// @notice A chunked settlement began (not emitted by the one-call `settle`).
     event SettlementStarted(
         uint256 indexed jobId, uint32 acceptedTasks, uint256 pool, uint256 totalUnits, uint256 fee, bytes32 reportHash
@@ -224,6 +240,18 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
     error NothingToWithdraw();
     /// @notice The fee exceeds `MAX_FEE_BPS`.
     error FeeTooHigh(uint16 feeBps, uint16 max);
+    /// @notice `postTasksCommitted` was given a zero commitment.
+    error InvalidCommitment();
+    /// @notice The job was posted with a spot-check commitment: settle it with `settleReplicas` or
+    /// `beginSettlementReplicas`, which reveal the secret.
+    error SecretRequired(uint256 jobId);
+    /// @notice The job was posted without a spot-check commitment: settle it with `settle` or
+    /// `beginSettlement`.
+    error NoCommitment(uint256 jobId);
+    /// @notice The revealed secret does not hash to the job's commitment.
+    error WrongSecret(uint256 jobId);
+    /// @notice `paidReplicas` must lie between `acceptedTasks` and `acceptedTasks * redundancy`.
+    error InvalidPaidReplicas(uint256 paidReplicas, uint256 acceptedTasks, uint256 redundancy);
     /// @notice A begun settlement can be abandoned only after `unlockAt` (deadline + grace).
     error GraceNotOver(uint256 jobId, uint256 unlockAt);
 
@@ -334,6 +362,23 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
     /// @notice Posts the Merkle root of the job's task hashes; once per job, before its deadline.
     /// @param count Number of tasks under the root; must equal the job's `taskCount`.
     function postTasks(uint256 jobId, bytes32 tasksRoot, uint32 count) external onlyRole(COORDINATOR_ROLE) {
+        _postTasks(jobId, tasksRoot, count);
+    }
+
+    /// @notice `postTasks` for a job with spot checks: also commits to `keccak256(secret)`, whose
+    /// secret the settlement reveals. The hash of the block holding this transaction is mixed with
+    /// the secret to select the checked tasks, so neither is known alone when the commitment is made.
+    function postTasksCommitted(uint256 jobId, bytes32 tasksRoot, uint32 count, bytes32 commitment)
+        external
+        onlyRole(COORDINATOR_ROLE)
+    {
+        if (commitment == bytes32(0)) revert InvalidCommitment();
+        _postTasks(jobId, tasksRoot, count);
+        checkCommitment[jobId] = commitment;
+        emit ChecksCommitted(jobId, commitment);
+    }
+
+    function _postTasks(uint256 jobId, bytes32 tasksRoot, uint32 count) private {
         Job storage job = _existingJob(jobId);
         if (job.status != JobStatus.Open) revert WrongStatus(jobId, job.status);
         if (block.timestamp > job.deadline) revert DeadlinePassed(jobId, job.deadline);
@@ -360,19 +405,25 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
         bytes32 reportHash
     ) external onlyRole(VERIFIER_ROLE) {
         Job storage job = _existingJob(jobId);
-        _checkChunkShape(workers.length, units.length, true);
-        uint256 totalUnits;
-        for (uint256 i; i < units.length; ++i) {
-            uint256 u = units[i];
-            if (u > type(uint128).max) revert InvalidTotalUnits(u);
-            // At most 256 terms below 2^128 each: the sum cannot overflow.
-            unchecked {
-                totalUnits += u;
-            }
-        }
-        Payout memory p = _startSettlement(jobId, job, acceptedTasks, totalUnits);
-        _payChunk(p, workers, units);
-        _finalize(job, p, acceptedTasks, p.paid, reportHash);
+        if (checkCommitment[jobId] != bytes32(0)) revert SecretRequired(jobId);
+        _settleOneCall(jobId, job, acceptedTasks, _fullReplicas(job, acceptedTasks), workers, units, reportHash);
+    }
+
+    /// @notice `settle` for a job posted with `postTasksCommitted`: reveals `secret` and pays the pool
+    /// of the `paidReplicas` replicas (from `acceptedTasks` to `acceptedTasks * redundancy`) its
+    /// accepted tasks paid for; the requester is refunded the rest of the budget.
+    function settleReplicas(
+        uint256 jobId,
+        uint32 acceptedTasks,
+        uint64 paidReplicas,
+        address[] calldata workers,
+        uint256[] calldata units,
+        bytes32 reportHash,
+        bytes32 secret
+    ) external onlyRole(VERIFIER_ROLE) {
+        Job storage job = _existingJob(jobId);
+        _reveal(jobId, job, acceptedTasks, paidReplicas, secret);
+        _settleOneCall(jobId, job, acceptedTasks, paidReplicas, workers, units, reportHash);
     }
 
     /// @notice Starts a chunked settlement of a posted job; no further `reclaim` is possible.
@@ -382,7 +433,33 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
         onlyRole(VERIFIER_ROLE)
     {
         Job storage job = _existingJob(jobId);
-        Payout memory p = _startSettlement(jobId, job, acceptedTasks, totalUnits);
+        if (checkCommitment[jobId] != bytes32(0)) revert SecretRequired(jobId);
+        _beginSettlement(jobId, job, acceptedTasks, _fullReplicas(job, acceptedTasks), totalUnits, reportHash);
+    }
+
+    /// @notice `beginSettlement` for a job posted with `postTasksCommitted` (see `settleReplicas`).
+    function beginSettlementReplicas(
+        uint256 jobId,
+        uint32 acceptedTasks,
+        uint64 paidReplicas,
+        uint256 totalUnits,
+        bytes32 reportHash,
+        bytes32 secret
+    ) external onlyRole(VERIFIER_ROLE) {
+        Job storage job = _existingJob(jobId);
+        _reveal(jobId, job, acceptedTasks, paidReplicas, secret);
+        _beginSettlement(jobId, job, acceptedTasks, paidReplicas, totalUnits, reportHash);
+    }
+
+    function _beginSettlement(
+        uint256 jobId,
+        Job storage job,
+        uint32 acceptedTasks,
+        uint256 paidReplicas,
+        uint256 totalUnits,
+        bytes32 reportHash
+    ) private {
+        Payout memory p = _startSettlement(jobId, job, acceptedTasks, paidReplicas, totalUnits);
         job.status = JobStatus.Settling;
         Settlement storage st = _settlements[jobId];
         // pool <= budget < 2^128, fee <= pool, totalUnits < 2^128 (checked in _startSettlement).
@@ -464,7 +541,16 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
         Job storage job = _jobs[jobId];
         if (job.status == JobStatus.None) revert UnknownJob(jobId);
         if (acceptedTasks > job.taskCount) revert TooManyAcceptedTasks(acceptedTasks, job.taskCount);
-        return _pool(job, acceptedTasks);
+        return _pool(job, _fullReplicas(job, acceptedTasks));
+    }
+
+    /// @notice The pool and fee a settlement of `jobId` paying for `paidReplicas` replicas would have.
+    function previewReplicaPool(uint256 jobId, uint64 paidReplicas) external view returns (uint256 pool, uint256 fee) {
+        Job storage job = _jobs[jobId];
+        if (job.status == JobStatus.None) revert UnknownJob(jobId);
+        uint256 slots = uint256(job.taskCount) * job.redundancy;
+        if (paidReplicas > slots) revert InvalidPaidReplicas(paidReplicas, job.taskCount, job.redundancy);
+        return _pool(job, paidReplicas);
     }
 
     // ------------------------------------------------------------------ internals
@@ -499,18 +585,63 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
         if (received != budget) revert TransferAmountMismatch(budget, received);
     }
 
-    /// @dev Checks a posted job can start settling with these numbers; returns its payout context.
-    function _startSettlement(uint256 jobId, Job storage job, uint32 acceptedTasks, uint256 totalUnits)
+    /// @dev Settles in one call: checks, pays every listed worker, credits fee and refund.
+    function _settleOneCall(
+        uint256 jobId,
+        Job storage job,
+        uint32 acceptedTasks,
+        uint256 paidReplicas,
+        address[] calldata workers,
+        uint256[] calldata units,
+        bytes32 reportHash
+    ) private {
+        _checkChunkShape(workers.length, units.length, true);
+        uint256 totalUnits;
+        for (uint256 i; i < units.length; ++i) {
+            uint256 u = units[i];
+            if (u > type(uint128).max) revert InvalidTotalUnits(u);
+            // At most 256 terms below 2^128 each: the sum cannot overflow.
+            unchecked {
+                totalUnits += u;
+            }
+        }
+        Payout memory p = _startSettlement(jobId, job, acceptedTasks, paidReplicas, totalUnits);
+        _payChunk(p, workers, units);
+        _finalize(job, p, acceptedTasks, p.paid, reportHash);
+    }
+
+    /// @dev Checks the revealed secret and the paid replicas of a job with spot checks.
+    function _reveal(uint256 jobId, Job storage job, uint32 acceptedTasks, uint64 paidReplicas, bytes32 secret)
         private
-        view
-        returns (Payout memory p)
     {
+        bytes32 commitment = checkCommitment[jobId];
+        if (commitment == bytes32(0)) revert NoCommitment(jobId);
+        if (keccak256(abi.encode(secret)) != commitment) revert WrongSecret(jobId);
+        if (paidReplicas < acceptedTasks || paidReplicas > uint256(acceptedTasks) * job.redundancy) {
+            revert InvalidPaidReplicas(paidReplicas, acceptedTasks, job.redundancy);
+        }
+        emit ChecksRevealed(jobId, secret, paidReplicas);
+    }
+
+    /// @dev A job without spot checks pays `redundancy` replicas per accepted task.
+    function _fullReplicas(Job storage job, uint32 acceptedTasks) private view returns (uint256) {
+        return uint256(acceptedTasks) * job.redundancy;
+    }
+
+    /// @dev Checks a posted job can start settling with these numbers; returns its payout context.
+    function _startSettlement(
+        uint256 jobId,
+        Job storage job,
+        uint32 acceptedTasks,
+        uint256 paidReplicas,
+        uint256 totalUnits
+    ) private view returns (Payout memory p) {
         if (job.status != JobStatus.Posted) revert WrongStatus(jobId, job.status);
         if (acceptedTasks > job.taskCount) revert TooManyAcceptedTasks(acceptedTasks, job.taskCount);
         if ((acceptedTasks == 0) != (totalUnits == 0) || totalUnits > type(uint128).max) {
             revert InvalidTotalUnits(totalUnits);
         }
-        (uint256 pool, uint256 fee) = _pool(job, acceptedTasks);
+        (uint256 pool, uint256 fee) = _pool(job, paidReplicas);
         p = Payout({
             jobId: jobId, pool: pool, fee: fee, totalUnits: totalUnits, unitsLeft: totalUnits, paid: 0, last: address(0)
         });
@@ -529,8 +660,10 @@ contract JobMarket is IJobLookup, AccessControl, ReentrancyGuard {
         });
     }
 
-    function _pool(Job storage job, uint32 acceptedTasks) private view returns (uint256 pool, uint256 fee) {
-        pool = uint256(job.budget) * acceptedTasks / job.taskCount;
+    /// @dev `budget * paidReplicas / (taskCount * redundancy)`: with `redundancy` replicas per accepted
+    /// task this is `budget * acceptedTasks / taskCount` (the same floor of the same ratio).
+    function _pool(Job storage job, uint256 paidReplicas) private view returns (uint256 pool, uint256 fee) {
+        pool = uint256(job.budget) * paidReplicas / (uint256(job.taskCount) * job.redundancy);
         fee = pool * job.feeBps / BPS;
     }
 

@@ -1330,3 +1330,141 @@ contract JobMarketGasTest is Fixture {
         assertTrue(market.getJob(jobId).status == JobMarket.JobStatus.Settled);
     }
 }
+
+/// @dev Jobs with spot checks: a commitment posted with the root, revealed at settlement, and a
+/// pool for the replicas the accepted tasks paid for (budget 1000 for 100 tasks x 3 replicas).
+contract JobMarketSpotCheckTest is MarketTest {
+    event ChecksCommitted(uint256 indexed jobId, bytes32 commitment);
+    event ChecksRevealed(uint256 indexed jobId, bytes32 secret, uint64 paidReplicas);
+
+    bytes32 internal constant SECRET = keccak256("secret");
+    uint256 internal jobId;
+
+    function setUp() public override {
+        super.setUp();
+        jobId = createJob();
+        vm.expectEmit(address(market));
+        emit TasksPosted(jobId, ROOT, TASKS);
+        vm.expectEmit(address(market));
+        emit ChecksCommitted(jobId, keccak256(abi.encode(SECRET)));
+        vm.prank(coordinator);
+        market.postTasksCommitted(jobId, ROOT, TASKS, keccak256(abi.encode(SECRET)));
+    }
+
+    function settleReplicas(uint32 accepted, uint64 paid, address[] memory ws, uint256[] memory us, bytes32 secret)
+        internal
+    {
+        vm.prank(verifier);
+        market.settleReplicas(jobId, accepted, paid, ws, us, REPORT, secret);
+    }
+
+    function test_PostTasksCommitted_StoresCommitment() public view {
+        assertEq(market.checkCommitment(jobId), keccak256(abi.encode(SECRET)));
+        assertTrue(statusOf(jobId) == JobMarket.JobStatus.Posted);
+        assertEq(market.getJob(jobId).tasksRoot, ROOT);
+    }
+
+    function test_RevertWhen_PostTasksCommittedWithZeroCommitment() public {
+        uint256 other = createJob();
+        vm.prank(coordinator);
+        vm.expectRevert(JobMarket.InvalidCommitment.selector);
+        market.postTasksCommitted(other, ROOT, TASKS, bytes32(0));
+        assertTrue(statusOf(other) == JobMarket.JobStatus.Open);
+    }
+
+    function test_RevertWhen_PostTasksCommittedByStranger() public {
+        uint256 other = createJob();
+        expectUnauthorized(requester, market.COORDINATOR_ROLE());
+        vm.prank(requester);
+        market.postTasksCommitted(other, ROOT, TASKS, keccak256(abi.encode(SECRET)));
+    }
+
+    function test_SettleReplicas_PaysReplicasAndRefundsReplicationNotNeeded() public {
+        // All 100 tasks accepted; 110 of the 300 escrowed replicas were computed and paid:
+        // pool = 1000 * 110 / 300 = 366.66..; units 1:1; refund the rest.
+        uint256 pool = uint256(BUDGET) * 110 / 300;
+        vm.expectEmit(address(market));
+        emit ChecksRevealed(jobId, SECRET, 110);
+        settleReplicas(TASKS, 110, two(workers[0], workers[1]), two(5, 5), SECRET);
+        assertEq(market.withdrawable(workers[0]), pool / 2);
+        assertEq(market.withdrawable(workers[1]), pool / 2);
+        assertEq(market.withdrawable(requester), BUDGET - 2 * (pool / 2));
+        assertTrue(statusOf(jobId) == JobMarket.JobStatus.Settled);
+        (uint256 preview,) = market.previewReplicaPool(jobId, 110);
+        assertEq(preview, pool);
+        assertMarketSolvent();
+    }
+
+    function test_SettleReplicas_FullReplicationPaysLikeSettle() public {
+        settleReplicas(80, 240, one(workers[0]), one(1), SECRET);
+        (uint256 pool,) = market.previewPool(jobId, 80);
+        assertEq(market.withdrawable(workers[0]), pool);
+        assertEq(pool, 800 ether);
+    }
+
+    function test_RevertWhen_SecretIsWrong() public {
+        vm.prank(verifier);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongSecret.selector, jobId));
+        market.settleReplicas(jobId, TASKS, 110, one(workers[0]), one(1), REPORT, keccak256("guess"));
+        assertTrue(statusOf(jobId) == JobMarket.JobStatus.Posted);
+    }
+
+    function test_RevertWhen_PaidReplicasOutOfRange() public {
+        vm.startPrank(verifier);
+        // Fewer replicas than accepted tasks, or more than redundancy per accepted task.
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidPaidReplicas.selector, 99, 100, REDUNDANCY));
+        market.settleReplicas(jobId, TASKS, 99, one(workers[0]), one(1), REPORT, SECRET);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidPaidReplicas.selector, 151, 50, REDUNDANCY));
+        market.settleReplicas(jobId, 50, 151, one(workers[0]), one(1), REPORT, SECRET);
+        vm.stopPrank();
+        assertTrue(statusOf(jobId) == JobMarket.JobStatus.Posted);
+    }
+
+    function test_RevertWhen_CommittedJobSettledWithoutSecret() public {
+        vm.startPrank(verifier);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.SecretRequired.selector, jobId));
+        market.settle(jobId, TASKS, one(workers[0]), one(1), REPORT);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.SecretRequired.selector, jobId));
+        market.beginSettlement(jobId, TASKS, 1, REPORT);
+        vm.stopPrank();
+    }
+
+    function test_RevertWhen_UncommittedJobSettledWithSecret() public {
+        uint256 plain = createPostedJob();
+        vm.startPrank(verifier);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NoCommitment.selector, plain));
+        market.settleReplicas(plain, TASKS, 300, one(workers[0]), one(1), REPORT, SECRET);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NoCommitment.selector, plain));
+        market.beginSettlementReplicas(plain, TASKS, 300, 1, REPORT, SECRET);
+        vm.stopPrank();
+    }
+
+    function test_BeginSettlementReplicas_ChunksPayTheReplicaPool() public {
+        uint256 pool = uint256(BUDGET) * 105 / 300;
+        vm.startPrank(verifier);
+        market.beginSettlementReplicas(jobId, TASKS, 105, 4, REPORT, SECRET);
+        market.settleChunk(jobId, one(workers[0]), one(1));
+        market.settleChunk(jobId, one(workers[1]), one(3));
+        market.finalizeSettlement(jobId);
+        vm.stopPrank();
+        assertEq(market.withdrawable(workers[0]), pool / 4);
+        assertEq(market.withdrawable(workers[1]), pool * 3 / 4);
+        assertEq(market.withdrawable(requester), BUDGET - pool / 4 - pool * 3 / 4);
+        assertMarketSolvent();
+    }
+
+    function testFuzz_SettleReplicas_NeverPaysMoreThanEscrow(uint32 accepted, uint64 paid, uint128 units) public {
+        accepted = uint32(bound(accepted, 0, TASKS));
+        paid = uint64(bound(paid, accepted, uint256(accepted) * REDUNDANCY));
+        units = uint128(bound(units, 1, type(uint128).max));
+        if (accepted == 0) {
+            settleReplicas(0, 0, new address[](0), new uint256[](0), SECRET);
+        } else {
+            settleReplicas(accepted, paid, one(workers[0]), one(units), SECRET);
+        }
+        uint256 pool = uint256(BUDGET) * paid / (uint256(TASKS) * REDUNDANCY);
+        assertEq(market.withdrawable(workers[0]), pool);
+        assertEq(market.withdrawable(requester), BUDGET - pool);
+        assertMarketSolvent();
+    }
+}

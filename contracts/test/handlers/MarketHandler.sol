@@ -79,8 +79,24 @@ contract MarketHandler is Test {
         JobMarket.Job memory job = market.getJob(jobId);
         if (block.timestamp > job.deadline) return;
         vm.prank(coordinator);
-        market.postTasks(jobId, keccak256(abi.encode("root", jobId)), job.taskCount);
+        // Every other job uses spot checks: a commitment now, a reveal and a replica pool later.
+        if (jobSeed % 2 == 0) {
+            market.postTasksCommitted(
+                jobId, keccak256(abi.encode("root", jobId)), job.taskCount, keccak256(abi.encode(_secret(jobId)))
+            );
+        } else {
+            market.postTasks(jobId, keccak256(abi.encode("root", jobId)), job.taskCount);
+        }
         calls["postTasks"]++;
+    }
+
+    function _secret(uint256 jobId) private pure returns (bytes32) {
+        return keccak256(abi.encode("secret", jobId));
+    }
+
+    /// @dev Replicas a spot-checked settlement pays for: between `accepted` and 2 x `accepted`.
+    function _paidReplicas(uint32 accepted, uint256 seed) private pure returns (uint64) {
+        return uint64(accepted) + uint64(seed % (uint256(accepted) + 1));
     }
 
     function settle(uint256 jobSeed, uint32 accepted, uint256 mask, uint256 unitSeed) external {
@@ -90,8 +106,21 @@ contract MarketHandler is Test {
         accepted = uint32(bound(accepted, 0, job.taskCount));
         (address[] memory ws, uint256[] memory us) = accepted == 0 ? _empty() : _plan(mask, unitSeed);
         Snapshot memory before = _snapshot(job.requester);
+        bool spot = market.checkCommitment(jobId) != bytes32(0);
         vm.prank(verifier);
-        market.settle(jobId, accepted, ws, us, keccak256(abi.encode("report", jobId)));
+        if (spot) {
+            market.settleReplicas(
+                jobId,
+                accepted,
+                _paidReplicas(accepted, unitSeed),
+                ws,
+                us,
+                keccak256(abi.encode("report", jobId)),
+                _secret(jobId)
+            );
+        } else {
+            market.settle(jobId, accepted, ws, us, keccak256(abi.encode("report", jobId)));
+        }
         _recordSettlement(jobId, job.requester, before);
         calls["settle"]++;
     }
@@ -107,8 +136,20 @@ contract MarketHandler is Test {
         }
         _planWorkers[jobId] = ws;
         _planUnits[jobId] = us;
+        bool spot = market.checkCommitment(jobId) != bytes32(0);
         vm.prank(verifier);
-        market.beginSettlement(jobId, accepted, total, keccak256(abi.encode("report", jobId)));
+        if (spot) {
+            market.beginSettlementReplicas(
+                jobId,
+                accepted,
+                _paidReplicas(accepted, unitSeed),
+                total,
+                keccak256(abi.encode("report", jobId)),
+                _secret(jobId)
+            );
+        } else {
+            market.beginSettlement(jobId, accepted, total, keccak256(abi.encode("report", jobId)));
+        }
         calls["beginSettlement"]++;
     }
 
