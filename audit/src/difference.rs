@@ -134,6 +134,26 @@ pub enum Difference {
         /// What failed.
         reason: String,
     },
+    /// The job's spot checks do not hold: no commitment where the report has spot checks (or
+    /// the other way round), a secret that does not hash to the commitment or is not the one
+    /// revealed, a beacon that is not the commitment's block, another redundancy.
+    SpotCheckSeed {
+        /// What does not hold.
+        reason: String,
+    },
+    /// Tasks the committed randomness drew for a spot check were accepted on one replica: the
+    /// selection was not followed.
+    UncheckedDraws {
+        /// The tasks.
+        tasks: Vec<u32>,
+    },
+    /// The replicas paid for differ from the report's accepted quorums.
+    PaidReplicas {
+        /// From the report.
+        computed: u64,
+        /// `ChecksRevealed.paidReplicas`.
+        on_chain: u64,
+    },
     /// An on-chain amount is too large for the formulas' arithmetic (u128).
     OutOfRange {
         /// Which value.
@@ -217,6 +237,15 @@ impl std::fmt::Display for Difference {
             Self::UnreadableReport { reason } => write!(f, "the report is unreadable: {reason}"),
             Self::Unrecomputable { reason } => {
                 write!(f, "the settlement cannot be recomputed: {reason}")
+            }
+            Self::SpotCheckSeed { reason } => write!(f, "spot checks: {reason}"),
+            Self::UncheckedDraws { tasks } => write!(
+                f,
+                "{} task(s) drawn for a spot check were accepted on one replica: {tasks:?}",
+                tasks.len()
+            ),
+            Self::PaidReplicas { computed, on_chain } => {
+                write!(f, "paid replicas {computed} != ChecksRevealed {on_chain}")
             }
             Self::OutOfRange { what, value } => {
                 write!(f, "{what} {value} is out of the formulas' range")

@@ -17,6 +17,10 @@ pub(crate) struct JobEvents {
     pub(crate) settled: Option<JobMarket::JobSettled>,
     pub(crate) paid: Vec<JobMarket::WorkerPaid>,
     pub(crate) slashed: Vec<WorkerRegistry::Slashed>,
+    /// `ChecksCommitted` (a job with spot checks) with the hash of its block: the beacon.
+    pub(crate) committed: Option<(JobMarket::ChecksCommitted, Option<B256>)>,
+    /// `ChecksRevealed`: the secret and the replicas paid for.
+    pub(crate) revealed: Option<JobMarket::ChecksRevealed>,
     /// Every transaction that emitted one of the job's events (createJob, postTasks, each
     /// settlement transaction, slashes), once each.
     pub(crate) txs: std::collections::BTreeSet<B256>,
@@ -51,6 +55,8 @@ pub(crate) async fn job_events(
                 E::JobCancelled(e) => e.jobId == job,
                 E::JobReclaimed(e) => e.jobId == job,
                 E::SettlementAbandoned(e) => e.jobId == job,
+                E::ChecksCommitted(e) => e.jobId == job,
+                E::ChecksRevealed(e) => e.jobId == job,
                 _ => false,
             };
             if of_job && let Some(tx) = log.transaction_hash {
@@ -67,6 +73,12 @@ pub(crate) async fn job_events(
                     ev.settled = Some(e);
                 }
                 JobMarket::JobMarketEvents::WorkerPaid(e) if e.jobId == job => ev.paid.push(e),
+                JobMarket::JobMarketEvents::ChecksCommitted(e) if e.jobId == job => {
+                    ev.committed = Some((e, log.block_hash));
+                }
+                JobMarket::JobMarketEvents::ChecksRevealed(e) if e.jobId == job => {
+                    ev.revealed = Some(e);
+                }
                 _ => {}
             }
         } else if let Ok(d) = WorkerRegistry::WorkerRegistryEvents::decode_log(&log.inner)

@@ -7,6 +7,7 @@ use gleaner_protocol::bindings::JobMarket;
 use gleaner_protocol::eip712;
 use gleaner_protocol::formulas;
 use gleaner_protocol::merkle::MerkleTree;
+use gleaner_protocol::replication;
 use gleaner_protocol::report::SettlementReport;
 
 use crate::events::{JobEvents, job_events};
@@ -40,6 +41,9 @@ pub struct AuditReport {
     pub gas_used: u64,
     /// How many transactions that is.
     pub transactions: usize,
+    /// A job with spot checks: the replicas its settlement paid for (`ChecksRevealed`), out of
+    /// `task_count × redundancy` escrowed; `None` for full replication.
+    pub paid_replicas: Option<u64>,
 }
 
 impl AuditReport {
@@ -152,6 +156,7 @@ pub async fn audit_job(
         gas_used = gas_used.saturating_add(receipt.gas_used);
     }
     Ok(AuditReport {
+        paid_replicas: ev.revealed.as_ref().map(|r| r.paidReplicas),
         gas_used,
         transactions: ev.txs.len(),
         job_id,
@@ -286,12 +291,24 @@ pub(crate) fn compare(
             on_chain: settled.totalUnits,
         },
     );
+    spot_checks(ev, report, re.paid_replicas, diffs);
     if let Some(budget) = small("budget", created.budget, diffs) {
-        match formulas::pool(
-            budget,
-            u64::from(settled.acceptedTasks),
-            u64::from(created.taskCount),
-        ) {
+        let pool = match (&ev.revealed, report.spot_checks) {
+            // The replicas paid for, recomputed from the report (a mismatch with the revealed
+            // count is its own difference).
+            (Some(_), Some(_)) => replication::replica_pool(
+                budget,
+                re.paid_replicas.unwrap_or_default(),
+                u64::from(created.taskCount),
+                created.redundancy,
+            ),
+            _ => formulas::pool(
+                budget,
+                u64::from(settled.acceptedTasks),
+                u64::from(created.taskCount),
+            ),
+        };
+        match pool {
             Ok(pool) if U256::from(pool) == settled.pool => {}
             Ok(pool) => diffs.push(Difference::Pool {
                 computed: U256::from(pool),
@@ -363,6 +380,70 @@ pub(crate) fn compare(
     Ok(())
 }
 
+/// A job with spot checks: the report's seed against the chain's commitment, beacon and reveal,
+/// the selection followed, the replicas paid for.
+fn spot_checks(
+    ev: &JobEvents,
+    report: &SettlementReport,
+    paid_replicas: Option<u64>,
+    diffs: &mut Vec<Difference>,
+) {
+    let mut bad = |reason: String| diffs.push(Difference::SpotCheckSeed { reason });
+    let (spot, (committed, beacon)) = match (report.spot_checks, &ev.committed) {
+        (None, None) => return,
+        (Some(_), None) => {
+            return bad("the report has spot checks, the chain no ChecksCommitted event".into());
+        }
+        (None, Some(_)) => {
+            return bad("the chain committed to spot checks, the report has none".into());
+        }
+        (Some(s), Some(c)) => (s, c),
+    };
+    if replication::commitment(spot.seed.secret) != committed.commitment {
+        bad(format!(
+            "the report's secret does not hash to the commitment {}",
+            committed.commitment
+        ));
+    }
+    if *beacon != Some(spot.seed.beacon) {
+        bad(format!(
+            "the report's beacon {} is not the commitment's block {}",
+            spot.seed.beacon,
+            beacon.map_or("(unknown)".into(), |b| b.to_string())
+        ));
+    }
+    if let Some(created) = &ev.created
+        && created.redundancy != spot.redundancy
+    {
+        bad(format!(
+            "the report's redundancy {} is not the job's {}",
+            spot.redundancy, created.redundancy
+        ));
+    }
+    match &ev.revealed {
+        None => bad("the settlement revealed no secret (no ChecksRevealed event)".into()),
+        Some(r) => {
+            if r.secret != spot.seed.secret {
+                bad(format!(
+                    "the revealed secret {} is not the report's",
+                    r.secret
+                ));
+            }
+            let computed = paid_replicas.unwrap_or_default();
+            if computed != r.paidReplicas {
+                diffs.push(Difference::PaidReplicas {
+                    computed,
+                    on_chain: r.paidReplicas,
+                });
+            }
+        }
+    }
+    let drawn = report.unchecked_draws();
+    if !drawn.is_empty() {
+        diffs.push(Difference::UncheckedDraws { tasks: drawn });
+    }
+}
+
 /// Each paid worker with the accepted tasks it was in the quorum of.
 fn worker_lines(ev: &JobEvents, report: &SettlementReport) -> Vec<WorkerLine> {
     ev.paid
@@ -392,8 +473,9 @@ mod tests {
     use alloy::signers::local::PrivateKeySigner;
     use gleaner_protocol::bindings::WorkerRegistry;
     use gleaner_protocol::eip712::TaskResult;
+    use gleaner_protocol::replication::{SpotChecks, SpotSeed};
     use gleaner_protocol::report::{
-        REPORT_VERSION, ReplicaEntry, SlashEntry, TaskOutcome, WorkerEntry,
+        REPORT_VERSION, ReplicaEntry, SlashEntry, SpotCheckReport, TaskOutcome, WorkerEntry,
     };
 
     use super::*;
@@ -444,6 +526,7 @@ mod tests {
                 units: U256::from(100_000),
             }],
             slashes: Vec::new(),
+            spot_checks: None,
         };
         let events = JobEvents {
             created: Some(JobMarket::JobCreated {
@@ -477,9 +560,108 @@ mod tests {
                 amount: U256::from(1_000),
             }],
             slashed: Vec::new(),
+            committed: None,
+            revealed: None,
             txs: Default::default(),
         };
         (events, report)
+    }
+
+    /// [`settled`] as a job with spot checks at redundancy 2: the lone replica was not drawn,
+    /// so one of the two escrowed replicas is paid (pool 500) and the other refunded.
+    fn spot_settled(worker: &PrivateKeySigner) -> (JobEvents, SettlementReport) {
+        let (mut ev, mut report) = settled(worker);
+        let seed = SpotSeed {
+            secret: B256::repeat_byte(0x51),
+            beacon: B256::repeat_byte(0xbe),
+        };
+        let policy = SpotChecks {
+            check_ppm: 1,
+            trust_after: 3,
+        };
+        assert!(!seed.is_checked(report.tasks[0].task_hash, policy.check_ppm));
+        report.spot_checks = Some(SpotCheckReport {
+            policy,
+            redundancy: 2,
+            seed,
+        });
+        let job = report.job_id;
+        ev.created.as_mut().unwrap().redundancy = 2;
+        ev.committed = Some((
+            JobMarket::ChecksCommitted {
+                jobId: job,
+                commitment: replication::commitment(seed.secret),
+            },
+            Some(seed.beacon),
+        ));
+        ev.revealed = Some(JobMarket::ChecksRevealed {
+            jobId: job,
+            secret: seed.secret,
+            paidReplicas: 1,
+        });
+        let settled = ev.settled.as_mut().unwrap();
+        settled.pool = U256::from(500);
+        settled.refund = U256::from(500);
+        settled.reportHash = report.hash();
+        ev.paid[0].amount = U256::from(500);
+        (ev, report)
+    }
+
+    #[test]
+    fn spot_checks_are_recomputed_from_chain_data() {
+        let worker = PrivateKeySigner::random();
+        let (ev, report) = spot_settled(&worker);
+        assert_eq!(differences(&ev, &report), []);
+
+        // The report claims a policy under which the task was drawn: not followed.
+        let (ev, mut report) = spot_settled(&worker);
+        report.spot_checks.as_mut().unwrap().policy.check_ppm = replication::PPM;
+        assert_eq!(
+            differences(&ev, &report),
+            [Difference::UncheckedDraws { tasks: vec![0] }]
+        );
+
+        // Another secret, another beacon, a wrong count of paid replicas.
+        let (mut ev, report) = spot_settled(&worker);
+        ev.revealed.as_mut().unwrap().secret = B256::repeat_byte(1);
+        ev.committed.as_mut().unwrap().1 = Some(B256::repeat_byte(2));
+        ev.revealed.as_mut().unwrap().paidReplicas = 2;
+        let d = differences(&ev, &report);
+        assert_eq!(
+            d.iter()
+                .filter(|x| matches!(x, Difference::SpotCheckSeed { .. }))
+                .count(),
+            2,
+            "{d:?}"
+        );
+        assert!(d.contains(&Difference::PaidReplicas {
+            computed: 1,
+            on_chain: 2
+        }));
+
+        // A pool paid as if every escrowed replica had been computed.
+        let (mut ev, report) = spot_settled(&worker);
+        ev.settled.as_mut().unwrap().pool = U256::from(1_000);
+        assert!(differences(&ev, &report).contains(&Difference::Pool {
+            computed: U256::from(500),
+            on_chain: U256::from(1_000)
+        }));
+
+        // Spot checks in the report without a commitment on the chain, and the other way round.
+        let (mut ev, report) = spot_settled(&worker);
+        ev.committed = None;
+        assert!(
+            differences(&ev, &report)
+                .iter()
+                .any(|x| matches!(x, Difference::SpotCheckSeed { .. }))
+        );
+        let (ev, _) = spot_settled(&worker);
+        let (_, plain) = settled(&worker);
+        assert!(
+            differences(&ev, &plain)
+                .iter()
+                .any(|x| matches!(x, Difference::SpotCheckSeed { .. }))
+        );
     }
 
     fn differences(ev: &JobEvents, report: &SettlementReport) -> Vec<Difference> {

@@ -58,6 +58,8 @@ pub enum Command {
     /// Local chain helpers: deploy contracts, fund accounts.
     #[command(subcommand)]
     Devnet(cmd::devnet::DevnetCommand),
+    /// Simulate the market's economics: does cheating pay under spot checks?
+    Sim(cmd::sim::SimArgs),
 }
 
 /// Parses the command line, runs it, prints any error with its causes, and returns the exit code.
@@ -88,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => cmd::audit::run(cmd),
         Command::Explorer(args) => cmd::explorer::run(args),
         Command::Devnet(cmd) => cmd::devnet::run(cmd),
+        Command::Sim(args) => cmd::sim::run(args),
     }
 }
 

@@ -646,6 +646,14 @@ pub struct JobForReview {
     pub all_decided: bool,
     /// Decided tasks with their replicas (for the report), when `all_decided`.
     pub decided: Vec<DecidedTask>,
+    /// Tasks not decided yet, pending or not: a job with spot checks accepts its provisional
+    /// results once every undecided task is pending.
+    #[serde(default)]
+    pub undecided: u32,
+    /// A job with spot checks: its secret and beacon, once the commitment is on the chain
+    /// (absent for full replication). Only the verifier is shown it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot_seed: Option<crate::replication::SpotSeed>,
 }
 
 /// A task the verifier already decided.

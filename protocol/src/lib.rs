@@ -9,6 +9,8 @@
 //! - [`blob`]: task input/output blob formats and their sha256 content address.
 //! - [`devnet`]: deploy the contracts, fund and stake (dev chains and tests).
 //! - [`eip712`]: the signed messages (worker sign-in, task results, job registration).
+//! - [`replication`]: adaptive replication: trust, spot checks from a committed secret, the
+//!   replica pool, and why cheating loses money.
 //! - [`report`]: the settlement report and the recomputation an auditor runs.
 //! - [`sampling`]: the seeded sampler of `generate` tasks (SplitMix64, temperature, top-p).
 //! - [`task`]: job manifests, task specs, their canonical encodings and hashes.
@@ -23,6 +25,7 @@ pub mod eip712;
 pub mod formulas;
 pub mod logs;
 pub mod merkle;
+pub mod replication;
 pub mod report;
 pub mod sampling;
 pub mod task;

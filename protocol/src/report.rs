@@ -8,6 +8,7 @@ use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use serde::{Deserialize, Serialize};
 
 use crate::formulas::{self, ConfidenceBps};
+use crate::replication::{self, SpotChecks, SpotSeed};
 use crate::{Error, Result};
 
 /// Report format version.
@@ -100,6 +101,22 @@ pub struct SettlementReport {
     pub workers: Vec<WorkerEntry>,
     /// Slashes.
     pub slashes: Vec<SlashEntry>,
+    /// A job with spot checks: its policy and revealed randomness (absent, and absent from the
+    /// canonical JSON, for full replication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot_checks: Option<SpotCheckReport>,
+}
+
+/// What an auditor needs to recompute a job's spot checks and the replicas its escrow paid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpotCheckReport {
+    /// The manifest's policy.
+    pub policy: SpotChecks,
+    /// Replicas per task the job escrowed (its on-chain redundancy).
+    pub redundancy: u16,
+    /// The revealed secret and the beacon block hash.
+    pub seed: SpotSeed,
 }
 
 /// What the formulas say a settlement must be.
@@ -109,6 +126,9 @@ pub struct Recomputed {
     pub accepted_tasks: u32,
     /// Workers (ascending) and their units.
     pub units: Vec<(Address, U256)>,
+    /// A job with spot checks: the replicas its accepted tasks paid for, each task's quorum
+    /// members up to the redundancy ([`replication::paid_replicas`]).
+    pub paid_replicas: Option<u64>,
 }
 
 impl SettlementReport {
@@ -137,9 +157,19 @@ impl SettlementReport {
     pub fn recompute(&self) -> Result<Recomputed> {
         let mut costs: std::collections::BTreeMap<Address, Vec<u64>> = Default::default();
         let mut accepted = 0u32;
+        let mut paid = 0u64;
         for t in &self.tasks {
             if t.accepted_result.is_some() {
                 accepted = accepted.checked_add(1).ok_or(Error::Overflow)?;
+                if let Some(spot) = &self.spot_checks {
+                    let members = t.replicas.iter().filter(|r| r.in_quorum).count();
+                    paid = paid
+                        .checked_add(u64::from(replication::paid_replicas(
+                            members,
+                            spot.redundancy,
+                        )))
+                        .ok_or(Error::Overflow)?;
+                }
                 for r in t.replicas.iter().filter(|r| r.in_quorum) {
                     costs.entry(r.worker).or_default().push(t.cost);
                 }
@@ -168,7 +198,25 @@ impl SettlementReport {
         Ok(Recomputed {
             accepted_tasks: accepted,
             units,
+            paid_replicas: self.spot_checks.map(|_| paid),
         })
+    }
+
+    /// Tasks that the spot-check selection drew for a check but that were accepted on one
+    /// replica: the selection was not followed (empty for full replication).
+    pub fn unchecked_draws(&self) -> Vec<u32> {
+        let Some(spot) = &self.spot_checks else {
+            return Vec::new();
+        };
+        self.tasks
+            .iter()
+            .filter(|t| {
+                t.accepted_result.is_some()
+                    && t.replicas.iter().filter(|r| r.in_quorum).count() < 2
+                    && spot.seed.is_checked(t.task_hash, spot.policy.check_ppm)
+            })
+            .map(|t| t.index)
+            .collect()
     }
 }
 
@@ -235,6 +283,7 @@ mod tests {
                 },
             ],
             slashes: vec![],
+            spot_checks: None,
         }
     }
 
@@ -260,6 +309,40 @@ mod tests {
         let mut spaced = String::from_utf8(bytes).unwrap();
         spaced.insert(1, ' ');
         assert!(SettlementReport::from_canonical(spaced.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn spot_checked_reports_count_paid_replicas_and_unchecked_draws() {
+        let mut r = report();
+        assert_eq!(r.recompute().unwrap().paid_replicas, None);
+        assert!(r.unchecked_draws().is_empty());
+        // Task 1 was accepted on one replica (worker 1): fine unless it was drawn.
+        let spot = |check_ppm| SpotCheckReport {
+            policy: SpotChecks {
+                check_ppm,
+                trust_after: 5,
+            },
+            redundancy: 2,
+            seed: SpotSeed {
+                secret: B256::repeat_byte(7),
+                beacon: B256::repeat_byte(8),
+            },
+        };
+        r.spot_checks = Some(spot(1));
+        // 2 (task 0: three replicas, two in quorum, at most r = 2) + 1 (task 1).
+        assert_eq!(r.recompute().unwrap().paid_replicas, Some(3));
+        assert!(r.unchecked_draws().is_empty());
+        r.spot_checks = Some(spot(replication::PPM));
+        assert_eq!(r.unchecked_draws(), vec![1]);
+        // The section survives the canonical round trip; without it the bytes are as before.
+        let bytes = r.canonical();
+        assert_eq!(SettlementReport::from_canonical(&bytes).unwrap(), r);
+        assert!(
+            !report()
+                .canonical()
+                .windows(11)
+                .any(|w| w == b"spot_checks")
+        );
     }
 
     #[test]

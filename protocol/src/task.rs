@@ -15,6 +15,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::replication::SpotChecks;
 use crate::{Error, Result};
 
 /// Manifest format version.
@@ -119,6 +120,11 @@ pub struct JobManifest {
     pub model: ModelRef,
     /// Kind-specific parameters, hashed into every task spec (`paramsHash`).
     pub params: TaskParams,
+    /// Spot checks instead of full replication: a trusted worker's task is computed once,
+    /// except for tasks drawn for a check ([`crate::replication`]). Absent (and then absent from
+    /// the canonical JSON): every task is computed `redundancy` times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot_checks: Option<SpotChecks>,
     /// Tasks in order.
     pub tasks: Vec<TaskInput>,
 }
@@ -190,6 +196,9 @@ impl JobManifest {
             return Err(Error::Invalid(
                 "batch and max_tokens must be positive".into(),
             ));
+        }
+        if let Some(spot) = &self.spot_checks {
+            spot.validate()?;
         }
         // Whether a kind takes sampling at all is the kind's rule (`TaskKind::validate`).
         if let Some(s) = self.params.sampling
@@ -302,6 +311,7 @@ mod tests {
                 max_tokens: 256,
                 sampling: None,
             },
+            spot_checks: None,
             tasks: (0..3u8)
                 .map(|i| TaskInput {
                     input_hash: B256::repeat_byte(i),

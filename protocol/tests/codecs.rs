@@ -201,6 +201,7 @@ fn valid_manifest() -> impl Strategy<Value = JobManifest> {
                 weights_sha256: weights,
             },
             params,
+            spot_checks: None,
             tasks: tasks
                 .into_iter()
                 .map(|(input_hash, cost)| TaskInput { input_hash, cost })
@@ -227,6 +228,7 @@ fn any_manifest() -> impl Strategy<Value = JobManifest> {
                 weights_sha256: weights,
             },
             params,
+            spot_checks: None,
             tasks: tasks
                 .into_iter()
                 .map(|(input_hash, cost)| TaskInput { input_hash, cost })

@@ -41,6 +41,8 @@ pub struct JobRequest {
     pub sampling: Option<SamplingParams>,
     /// Wrap prompts in the model's chat template (generate).
     pub chat: bool,
+    /// Spot checks instead of full replication; `None`: every task `redundancy` times.
+    pub spot_checks: Option<gleaner_protocol::replication::SpotChecks>,
 }
 
 /// A job ready to submit: its manifest and the task input blobs, in task order.
@@ -86,6 +88,7 @@ pub fn prepare(kinds: &Registry, request: &JobRequest, input: &[u8]) -> Result<P
         kind: request.kind.clone(),
         model: kind.model()?,
         params,
+        spot_checks: request.spot_checks,
         tasks: blobs
             .iter()
             .map(|b| TaskInput {
@@ -390,6 +393,7 @@ mod tests {
             max_tokens: 8,
             sampling: None,
             chat: false,
+            spot_checks: None,
         }
     }
 

@@ -4,6 +4,8 @@
 //! again after a crash at any point:
 //!
 //! - `Posted`: `settle` in one call (≤ 256 paid workers), else `beginSettlement`, `settleChunk`
+//!   (a job with spot checks: `settleReplicas` / `beginSettlementReplicas`, which reveal its
+//!   secret and pay for the replicas its accepted tasks used)
 //!   per 256 workers and `finalizeSettlement`.
 //! - `Settling` (a chunked settlement was interrupted): continues after the contract's
 //!   `lastWorker`, then finalizes; a settlement under another report hash is a conflict.
@@ -129,36 +131,65 @@ pub async fn settle_and_slash_in_chunks<P: Provider>(
     }
     let (settle_tx, settled_now) = match job.status {
         job_status::POSTED if plan.workers.len() <= chunk => {
-            let r = confirm(
-                "settle",
-                market
-                    .settle(
-                        job_id,
-                        plan.accepted_tasks,
-                        plan.workers.clone(),
-                        plan.units.clone(),
-                        plan.report_hash,
-                    )
-                    .send()
-                    .await,
-            )
-            .await?;
+            let sent = match plan.spot {
+                Some((paid, secret)) => {
+                    market
+                        .settleReplicas(
+                            job_id,
+                            plan.accepted_tasks,
+                            paid,
+                            plan.workers.clone(),
+                            plan.units.clone(),
+                            plan.report_hash,
+                            secret,
+                        )
+                        .send()
+                        .await
+                }
+                None => {
+                    market
+                        .settle(
+                            job_id,
+                            plan.accepted_tasks,
+                            plan.workers.clone(),
+                            plan.units.clone(),
+                            plan.report_hash,
+                        )
+                        .send()
+                        .await
+                }
+            };
+            let r = confirm("settle", sent).await?;
             (r.transaction_hash, true)
         }
         job_status::POSTED => {
-            confirm(
-                "beginSettlement",
-                market
-                    .beginSettlement(
-                        job_id,
-                        plan.accepted_tasks,
-                        plan.total_units,
-                        plan.report_hash,
-                    )
-                    .send()
-                    .await,
-            )
-            .await?;
+            let sent = match plan.spot {
+                Some((paid, secret)) => {
+                    market
+                        .beginSettlementReplicas(
+                            job_id,
+                            plan.accepted_tasks,
+                            paid,
+                            plan.total_units,
+                            plan.report_hash,
+                            secret,
+                        )
+                        .send()
+                        .await
+                }
+                None => {
+                    market
+                        .beginSettlement(
+                            job_id,
+                            plan.accepted_tasks,
+                            plan.total_units,
+                            plan.report_hash,
+                        )
+                        .send()
+                        .await
+                }
+            };
+            confirm("beginSettlement", sent).await?;
             (
                 settle_chunks(&market, &plan, job_id, Address::ZERO, chunk).await?,
                 true,

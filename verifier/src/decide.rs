@@ -229,6 +229,45 @@ pub fn decide(replicas: &[Replica], policy: &Policy, kind: &dyn TaskKind) -> Ver
     }
 }
 
+/// What a job with spot checks does with a task's lone first replica
+/// ([`gleaner_protocol::replication`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Single {
+    /// Hold it: accepted when the rest of the job is decided, if its worker is still trusted.
+    Provisional,
+    /// Ask for this many more replicas now (the task is then decided as under full replication).
+    Replicate {
+        /// Extra replicas (≥ 1 when the redundancy is above 1).
+        extra: u16,
+    },
+}
+
+/// The lone first replica of a task in a job with spot checks: held provisionally when it is
+/// valid, its worker is `trusted` and the task was not drawn for a check (`checked`); otherwise
+/// the job's other `redundancy − 1` replicas are asked for.
+pub fn single(replica: &Replica, redundancy: u16, trusted: bool, checked: bool) -> Single {
+    let wanted = gleaner_protocol::replication::replicas_wanted(redundancy, trusted, checked);
+    if replica.checked.output().is_some() && wanted == 1 {
+        Single::Provisional
+    } else {
+        Single::Replicate {
+            extra: redundancy.max(2) - 1,
+        }
+    }
+}
+
+/// The final verdict on a provisional replica once the rest of its job is decided: accepted alone
+/// when its worker is still trusted, else the job's other replicas are asked for.
+pub fn provisional_verdict(still_trusted: bool, redundancy: u16) -> Verdict {
+    if still_trusted {
+        Verdict::Accept { quorum: vec![0] }
+    } else {
+        Verdict::More {
+            extra: redundancy.max(2) - 1,
+        }
+    }
+}
+
 /// The accepted output's blob: what the kind makes of the members' outputs
 /// ([`TaskKind::accept`]), members in ascending worker order.
 pub fn accepted_blob(

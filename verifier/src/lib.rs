@@ -6,7 +6,10 @@
 //!   ([`gleaner_kinds::TaskKind`]) check its output, cluster the outputs with the kind's
 //!   comparator, accept the heaviest cluster that reaches quorum, else ask for more replicas,
 //!   else fail; [`accepted_blob`] asks the kind for the accepted output (embed: seed 4.1.3).
-//! - [`reputation`] (pure): each worker's confidence P_i in basis points, updated per decided task.
+//! - [`reputation`] (pure): each worker's confidence P_i in basis points, updated per decided task,
+//!   and its trust streak evidence; [`single`] and [`provisional_verdict`]: a lone first replica
+//!   in a job with spot checks ([`gleaner_protocol::replication`]).
+//! - [`sim`]: the economic simulator behind `gleaner sim`, run through the code above.
 //! - [`build_report`] (pure): units per worker (seed 4.1.4), slashes and the
 //!   [`SettlementReport`](gleaner_protocol::report::SettlementReport); [`SettlementPlan`] is
 //!   what the contract is told; [`evidence_hash`] binds each slash to the report.
@@ -32,12 +35,13 @@ mod error;
 pub mod reputation;
 mod service;
 mod settlement;
+pub mod sim;
 mod store;
 
 pub use chain::{ChainOutcome, SlashOutcome, settle_and_slash, settle_and_slash_in_chunks};
 pub use decide::{
-    Cluster, Fetched, Policy, Replica, Verdict, accepted_blob, attributed, cluster, decide,
-    signature_valid,
+    Cluster, Fetched, Policy, Replica, Single, Verdict, accepted_blob, attributed, cluster, decide,
+    provisional_verdict, signature_valid, single,
 };
 pub use error::{Error, Result};
 pub use gleaner_kinds::Checked;

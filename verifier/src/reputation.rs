@@ -13,6 +13,7 @@
 
 use alloy::primitives::Address;
 use gleaner_protocol::formulas::{ConfidenceBps, FULL_CONFIDENCE};
+use gleaner_protocol::replication::Evidence;
 
 use gleaner_kinds::Checked;
 
@@ -61,6 +62,27 @@ pub fn conducts(replicas: &[Replica], verdict: &Verdict) -> Vec<(Address, Conduc
                 (Verdict::Fail, Checked::Valid(_)) => Conduct::Neutral,
             };
             (r.worker, c)
+        })
+        .collect()
+}
+
+/// Each attributable replica's bearing on its worker's trust streak
+/// ([`gleaner_protocol::replication::streak_after`]): agreeing counts as *checked* only when
+/// the task had at least two valid replicas to compare; a contradiction is a contradiction.
+pub fn evidence(replicas: &[Replica], verdict: &Verdict) -> Vec<(Address, Evidence)> {
+    let valid = replicas
+        .iter()
+        .filter(|r| r.checked.output().is_some())
+        .count();
+    conducts(replicas, verdict)
+        .into_iter()
+        .map(|(w, c)| {
+            let e = match c {
+                Conduct::Agreed if valid >= 2 => Evidence::CheckedAgreed,
+                Conduct::Contradicted => Evidence::Contradicted,
+                Conduct::Agreed | Conduct::Neutral => Evidence::None,
+            };
+            (w, e)
         })
         .collect()
 }
@@ -115,5 +137,22 @@ mod tests {
                 .all(|x| x.1 == Neutral)
         );
         assert_eq!(conducts(&reps, &accept)[2].0, w(3));
+        use Evidence as E;
+        let got: Vec<Evidence> = evidence(&reps, &accept).into_iter().map(|x| x.1).collect();
+        assert_eq!(
+            got,
+            vec![
+                E::CheckedAgreed,
+                E::CheckedAgreed,
+                E::Contradicted,
+                E::Contradicted,
+                E::None
+            ]
+        );
+        // A lone replica accepted proves nothing about its worker.
+        let lone = vec![replica(1, 9_000, ok())];
+        let q0 = Verdict::Accept { quorum: vec![0] };
+        assert_eq!(evidence(&lone, &q0), vec![(w(1), E::None)]);
+        assert_eq!(conducts(&lone, &q0), vec![(w(1), Agreed)]);
     }
 }

@@ -16,13 +16,17 @@ use gleaner_protocol::api::{
 };
 use gleaner_protocol::bindings::{JobMarket, WorkerRegistry};
 use gleaner_protocol::eip712;
-use gleaner_protocol::report::{ReplicaEntry, SettlementReport};
+use gleaner_protocol::replication::{self, SpotChecks, SpotSeed};
+use gleaner_protocol::report::{ReplicaEntry, SettlementReport, SpotCheckReport};
 use gleaner_protocol::task::{JobManifest, KindId};
 use tracing::{debug, error, info, instrument, warn};
 
 use crate::chain::settle_and_slash_in_chunks;
-use crate::decide::{Fetched, Policy, Replica, Verdict, accepted_blob, attributed, decide};
-use crate::reputation::conducts;
+use crate::decide::{
+    Fetched, Policy, Replica, Single, Verdict, accepted_blob, attributed, decide,
+    provisional_verdict, single,
+};
+use crate::reputation::{Conduct, conducts, evidence};
 use crate::settlement::{JobContext, TaskRecord, build_report, report_blob};
 use crate::store::Store;
 use crate::{Error, Result};
@@ -100,6 +104,11 @@ pub async fn run(
         rpc,
         domain: None,
         asked_more: HashMap::new(),
+        provisional: HashMap::new(),
+        job_slash: HashMap::new(),
+        stake_covers: HashMap::new(),
+        commitments: HashMap::new(),
+        caught: HashMap::new(),
         checked: BoundedCache::new(config.checked_cache),
         config,
     };
@@ -141,6 +150,18 @@ struct Service {
     domain: Option<(u64, Eip712Domain)>,
     /// (job, task) → replica count when `more` was asked; not asked again until more arrive.
     asked_more: HashMap<(U256, u32), usize>,
+    /// (job, task) → the lone replica held provisionally (spot checks): not looked at again
+    /// until the rest of the job is decided. Rebuilt after a restart from the same rules.
+    provisional: HashMap<(U256, u32), (Address, B256)>,
+    /// job → the slash of a caught worker (spot checks raise it; see `slash_amount`).
+    job_slash: HashMap<U256, U256>,
+    /// (job, worker) → whether the worker's stake covers the job's slash.
+    stake_covers: HashMap<(U256, Address), bool>,
+    /// job → its on-chain spot-check commitment.
+    commitments: HashMap<U256, B256>,
+    /// job → workers that contradicted one of its accepted quorums (spot checks: never trusted
+    /// again within the job, so their provisional results are all computed again).
+    caught: HashMap<U256, std::collections::HashSet<Address>>,
     /// (task hash, result hash) → the kind's verdict on that output, bounded.
     checked: BoundedCache<(B256, B256), Checked>,
 }
@@ -194,6 +215,12 @@ impl Service {
         // Forget "more asked" marks of jobs the coordinator no longer lists (settled, expired).
         self.asked_more
             .retain(|(job_id, _), _| work.jobs.iter().any(|j| j.job_id == *job_id));
+        let listed = |job_id: &U256| work.jobs.iter().any(|j| j.job_id == *job_id);
+        self.provisional.retain(|(job_id, _), _| listed(job_id));
+        self.job_slash.retain(|job_id, _| listed(job_id));
+        self.stake_covers.retain(|(job_id, _), _| listed(job_id));
+        self.commitments.retain(|job_id, _| listed(job_id));
+        self.caught.retain(|job_id, _| listed(job_id));
         let mut first_err = None;
         for job in &work.jobs {
             if let Err(e) = self.job(job).await {
@@ -211,12 +238,55 @@ impl Service {
         let manifest = JobManifest::from_canonical(job.manifest.as_bytes())?;
         let hashes = manifest.task_hashes(job.job_id);
         let policy = Policy::new(job.redundancy);
+        let spot = match (manifest.spot_checks, job.spot_seed) {
+            (Some(p), Some(seed)) => {
+                let on_chain = self.commitment(job.job_id).await?;
+                if replication::commitment(seed.secret) != on_chain {
+                    return Err(Error::Conflict(format!(
+                        "the coordinator's spot-check secret does not hash to the job's \
+                         on-chain commitment {on_chain}"
+                    )));
+                }
+                Some((p, seed))
+            }
+            (Some(_), None) => {
+                debug!(target: "verifier", job_id = %job.job_id, "spot-check seed not shown yet (commitment unconfirmed)");
+                return Ok(());
+            }
+            (None, _) => None,
+        };
         for task in &job.pending {
-            if let Err(e) = self.task(job, &manifest, &hashes, &policy, task).await {
+            if let Err(e) = self
+                .task(job, &manifest, &hashes, &policy, spot, task, false)
+                .await
+            {
                 if e.recoverable() {
                     return Err(e);
                 }
                 warn!(target: "verifier", job_id = %job.job_id, task = task.index, error = %e, "task not decided");
+            }
+        }
+        // Spot checks: once every undecided task is a provisional result, accept those whose
+        // worker is still trusted and replicate the others (a worker caught meanwhile).
+        if spot.is_some() && job.undecided > 0 {
+            let held: Vec<&TaskForReview> = job
+                .pending
+                .iter()
+                .filter(|t| self.provisional.contains_key(&(job.job_id, t.index)))
+                .collect();
+            if held.len() == job.undecided as usize {
+                info!(target: "verifier", job_id = %job.job_id, tasks = held.len(), "deciding provisional results");
+                for task in held {
+                    if let Err(e) = self
+                        .task(job, &manifest, &hashes, &policy, spot, task, true)
+                        .await
+                    {
+                        if e.recoverable() {
+                            return Err(e);
+                        }
+                        warn!(target: "verifier", job_id = %job.job_id, task = task.index, error = %e, "task not decided");
+                    }
+                }
             }
         }
         if job.all_decided && job.pending.is_empty() {
@@ -225,13 +295,16 @@ impl Service {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn task(
         &mut self,
         job: &JobForReview,
         manifest: &JobManifest,
         hashes: &[alloy::primitives::B256],
         policy: &Policy,
+        spot: Option<(SpotChecks, SpotSeed)>,
         task: &TaskForReview,
+        finalize: bool,
     ) -> Result<()> {
         let job_id = job.job_id;
         let index = task.index;
@@ -253,6 +326,12 @@ impl Service {
             }
         }
         if self.asked_more.get(&(job_id, index)) == Some(&views.len()) {
+            return Ok(());
+        }
+        if !finalize
+            && let [only] = views.as_slice()
+            && self.provisional.get(&(job_id, index)) == Some(&(only.worker, only.result_hash))
+        {
             return Ok(());
         }
         let (_, domain) = self.domain().await?;
@@ -315,7 +394,31 @@ impl Service {
                 checked,
             });
         }
-        let verdict = decide(&replicas, policy, kind.as_ref());
+        let lone = match (spot, replicas.as_slice()) {
+            (Some((p, seed)), [r]) => Some((p, seed, r)),
+            _ => None,
+        };
+        let verdict = match lone {
+            Some((p, seed, r)) => {
+                let trusted = self.trusted(job_id, p, r.worker).await?;
+                if finalize {
+                    provisional_verdict(trusted, job.redundancy)
+                } else {
+                    let checked = seed.is_checked(task.task_hash, p.check_ppm);
+                    match single(r, job.redundancy, trusted, checked) {
+                        Single::Provisional => {
+                            debug!(target: "verifier", %job_id, task = index, worker = %r.worker, "held provisionally");
+                            self.provisional
+                                .insert((job_id, index), (r.worker, r.result_hash));
+                            return Ok(());
+                        }
+                        Single::Replicate { extra } => Verdict::More { extra },
+                    }
+                }
+            }
+            None => decide(&replicas, policy, kind.as_ref()),
+        };
+        self.provisional.remove(&(job_id, index));
         debug!(target: "verifier", %job_id, task = index, replicas = replicas.len(), ?verdict, "decided");
         let accepted = match &verdict {
             Verdict::More { extra } => {
@@ -340,9 +443,21 @@ impl Service {
             Verdict::Fail => None,
         };
         let rec = TaskRecord::new(index, task.task_hash, &replicas, &verdict, accepted)?;
+        // A result accepted unchecked earns its worker nothing: no confidence, no trust.
+        let conducts = if lone.is_some() {
+            replicas
+                .iter()
+                .map(|r| (r.worker, Conduct::Neutral))
+                .collect()
+        } else {
+            conducts(&replicas, &verdict)
+        };
         self.store
-            .record_decision(job_id, &rec, &conducts(&replicas, &verdict))
+            .record_decision(job_id, &rec, &conducts, &evidence(&replicas, &verdict))
             .await?;
+        if let Some(caught) = self.caught.get_mut(&job_id) {
+            caught.extend(rec.contradictions.iter().map(|&k| rec.replicas[k].worker));
+        }
         self.asked_more.remove(&(job_id, index));
         self.post_record(job_id, &rec).await
     }
@@ -463,6 +578,109 @@ impl Service {
         Ok(())
     }
 
+    /// The slash of a caught worker of `job_id`: the configured amount (default the registry's
+    /// minStake / 10), and for a job with spot checks at least
+    /// [`replication::min_slash`] of one replica's price, so that faking is a loss
+    /// (see [`gleaner_protocol::replication`]).
+    async fn slash_amount(&mut self, job_id: U256, spot: Option<SpotChecks>) -> Result<U256> {
+        if let Some(s) = self.job_slash.get(&job_id) {
+            return Ok(*s);
+        }
+        let provider = self.provider();
+        let market = JobMarket::new(self.config.market, &provider);
+        let base = match self.config.slash_amount {
+            Some(a) => a,
+            None => {
+                let registry_addr = market
+                    .registry()
+                    .call()
+                    .await
+                    .map_err(|e| Error::Chain(format!("registry: {e}")))?;
+                WorkerRegistry::new(registry_addr, &provider)
+                    .minStake()
+                    .call()
+                    .await
+                    .map_err(|e| Error::Chain(format!("minStake: {e}")))?
+                    / U256::from(10)
+            }
+        };
+        let slash = match spot {
+            None => base,
+            Some(p) => {
+                let job = market
+                    .getJob(job_id)
+                    .call()
+                    .await
+                    .map_err(|e| Error::Chain(format!("getJob: {e}")))?;
+                let slots = u128::from(job.taskCount) * u128::from(job.redundancy.max(1));
+                let price = job.budget / slots.max(1);
+                base.max(U256::from(replication::min_slash(price, p.check_ppm)?))
+            }
+        };
+        self.job_slash.insert(job_id, slash);
+        Ok(slash)
+    }
+
+    /// The job's on-chain spot-check commitment (zero when it has none), read once.
+    async fn commitment(&mut self, job_id: U256) -> Result<B256> {
+        if let Some(c) = self.commitments.get(&job_id) {
+            return Ok(*c);
+        }
+        let c = JobMarket::new(self.config.market, self.provider())
+            .checkCommitment(job_id)
+            .call()
+            .await
+            .map_err(|e| Error::Chain(format!("checkCommitment: {e}")))?;
+        self.commitments.insert(job_id, c);
+        Ok(c)
+    }
+
+    /// Whether `worker` contradicted an accepted quorum of `job_id` (its decisions are read from
+    /// the store once per job, then kept up to date as decisions are recorded).
+    async fn caught_in(&mut self, job_id: U256, worker: Address) -> Result<bool> {
+        if !self.caught.contains_key(&job_id) {
+            let mut set = std::collections::HashSet::new();
+            for rec in self.store.decisions(job_id).await? {
+                set.extend(rec.contradictions.iter().map(|&k| rec.replicas[k].worker));
+            }
+            self.caught.insert(job_id, set);
+        }
+        Ok(self.caught[&job_id].contains(&worker))
+    }
+
+    /// Whether `worker` may be trusted on `job_id`: a streak of `trust_after` checked results,
+    /// not caught on this job (trust earned back within the job does not count), and a stake
+    /// that covers the job's slash (a slash takes at most what is bonded).
+    async fn trusted(&mut self, job_id: U256, policy: SpotChecks, worker: Address) -> Result<bool> {
+        if !policy.trusted(self.store.streak(worker).await?)
+            || self.caught_in(job_id, worker).await?
+        {
+            return Ok(false);
+        }
+        if let Some(ok) = self.stake_covers.get(&(job_id, worker)) {
+            return Ok(*ok);
+        }
+        let slash = self.slash_amount(job_id, Some(policy)).await?;
+        let provider = self.provider();
+        let market = JobMarket::new(self.config.market, &provider);
+        let registry_addr = market
+            .registry()
+            .call()
+            .await
+            .map_err(|e| Error::Chain(format!("registry: {e}")))?;
+        let stake = WorkerRegistry::new(registry_addr, &provider)
+            .stakeOf(worker)
+            .call()
+            .await
+            .map_err(|e| Error::Chain(format!("stakeOf: {e}")))?;
+        let ok = stake >= slash;
+        if !ok {
+            info!(target: "verifier", %job_id, %worker, %stake, %slash, "stake below the job's slash: replicated like a new worker");
+        }
+        self.stake_covers.insert((job_id, worker), ok);
+        Ok(ok)
+    }
+
     async fn build_report(
         &mut self,
         job: &JobForReview,
@@ -470,13 +688,25 @@ impl Service {
     ) -> Result<SettlementReport> {
         let job_id = job.job_id;
         let (chain_id, _) = self.domain().await?;
-        let ctx = JobContext::new(
+        let mut ctx = JobContext::new(
             chain_id,
             self.config.market,
             job_id,
             manifest,
             job.tasks_root,
         );
+        if let Some(policy) = manifest.spot_checks {
+            let seed = job.spot_seed.ok_or_else(|| {
+                Error::CoordinatorUnavailable(format!(
+                    "job {job_id}: the coordinator does not show the spot-check secret yet"
+                ))
+            })?;
+            ctx.spot_checks = Some(SpotCheckReport {
+                policy,
+                redundancy: job.redundancy,
+                seed,
+            });
+        }
         let mut records = self.store.decisions(job_id).await?;
         // Tasks the coordinator shows as decided that this store lacks (a lost store): take the
         // coordinator's quorum, with no contradictions (nothing is slashed on second-hand data).
@@ -510,17 +740,7 @@ impl Service {
             .await
             .map_err(|e| Error::Chain(format!("registry: {e}")))?;
         let registry = WorkerRegistry::new(registry_addr, &provider);
-        let slash_amount = match self.config.slash_amount {
-            Some(a) => a,
-            None => {
-                registry
-                    .minStake()
-                    .call()
-                    .await
-                    .map_err(|e| Error::Chain(format!("minStake: {e}")))?
-                    / U256::from(10)
-            }
-        };
+        let slash_amount = self.slash_amount(job_id, manifest.spot_checks).await?;
         let members: Vec<Address> = records
             .iter()
             .flat_map(|r| r.replicas.iter().filter(|x| x.in_quorum).map(|x| x.worker))

@@ -24,7 +24,8 @@ use alloy::primitives::{Address, B256, U256};
 use gleaner_protocol::blob::blob_hash;
 use gleaner_protocol::formulas::{self, ConfidenceBps};
 use gleaner_protocol::report::{
-    REPORT_VERSION, ReplicaEntry, SettlementReport, SlashEntry, TaskOutcome, WorkerEntry,
+    REPORT_VERSION, ReplicaEntry, SettlementReport, SlashEntry, SpotCheckReport, TaskOutcome,
+    WorkerEntry,
 };
 use gleaner_protocol::task::JobManifest;
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,8 @@ pub struct JobContext {
     pub costs: Vec<u64>,
     /// Each task's hash, in index order.
     pub task_hashes: Vec<B256>,
+    /// A job with spot checks: the report's section (policy, redundancy, revealed seed).
+    pub spot_checks: Option<SpotCheckReport>,
 }
 
 impl JobContext {
@@ -71,6 +74,7 @@ impl JobContext {
             tasks_root,
             costs: manifest.tasks.iter().map(|t| t.cost).collect(),
             task_hashes: manifest.task_hashes(job_id),
+            spot_checks: None,
         }
     }
 }
@@ -252,6 +256,7 @@ pub fn build_report(
         tasks,
         workers,
         slashes: slashes.into_values().collect(),
+        spot_checks: ctx.spot_checks,
     })
 }
 
@@ -282,6 +287,8 @@ pub struct SettlementPlan {
     pub total_units: U256,
     /// keccak256 of the report.
     pub report_hash: B256,
+    /// A job with spot checks: the replicas paid for and the secret to reveal.
+    pub spot: Option<(u64, B256)>,
 }
 
 impl SettlementPlan {
@@ -307,6 +314,17 @@ impl SettlementPlan {
             .iter()
             .map(|(_, u)| *u)
             .fold(U256::ZERO, |a, b| a + b);
+        let drawn = report.unchecked_draws();
+        if let Some(first) = drawn.first() {
+            return Err(Error::Invalid(format!(
+                "{} task(s) drawn for a spot check were accepted on one replica, first {first}",
+                drawn.len()
+            )));
+        }
+        let spot = match (report.spot_checks, r.paid_replicas) {
+            (Some(s), Some(paid)) => Some((paid, s.seed.secret)),
+            _ => None,
+        };
         let (workers, units) = r.units.into_iter().unzip();
         Ok(Self {
             accepted_tasks: r.accepted_tasks,
@@ -314,6 +332,7 @@ impl SettlementPlan {
             units,
             total_units,
             report_hash: report.hash(),
+            spot,
         })
     }
 
@@ -340,6 +359,7 @@ mod tests {
             tasks_root: B256::repeat_byte(0x52),
             costs: (0..n as u64).map(|i| 10 * (i + 1)).collect(),
             task_hashes: (0..n as u8).map(|i| B256::repeat_byte(0x60 + i)).collect(),
+            spot_checks: None,
         }
     }
 

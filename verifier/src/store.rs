@@ -14,6 +14,8 @@ use gleaner_protocol::report::SettlementReport;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
+use gleaner_protocol::replication::{Evidence, streak_after};
+
 use crate::reputation::{Conduct, INITIAL_CONFIDENCE, update};
 use crate::settlement::TaskRecord;
 use crate::{Error, Result};
@@ -90,13 +92,26 @@ impl Store {
         Ok(out)
     }
 
-    /// Records a final decision and applies its reputation changes, in one transaction.
-    /// Returns false (and changes nothing) when the task was already recorded.
+    /// A worker's trust streak (0 when never seen).
+    pub async fn streak(&self, worker: Address) -> Result<u32> {
+        let row = sqlx::query("SELECT streak FROM trust WHERE worker = $1")
+            .bind(key(worker))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => u32::try_from(r.try_get::<i64, _>(0)?.max(0)).unwrap_or(u32::MAX),
+            None => 0,
+        })
+    }
+
+    /// Records a final decision and applies its reputation and trust changes, in one
+    /// transaction. Returns false (and changes nothing) when the task was already recorded.
     pub async fn record_decision(
         &self,
         job_id: U256,
         record: &TaskRecord,
         conducts: &[(Address, Conduct)],
+        evidence: &[(Address, Evidence)],
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let exists = sqlx::query("SELECT 1 FROM decisions WHERE job_id = $1 AND task_index = $2")
@@ -129,6 +144,26 @@ impl Store {
             )
             .bind(key(worker))
             .bind(i64::from(update(old, conduct)))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for &(worker, e) in evidence {
+            if e == Evidence::None {
+                continue;
+            }
+            let old = sqlx::query("SELECT streak FROM trust WHERE worker = $1")
+                .bind(key(worker))
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get::<i64, _>(0))
+                .transpose()?
+                .map_or(0, |s| u32::try_from(s.max(0)).unwrap_or(u32::MAX));
+            sqlx::query(
+                "INSERT INTO trust (worker, streak) VALUES ($1, $2) \
+                 ON CONFLICT (worker) DO UPDATE SET streak = excluded.streak",
+            )
+            .bind(key(worker))
+            .bind(i64::from(streak_after(old, e)))
             .execute(&mut *tx)
             .await?;
         }
@@ -247,18 +282,42 @@ mod tests {
         let v = Verdict::Accept { quorum: vec![0, 1] };
         let rec = TaskRecord::new(0, B256::ZERO, &reps, &v, Some(B256::ZERO)).unwrap();
         let conducts = crate::reputation::conducts(&reps, &v);
+        let evidence = crate::reputation::evidence(&reps, &v);
         let job = U256::from(5);
-        assert!(store.record_decision(job, &rec, &conducts).await.unwrap());
-        assert!(!store.record_decision(job, &rec, &conducts).await.unwrap());
+        assert!(
+            store
+                .record_decision(job, &rec, &conducts, &evidence)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_decision(job, &rec, &conducts, &evidence)
+                .await
+                .unwrap()
+        );
+        // Trust: the two that agreed were checked (one streak each); a second decision adds
+        // one; the contradicting worker stays at 0.
+        let rec2 = TaskRecord::new(1, B256::ZERO, &reps, &v, Some(B256::ZERO)).unwrap();
+        assert!(
+            store
+                .record_decision(job, &rec2, &conducts, &evidence)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.streak(w(1)).await.unwrap(), 2);
+        assert_eq!(store.streak(w(3)).await.unwrap(), 0);
+        assert_eq!(store.streak(w(9)).await.unwrap(), 0);
         drop(store);
         let store = Store::open(&url).await.unwrap();
         let c = store.confidences([w(1), w(2), w(3), w(4)]).await.unwrap();
-        assert_eq!(c[&w(1)], 9_100);
-        assert_eq!(c[&w(3)], 7_000);
+        assert_eq!(c[&w(1)], 9_200);
+        assert_eq!(c[&w(3)], 5_000);
         assert_eq!(c[&w(4)], INITIAL_CONFIDENCE);
         assert_eq!(store.decision(job, 0).await.unwrap(), Some(rec.clone()));
-        assert_eq!(store.decision(job, 1).await.unwrap(), None);
-        assert_eq!(store.decisions(job).await.unwrap(), vec![rec]);
+        assert_eq!(store.decision(job, 2).await.unwrap(), None);
+        assert_eq!(store.decisions(job).await.unwrap(), vec![rec, rec2]);
+        assert_eq!(store.streak(w(2)).await.unwrap(), 2);
 
         let mut report = SettlementReport {
             version: REPORT_VERSION,
@@ -270,6 +329,7 @@ mod tests {
             tasks: vec![],
             workers: vec![],
             slashes: vec![],
+            spot_checks: None,
         };
         assert_eq!(store.fix_report(job, &report).await.unwrap(), report);
         let first = report.clone();

@@ -161,6 +161,7 @@ fn json(r: &AuditReport) -> serde_json::Value {
         "gas_used": r.gas_used,
         "transactions": r.transactions,
         "gas_per_task": r.gas_per_task(),
+        "paid_replicas": r.paid_replicas,
     })
 }
 
@@ -190,6 +191,9 @@ fn print_report(r: &AuditReport) {
             w.units,
             format_amount(w.payout)
         );
+    }
+    if let Some(n) = r.paid_replicas {
+        println!("spot checks: {n} replicas paid for (the rest of the escrow was refunded)");
     }
     println!("refund to requester {}", format_amount(r.refund));
     if r.ok() {
@@ -244,6 +248,7 @@ mod tests {
             status: 4,
             gas_used: 301,
             transactions: 3,
+            paid_replicas: None,
         };
         let j = json(&r);
         assert_eq!(j["job_id"], "7");

@@ -22,6 +22,8 @@ use crate::common::{
 ///       --budget 100 --deadline 1h --wait --keystore requester.json --market 0x...
 ///   gleaner job submit --kind generate --input prompts.jsonl --batch 2 --max-tokens 32 \
 ///       --chat --budget 50 --wait --keystore requester.json --market 0x...
+///   gleaner job submit --kind embed --input corpus.txt --redundancy 2 --spot-check 0.05 \
+///       --budget 100 --wait --keystore requester.json --market 0x...
 ///   gleaner job submit --kind generate --input prompts.jsonl --temperature 0.8 --top-p 0.9 \
 ///       --seed 7 --budget 50 --keystore requester.json --market 0x...
 ///   gleaner job status 1
@@ -96,9 +98,19 @@ pub struct SubmitArgs {
     /// generate: the job's sampling seed (each prompt derives its own from it).
     #[arg(long, default_value_t = 0, requires = "temperature")]
     pub seed: u64,
-    /// Replicas per task, on distinct workers.
+    /// Replicas per task, on distinct workers. With --spot-check, the most a task is computed
+    /// for its check (the budget escrows that many; what is not needed is refunded).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub redundancy: u16,
+    /// Spot checks instead of full replication: a trusted worker's task is computed once, and
+    /// this share of tasks (0-1, e.g. 0.05), drawn from a secret committed on-chain before
+    /// leasing, is computed --redundancy times anyway. New workers are always replicated.
+    #[arg(long, value_parser = parse_share)]
+    pub spot_check: Option<u32>,
+    /// With --spot-check: checked-and-agreed results a worker needs before it is trusted.
+    #[arg(long, default_value_t = gleaner_protocol::replication::DEFAULT_TRUST_AFTER,
+          requires = "spot_check", value_parser = clap::value_parser!(u32).range(1..))]
+    pub trust_after: u32,
     /// Budget in tokens (escrowed; the unaccepted share and dust are refunded).
     #[arg(long)]
     pub budget: String,
@@ -194,6 +206,23 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A share in (0, 1] as parts per million (`0.05` → 50,000).
+fn parse_share(s: &str) -> Result<u32, String> {
+    let x: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number between 0 and 1"))?;
+    if !(x > 0.0 && x <= 1.0) {
+        return Err(format!(
+            "{s} is not in (0, 1]: e.g. 0.05 checks 5% of tasks"
+        ));
+    }
+    let ppm = (x * 1e6).round() as u32;
+    if ppm == 0 {
+        return Err(format!("{s} is below one in a million"));
+    }
+    Ok(ppm)
+}
+
 /// The built-in kinds, to prepare jobs and write results (no model runs here).
 fn kinds() -> gleaner_kinds::Registry {
     let paths = gleaner_models::ModelPaths::new(gleaner_models::default_home());
@@ -211,7 +240,16 @@ async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
         max_tokens: a.max_tokens,
         sampling,
         chat: a.chat,
+        spot_checks: a
+            .spot_check
+            .map(|check_ppm| gleaner_protocol::replication::SpotChecks {
+                check_ppm,
+                trust_after: a.trust_after,
+            }),
     };
+    if request.spot_checks.is_some() && a.redundancy < 2 {
+        bail!("--spot-check needs --redundancy 2 or more: a checked task is computed again");
+    }
     let bytes =
         std::fs::read(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
     let job = gleaner_requester::prepare(&kinds(), &request, &bytes)

@@ -9,6 +9,7 @@ pub(crate) mod explorer;
 pub(crate) mod generate;
 pub(crate) mod job;
 pub(crate) mod miner;
+pub(crate) mod sim;
 pub(crate) mod verifier;
 pub(crate) mod wallet;
 

@@ -263,13 +263,24 @@ impl Net {
 
     /// Submits an embed job over the first `sentences` lines of the demo corpus.
     pub(crate) fn submit(&self, sentences: usize, batch: u32, redundancy: u16) -> U256 {
+        self.submit_with(sentences, batch, redundancy, &[])
+    }
+
+    /// [`Net::submit`] with more `job submit` flags.
+    pub(crate) fn submit_with(
+        &self,
+        sentences: usize,
+        batch: u32,
+        redundancy: u16,
+        extra: &[&str],
+    ) -> U256 {
         let corpus =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../demo/corpus.txt"))
                 .unwrap();
         let input = self.dir.path().join("input.txt");
         let lines: Vec<&str> = corpus.lines().take(sentences).collect();
         std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-        self.run_submit(&input, batch, redundancy, &[])
+        self.run_submit(&input, batch, redundancy, extra)
     }
 
     /// `gleaner job submit` as the requester; the job id it prints.

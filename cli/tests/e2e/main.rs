@@ -10,6 +10,7 @@ mod bench;
 mod cheats;
 mod explorer;
 mod reverse;
+mod spot;
 
 use std::sync::Arc;
 

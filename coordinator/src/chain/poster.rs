@@ -1,4 +1,5 @@
-//! The root poster: sends `postTasks(jobId, root, count)` with the coordinator's key and tells
+//! The root poster: sends `postTasks(jobId, root, count)` (or `postTasksCommitted` with a
+//! spot-check commitment) with the coordinator's key and tells
 //! whether a sent transaction failed or vanished.
 
 use alloy::network::EthereumWallet;
@@ -34,17 +35,30 @@ impl Poster {
         })
     }
 
-    /// Sends `postTasks` and returns the transaction hash without waiting for it.
-    pub async fn post_tasks(&self, job_id: U256, root: B256, count: u32) -> Result<B256> {
+    /// Sends `postTasks`, or `postTasksCommitted` with `commitment` for a job with spot checks,
+    /// and returns the transaction hash without waiting for it.
+    pub async fn post_tasks(
+        &self,
+        job_id: U256,
+        root: B256,
+        count: u32,
+        commitment: Option<B256>,
+    ) -> Result<B256> {
         // A fresh provider per send: its nonce comes from the chain, never a stale cache.
         let sender = ProviderBuilder::new()
             .wallet(EthereumWallet::from(self.signer.clone()))
             .connect_http(self.url.clone());
-        let pending = JobMarket::new(self.market, &sender)
-            .postTasks(job_id, root, count)
-            .send()
-            .await
-            .map_err(Error::chain)?;
+        let market = JobMarket::new(self.market, &sender);
+        let pending = match commitment {
+            Some(c) => {
+                market
+                    .postTasksCommitted(job_id, root, count, c)
+                    .send()
+                    .await
+            }
+            None => market.postTasks(job_id, root, count).send().await,
+        }
+        .map_err(Error::chain)?;
         Ok(*pending.tx_hash())
     }
 

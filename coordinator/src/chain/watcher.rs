@@ -513,9 +513,14 @@ impl Watcher {
                 .await?;
             return Ok(());
         }
+        let commitment = self
+            .store
+            .check_secret(job.job_id)
+            .await?
+            .map(gleaner_protocol::replication::commitment);
         let tx = self
             .poster
-            .post_tasks(job.job_id, job.tasks_root, job.task_count)
+            .post_tasks(job.job_id, job.tasks_root, job.task_count, commitment)
             .await?;
         self.store.set_post_tx(job.job_id, Some(tx)).await?;
         Metrics::inc(&self.metrics.roots_posted);

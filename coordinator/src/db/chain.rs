@@ -40,11 +40,14 @@ pub enum JobEvent {
 }
 
 impl JobEvent {
+    /// The `event` column of a `TasksPosted` event.
+    pub const TASKS_POSTED: &'static str = "TasksPosted";
+
     /// The Solidity event name (the `event` column).
     pub fn name(&self) -> &'static str {
         match self {
             Self::JobCreated { .. } => "JobCreated",
-            Self::TasksPosted { .. } => "TasksPosted",
+            Self::TasksPosted { .. } => Self::TASKS_POSTED,
             Self::JobSettled { .. } => "JobSettled",
             Self::JobCancelled => "JobCancelled",
             Self::JobReclaimed => "JobReclaimed",
@@ -129,6 +132,20 @@ impl Store {
         }
         tx.commit().await?;
         Ok(fresh)
+    }
+
+    /// The hash of the block that holds the job's `TasksPosted` event as recorded (for a job
+    /// with spot checks, the commitment's block: the beacon of its spot checks).
+    pub async fn posted_block_hash(&self, job_id: U256) -> Result<Option<B256>> {
+        let row = sqlx::query(
+            "SELECT block_hash FROM chain_events WHERE job_id = $1 AND event = $2 \
+             ORDER BY block_number DESC LIMIT 1",
+        )
+        .bind(job_id.to_string())
+        .bind(JobEvent::TASKS_POSTED)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(|r| column(r, "block_hash")).transpose()
     }
 
     /// Forgets every block and event at or above `number` (a reorg). Jobs whose state came from

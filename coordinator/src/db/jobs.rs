@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 
 use super::Store;
 use super::codec::{
-    ReplicaState, TaskState, column, int_column, optional_column, to_bigint, to_hex,
+    ReplicaState, TaskState, column, int_column, optional_column, random_hex, to_bigint, to_hex,
 };
 use crate::error::Result;
 
@@ -75,6 +75,13 @@ fn read_job(row: &AnyRow) -> Result<JobRow> {
     })
 }
 
+/// Whether the manifest asks for spot checks (its tasks then start with one replica wanted).
+fn manifest_has_spot_checks(manifest: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(manifest)
+        .ok()
+        .is_some_and(|m| m.get("spot_checks").is_some_and(|v| !v.is_null()))
+}
+
 /// The manifest's `kind`, as a plain string (the store does not care which kinds exist).
 fn manifest_kind(manifest: &str) -> String {
     serde_json::from_str::<serde_json::Value>(manifest)
@@ -117,8 +124,14 @@ impl Store {
     }
 
     /// Inserts a job and its tasks in one transaction. Returns `false` (and writes nothing) when
-    /// the job id is already registered.
+    /// the job id is already registered. A job whose manifest asks for spot checks gets a fresh
+    /// secret ([`Store::check_secret`]) and tasks that want one replica to start with (the
+    /// verifier asks for more where trust or a check requires them); any other job's tasks want
+    /// `redundancy` replicas.
     pub async fn insert_job(&self, job: &JobRow, tasks: &[NewTask], now: u64) -> Result<bool> {
+        let spot = manifest_has_spot_checks(&job.manifest);
+        let first_replicas = if spot { 1 } else { i64::from(job.redundancy) };
+        let secret = spot.then(|| format!("0x{}", random_hex()));
         let mut tx = self.begin_write().await?;
         let exists = sqlx::query("SELECT 1 AS one FROM jobs WHERE job_id = $1")
             .bind(job.job_id.to_string())
@@ -129,8 +142,8 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO jobs (job_id, manifest, spec_hash, requester, redundancy, task_count, \
-             deadline, state, tasks_root, post_tx, report_hash, created_at, kind) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11)",
+             deadline, state, tasks_root, post_tx, report_hash, created_at, kind, check_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11, $12)",
         )
         .bind(job.job_id.to_string())
         .bind(job.manifest.clone())
@@ -143,6 +156,7 @@ impl Store {
         .bind(to_hex(&job.tasks_root))
         .bind(to_bigint(now)?)
         .bind(manifest_kind(&job.manifest))
+        .bind(secret)
         .execute(&mut *tx)
         .await?;
         for (index, task) in tasks.iter().enumerate() {
@@ -155,13 +169,26 @@ impl Store {
             .bind(to_hex(&task.task_hash))
             .bind(to_hex(&task.input_hash))
             .bind(task.cost.to_string())
-            .bind(i64::from(job.redundancy))
+            .bind(first_replicas)
             .bind(TaskState::Open.as_str())
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The spot-check secret of a job with spot checks (`None` for full replication or an
+    /// unknown job).
+    pub async fn check_secret(&self, job_id: U256) -> Result<Option<B256>> {
+        let row = sqlx::query("SELECT check_secret FROM jobs WHERE job_id = $1")
+            .bind(job_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => optional_column(&r, "check_secret"),
+            None => Ok(None),
+        }
     }
 
     /// Moves a job from one state to another; `false` when it was not in `from`.

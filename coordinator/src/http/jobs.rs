@@ -121,6 +121,13 @@ pub(super) async fn register_job(
             req.job_id, on_chain.status
         )));
     }
+    if manifest.spot_checks.is_some() && on_chain.redundancy < 2 {
+        return Err(Error::BadRequest(format!(
+            "job {} asks for spot checks with a redundancy of {}: a check computes a task again, \
+             so it needs a redundancy of at least 2",
+            req.job_id, on_chain.redundancy
+        )));
+    }
     if on_chain.deadline <= now {
         return Err(Error::BadRequest(format!(
             "job {} passed its deadline",

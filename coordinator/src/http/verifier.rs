@@ -11,6 +11,8 @@ use gleaner_protocol::api::{
     VerifierWork,
 };
 
+use gleaner_protocol::replication::SpotSeed;
+
 use super::sessions::VERIFIER;
 use super::{ApiJson, AppState};
 use crate::db::{ReplicaRow, TaskState};
@@ -80,6 +82,14 @@ pub(super) async fn work(
         } else {
             Vec::new()
         };
+        let spot_seed = match s.store().check_secret(job.job_id).await? {
+            Some(secret) => s
+                .store()
+                .posted_block_hash(job.job_id)
+                .await?
+                .map(|beacon| SpotSeed { secret, beacon }),
+            None => None,
+        };
         jobs.push(JobForReview {
             job_id: job.job_id,
             manifest: job.manifest.clone(),
@@ -88,6 +98,8 @@ pub(super) async fn work(
             pending: if past_deadline { Vec::new() } else { pending },
             all_decided,
             decided,
+            undecided,
+            spot_seed,
         });
     }
     Ok(Json(VerifierWork { jobs }))

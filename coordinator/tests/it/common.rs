@@ -244,6 +244,7 @@ pub(crate) fn manifest(tasks: Vec<TaskInput>) -> JobManifest {
             max_tokens: 128,
             sampling: None,
         },
+        spot_checks: None,
         tasks,
     }
 }

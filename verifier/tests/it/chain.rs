@@ -95,6 +95,7 @@ async fn settles_in_proportion_slashes_the_liar_and_never_twice() {
         tasks_root: root,
         costs: vec![10, 20, 30, 40],
         task_hashes: hashes.clone(),
+        spot_checks: None,
     };
     let records = vec![
         record(0, hashes[0], &[a, b], &[liar]),

@@ -98,6 +98,7 @@ async fn chunked_settlement_pays_everyone_and_resumes() {
             tasks_root: root,
             costs: (1..=WORKERS as u64).collect(),
             task_hashes: records.iter().map(|r| r.task_hash).collect(),
+            spot_checks: None,
         };
         let report = build_report(&ctx, &records, |_| Some(9_000), U256::ZERO).unwrap();
         let plan = SettlementPlan::of(&report).unwrap();

@@ -942,6 +942,7 @@ async fn run_configuration(
         max_tokens: 1,
         sampling: None,
         chat: false,
+        spot_checks: None,
     };
     let input = sim::input_file(tasks);
     let job = gleaner_requester::prepare(&kinds(), &request, &input)?;

@@ -1,0 +1,139 @@
+//! Spot checks end to end: a trusted honest worker, a new worker, and a worker that starts
+//! cheating once it is trusted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alloy::primitives::{Address, B256};
+use gleaner_client::Client;
+use gleaner_kinds::{EmbedKind, ModelSetup, TaskKind};
+use gleaner_models::BackendChoice;
+use gleaner_protocol::blob::blob_hash;
+use gleaner_protocol::report::SettlementReport;
+
+use crate::cheats::{Cheat, corrupt_embeddings};
+use crate::net::*;
+
+/// Job 1 (full replication, r = 2, 8 tasks) gives workers 0 and 2 a streak of 8 checked
+/// results; worker 2 then lies on everything. Job 2 (40 tasks, r = 2, spot checks at 50%,
+/// `--trust-after 8`) runs on workers 0, 2 and a new worker 1. A spot check catches worker 2: it is slashed, its provisional results are
+/// computed again, no lie is accepted, the requester is refunded the replicas not needed, and
+/// the audit recomputes the spot-check selection from chain data and says OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spot_checks_catch_a_cheater_that_earned_trust() {
+    let net = Net::start(3).await;
+    let (_c, _v) = net.services(60).await;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let honest_runs = 8;
+    let runs = Arc::new(AtomicU64::new(0));
+    let lies: Arc<std::sync::Mutex<Vec<B256>>> = Arc::default();
+    let cheat: Arc<dyn TaskKind> = {
+        let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
+        let setup = ModelSetup::new(&gleaner_models::ModelPaths::new(
+            gleaner_test_utils::gleaner_home(),
+        ));
+        let (runs, lies) = (runs.clone(), lies.clone());
+        Arc::new(Cheat::with(
+            EmbedKind::new(setup.minilm, device),
+            Box::new(move |k, _, _, out| {
+                if runs.fetch_add(1, Ordering::SeqCst) < honest_runs {
+                    return Ok(out);
+                }
+                let lie = corrupt_embeddings(k, out)?;
+                lies.lock().unwrap().push(blob_hash(&lie));
+                Ok(lie)
+            }),
+        ))
+    };
+    let mut handles = vec![
+        run_worker(net.worker(0, None).await, stop.clone()),
+        run_worker(net.worker(2, Some(cheat)).await, stop.clone()),
+    ];
+    // 8 tasks, both replicas on workers 0 and 2: each earns a streak of 8.
+    let warm = net.submit(16, 2, 2);
+    net.wait_state(warm, "settled", 240).await;
+    assert_eq!(runs.load(Ordering::SeqCst), honest_runs);
+    assert_eq!(net.audit(warm)["verdict"], "OK");
+
+    handles.push(run_worker(net.worker(1, None).await, stop.clone()));
+    let tasks = 40u64;
+    let job = net.submit_with(
+        2 * tasks as usize,
+        2,
+        2,
+        &["--spot-check", "0.5", "--trust-after", "8"],
+    );
+    net.wait_state(job, "settled", 300).await;
+    stop.notify_waiters();
+    for h in handles {
+        let _ = h.await;
+    }
+
+    let audit = net.audit(job);
+    assert_eq!(audit["verdict"], "OK", "{audit}");
+    let cheater = net.workers[2].address();
+    assert_eq!(slashed(&audit), vec![cheater], "{audit}");
+    assert!(!paid(&audit).contains(&cheater), "{audit}");
+
+    let client = Client::new(&net.api).unwrap();
+    let sha = client.job_results(job).await.unwrap().report_hash.unwrap();
+    let report = SettlementReport::from_canonical(&client.blob(sha).await.unwrap()).unwrap();
+    let spot = report
+        .spot_checks
+        .expect("the report carries the spot checks");
+    assert_eq!((spot.redundancy, spot.policy.trust_after), (2, 8));
+    assert_eq!(report.tasks.len() as u64, tasks);
+    let lies = lies.lock().unwrap().clone();
+    assert!(!lies.is_empty(), "the cheater never lied");
+    let mut singles = 0;
+    for t in &report.tasks {
+        assert!(t.accepted_result.is_some(), "task {} not accepted", t.index);
+        let quorum: Vec<&Address> = t
+            .replicas
+            .iter()
+            .filter(|r| r.in_quorum)
+            .map(|r| &r.worker)
+            .collect();
+        // No lie in any accepted quorum.
+        for r in t.replicas.iter().filter(|r| r.in_quorum) {
+            assert!(
+                !lies.contains(&r.result_hash),
+                "task {}: a lie was accepted",
+                t.index
+            );
+        }
+        if quorum.len() == 1 {
+            singles += 1;
+            assert!(
+                !spot.seed.is_checked(t.task_hash, spot.policy.check_ppm),
+                "task {} was drawn for a check but accepted alone",
+                t.index
+            );
+            assert_ne!(*quorum[0], cheater, "task {}", t.index);
+        }
+    }
+    assert!(paid(&audit).contains(&net.workers[1].address()), "{audit}");
+    // The requester paid for the replicas used (the escrow of 90 tokens covers 2 per task) and
+    // got the rest back.
+    let paid_replicas = audit["paid_replicas"].as_u64().unwrap();
+    assert_eq!(paid_replicas, tasks + replicated_tasks(&report), "{audit}");
+    assert!(singles > 0 && paid_replicas < 2 * tasks, "{audit}");
+    let pool: u128 = audit["pool"].as_str().unwrap().parse().unwrap();
+    let refund: u128 = audit["refund"].as_str().unwrap().parse().unwrap();
+    let budget = 90 * 10u128.pow(18);
+    assert_eq!(
+        pool,
+        budget * u128::from(paid_replicas) / u128::from(2 * tasks),
+        "{audit}"
+    );
+    assert!(refund >= budget - pool, "{audit}");
+}
+
+/// Tasks accepted with two or more quorum members (each pays one replica more than a lone one).
+fn replicated_tasks(report: &SettlementReport) -> u64 {
+    report
+        .tasks
+        .iter()
+        .filter(|t| t.replicas.iter().filter(|r| r.in_quorum).count() >= 2)
+        .count() as u64
+}
