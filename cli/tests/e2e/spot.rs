@@ -127,6 +127,12 @@ async fn spot_checks_catch_a_cheater_that_earned_trust() {
         "{audit}"
     );
     assert!(refund >= budget - pool, "{audit}");
+    eprintln!(
+        "spot checks: {tasks} tasks, {singles} accepted on one replica, {paid_replicas} of {} \
+         replicas paid, {} lies all refused, refund {refund} of {budget}",
+        2 * tasks,
+        lies.len()
+    );
 }
 
 /// Tasks accepted with two or more quorum members (each pays one replica more than a lone one).

@@ -244,6 +244,25 @@ async fn exercise(s: &Store, url: &str) {
     assert!(s.settle(U256::from(1), B256::repeat_byte(3)).await.unwrap());
     assert!(s.settle(U256::from(1), B256::repeat_byte(3)).await.unwrap());
     assert!(!s.settle(U256::from(1), B256::repeat_byte(4)).await.unwrap());
+
+    // A job with spot checks: a secret of its own, kept; its tasks want one replica to start
+    // with (the verifier asks for more); a job without them has no secret.
+    assert_eq!(s.check_secret(U256::from(1)).await.unwrap(), None);
+    let (mut spot, tasks) = job(40, 3, 2);
+    spot.manifest = r#"{"kind":"embed","spot_checks":{"check_ppm":50000,"trust_after":20}}"#.into();
+    assert!(s.insert_job(&spot, &tasks, 1).await.unwrap());
+    let secret = s.check_secret(U256::from(40)).await.unwrap().unwrap();
+    assert_ne!(secret, B256::ZERO);
+    let (mut other, _) = job(41, 3, 2);
+    other.manifest = spot.manifest.clone();
+    assert!(s.insert_job(&other, &tasks, 1).await.unwrap());
+    assert_ne!(s.check_secret(U256::from(41)).await.unwrap(), Some(secret));
+    assert_eq!(s.check_secret(U256::from(40)).await.unwrap(), Some(secret));
+    for i in 0..3 {
+        let t = s.task(U256::from(40), i).await.unwrap().unwrap();
+        assert_eq!(t.replicas_needed, 1, "task {i}");
+    }
+    assert_wanted_consistent(url, "after a spot-checked job").await;
 }
 
 #[tokio::test]
