@@ -47,8 +47,9 @@
 //! any number of fakes** ([`min_slash`]). The verifier slashes a caught worker of a job with spot
 //! checks at least `min_slash(p, q)`, just above `p/q` (`c ≤ p`, so above `c/q` too), and trusts
 //! only workers whose stake covers it (a slash takes at most what is bonded). With the default
-//! `q = 5%`: 20 replica prices. The devnet's job of 24 tasks at redundancy 2 for 90 tokens pays
-//! 1.875 tokens a replica: a slash of 37.5 tokens against a stake of 100.
+//! `q = 5%`: 20 replica prices. The end-to-end test's job (40 tasks at redundancy 2 for 90
+//! tokens) pays 1.125 tokens a replica, so a caught worker is slashed 22.5 tokens of its stake of
+//! 100 (at its `q = 50%`, 2.25 tokens; the registry's minStake / 10 = 10 tokens applies instead).
 //! The simulator measures it without the bound.
 
 use alloy::primitives::{B256, keccak256};

@@ -255,17 +255,9 @@ impl Service {
             }
             (None, _) => None,
         };
-        for task in &job.pending {
-            if let Err(e) = self
-                .task(job, &manifest, &hashes, &policy, spot, task, false)
-                .await
-            {
-                if e.recoverable() {
-                    return Err(e);
-                }
-                warn!(target: "verifier", job_id = %job.job_id, task = task.index, error = %e, "task not decided");
-            }
-        }
+        let ctx = (&manifest, hashes.as_slice(), &policy, spot);
+        let pending: Vec<&TaskForReview> = job.pending.iter().collect();
+        self.tasks(job, ctx, &pending, false).await?;
         // Spot checks: once every undecided task is a provisional result, accept those whose
         // worker is still trusted and replicate the others (a worker caught meanwhile).
         if spot.is_some() && job.undecided > 0 {
@@ -276,21 +268,35 @@ impl Service {
                 .collect();
             if held.len() == job.undecided as usize {
                 info!(target: "verifier", job_id = %job.job_id, tasks = held.len(), "deciding provisional results");
-                for task in held {
-                    if let Err(e) = self
-                        .task(job, &manifest, &hashes, &policy, spot, task, true)
-                        .await
-                    {
-                        if e.recoverable() {
-                            return Err(e);
-                        }
-                        warn!(target: "verifier", job_id = %job.job_id, task = task.index, error = %e, "task not decided");
-                    }
-                }
+                self.tasks(job, ctx, &held, true).await?;
             }
         }
         if job.all_decided && job.pending.is_empty() {
             self.settle(job, &manifest).await?;
+        }
+        Ok(())
+    }
+
+    /// Decides `tasks` of `job` (`finalize`: provisional results, see [`Service::task`]); a
+    /// task that cannot be decided is logged and left for the next poll, unless the failure is
+    /// recoverable (then the poll backs off).
+    async fn tasks(
+        &mut self,
+        job: &JobForReview,
+        (manifest, hashes, policy, spot): JobCtx<'_>,
+        tasks: &[&TaskForReview],
+        finalize: bool,
+    ) -> Result<()> {
+        for task in tasks {
+            if let Err(e) = self
+                .task(job, manifest, hashes, policy, spot, task, finalize)
+                .await
+            {
+                if e.recoverable() {
+                    return Err(e);
+                }
+                warn!(target: "verifier", job_id = %job.job_id, task = task.index, error = %e, "task not decided");
+            }
         }
         Ok(())
     }
@@ -763,6 +769,15 @@ impl Service {
         )
     }
 }
+
+/// What deciding a job's tasks needs besides the job: its manifest, task hashes, decision
+/// policy and spot checks.
+type JobCtx<'a> = (
+    &'a JobManifest,
+    &'a [B256],
+    &'a Policy,
+    Option<(SpotChecks, SpotSeed)>,
+);
 
 /// What the verifier states at sign-in: it runs no tasks.
 fn verifier_capabilities() -> Capabilities {
