@@ -96,6 +96,8 @@ contract MarketHandler is Test {
 
     /// @dev Replicas a spot-checked settlement pays for: between `accepted` and 2 x `accepted`.
     function _paidReplicas(uint32 accepted, uint256 seed) private pure returns (uint64) {
+        // casting to 'uint64' is safe because the remainder is at most `accepted`, a uint32
+        // forge-lint: disable-next-line(unsafe-typecast)
         return uint64(accepted) + uint64(seed % (uint256(accepted) + 1));
     }
 
