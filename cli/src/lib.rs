@@ -59,6 +59,18 @@ pub enum Command {
     #[command(subcommand)]
     Devnet(cmd::devnet::DevnetCommand),
     /// Simulate the market's economics: does cheating pay under spot checks?
+    ///
+    /// Runs every strategy (honest; fake a share of results; fake only what it computes first;
+    /// colluding pairs; build trust then cheat; go offline) through the verifier's own decision,
+    /// trust, spot-check and payout code, and prints per strategy: profit per replica leased
+    /// against an honest worker's (in replica prices; negative: cheating loses), the probability
+    /// that a job accepts a fake, replicas computed per task, and time to settle.
+    ///
+    /// Examples:
+    ///   gleaner sim
+    ///   gleaner sim --jobs 30 --tasks 4000 --spot-check 0.05 --trust-after 20 --json
+    ///   gleaner sim --full          (every task computed --redundancy times, for comparison)
+    #[command(verbatim_doc_comment)]
     Sim(cmd::sim::SimArgs),
 }
 

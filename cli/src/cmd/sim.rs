@@ -4,20 +4,8 @@ use clap::Args;
 use gleaner_protocol::replication::{self, SpotChecks};
 use gleaner_verifier::sim::{SimConfig, Strategy, StrategyRow, simulate};
 
-/// Monte Carlo over jobs and workers: does cheating pay, what does checking cost?
-///
-/// Runs every strategy (honest; fake a share of results; fake only what it computes first;
-/// colluding pairs; build trust then cheat; go offline) through the verifier's own decision,
-/// trust, spot-check and payout code, and prints per strategy: profit per replica leased against
-/// an honest worker's (in replica prices; negative: cheating loses), the probability that a job
-/// accepts a fake, replicas computed per task, and time to settle.
-///
-/// Examples:
-///   gleaner sim
-///   gleaner sim --jobs 30 --tasks 4000 --spot-check 0.05 --trust-after 20 --json
-///   gleaner sim --full          (every task computed --redundancy times, for comparison)
+/// Options of `gleaner sim` (its help text is on the `Sim` command in `lib.rs`).
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
 pub struct SimArgs {
     /// Jobs per strategy.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
