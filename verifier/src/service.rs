@@ -108,6 +108,7 @@ pub async fn run(
         job_slash: HashMap::new(),
         stake_covers: HashMap::new(),
         commitments: HashMap::new(),
+        registry: None,
         caught: HashMap::new(),
         checked: BoundedCache::new(config.checked_cache),
         config,
@@ -157,6 +158,8 @@ struct Service {
     job_slash: HashMap<U256, U256>,
     /// (job, worker) → whether the worker's stake covers the job's slash.
     stake_covers: HashMap<(U256, Address), bool>,
+    /// The market's registry address, once read.
+    registry: Option<Address>,
     /// job → its on-chain spot-check commitment.
     commitments: HashMap<U256, B256>,
     /// job → workers that contradicted one of its accepted quorums (spot checks: never trusted
@@ -597,12 +600,7 @@ impl Service {
         let base = match self.config.slash_amount {
             Some(a) => a,
             None => {
-                let registry_addr = market
-                    .registry()
-                    .call()
-                    .await
-                    .map_err(|e| Error::Chain(format!("registry: {e}")))?;
-                WorkerRegistry::new(registry_addr, &provider)
+                WorkerRegistry::new(self.registry().await?, &provider)
                     .minStake()
                     .call()
                     .await
@@ -625,6 +623,20 @@ impl Service {
         };
         self.job_slash.insert(job_id, slash);
         Ok(slash)
+    }
+
+    /// The market's worker registry (immutable in the contract), read once.
+    async fn registry(&mut self) -> Result<Address> {
+        if let Some(r) = self.registry {
+            return Ok(r);
+        }
+        let r = JobMarket::new(self.config.market, self.provider())
+            .registry()
+            .call()
+            .await
+            .map_err(|e| Error::Chain(format!("registry: {e}")))?;
+        self.registry = Some(r);
+        Ok(r)
     }
 
     /// The job's on-chain spot-check commitment (zero when it has none), read once.
@@ -667,14 +679,7 @@ impl Service {
             return Ok(*ok);
         }
         let slash = self.slash_amount(job_id, Some(policy)).await?;
-        let provider = self.provider();
-        let market = JobMarket::new(self.config.market, &provider);
-        let registry_addr = market
-            .registry()
-            .call()
-            .await
-            .map_err(|e| Error::Chain(format!("registry: {e}")))?;
-        let stake = WorkerRegistry::new(registry_addr, &provider)
+        let stake = WorkerRegistry::new(self.registry().await?, self.provider())
             .stakeOf(worker)
             .call()
             .await
@@ -739,13 +744,7 @@ impl Service {
             });
         }
         let provider = self.provider();
-        let market = JobMarket::new(self.config.market, &provider);
-        let registry_addr = market
-            .registry()
-            .call()
-            .await
-            .map_err(|e| Error::Chain(format!("registry: {e}")))?;
-        let registry = WorkerRegistry::new(registry_addr, &provider);
+        let registry = WorkerRegistry::new(self.registry().await?, &provider);
         let slash_amount = self.slash_amount(job_id, manifest.spot_checks).await?;
         let members: Vec<Address> = records
             .iter()
