@@ -427,6 +427,7 @@ mod tests {
                 batch: 2,
                 max_tokens: 128,
                 sampling: None,
+                train: None,
             },
         );
         let t = task(&model, &params);
@@ -486,6 +487,7 @@ mod tests {
                 batch: 2,
                 max_tokens: 1,
                 sampling: None,
+                train: None,
             })
             .unwrap();
         assert_eq!(params.max_tokens, MAX_TOKENS as u32);

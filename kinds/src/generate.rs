@@ -269,6 +269,7 @@ mod tests {
                 batch: 2,
                 max_tokens: 8,
                 sampling: None,
+                train: None,
             },
         );
         let t = TaskRef {
@@ -325,6 +326,7 @@ mod tests {
             batch: 2,
             max_tokens: 10,
             sampling: None,
+            train: None,
         };
         let input = b"{\"prompt\":\"hi\"}\n{\"prompt\":\"yo\"}\n{\"prompt\":\"x\"}\n";
         let plain = k.split(input, &params, &SplitOptions::default()).unwrap();

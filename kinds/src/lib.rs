@@ -5,7 +5,7 @@
 //!
 //! | who | method | what |
 //! |---|---|---|
-//! | requester | [`TaskKind::model`], [`TaskKind::split`], [`TaskKind::validate`] | the model a job pins, how an input file becomes task input blobs and their units of work, which parameters the kind accepts |
+//! | requester | [`TaskKind::model`] / [`TaskKind::model_for`], [`TaskKind::split`], [`TaskKind::validate`] | the model a job pins, how an input file becomes task input blobs and their units of work, which parameters the kind accepts |
 //! | worker | [`TaskKind::prepare`], [`TaskKind::run`] | load (and measure) once; compute one task's output blob from its input blob |
 //! | verifier | [`TaskKind::check`], [`TaskKind::agree`], [`TaskKind::accept`] | whether a replica's output is well formed (and, where the kind can, correct); the comparator; the accepted output of an agreeing cluster |
 //! | requester | [`TaskKind::write_results`] | the accepted outputs, assembled in input order |
@@ -31,6 +31,7 @@ mod error;
 mod generate;
 pub mod lines;
 mod registry;
+mod train;
 
 use std::any::Any;
 use std::path::Path;
@@ -45,6 +46,10 @@ pub use error::{Error, Result};
 pub use generate::GenerateKind;
 pub use gleaner_protocol::task::KindId;
 pub use registry::{ModelSetup, Registry};
+pub use train::{
+    Gradient, TRAIN_MAX_LOSS_DIFF, TRAIN_MAX_REL_L2, TRAIN_MODEL_ID, TrainInput, TrainKind,
+    config_of, next_checkpoint, rel_l2, train_params,
+};
 
 /// One task as a kind sees it: where it belongs and the job's model and parameters.
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +177,13 @@ pub trait TaskKind: Send + Sync + 'static {
 
     /// The model a new job of this kind pins (id and weights hash).
     fn model(&self) -> Result<ModelRef>;
+
+    /// The model a job over `input` (the requester's input file) pins: [`TaskKind::model`],
+    /// except for kinds whose model travels with the job (`train`: the step's checkpoint).
+    fn model_for(&self, input: &[u8]) -> Result<ModelRef> {
+        let _ = input;
+        self.model()
+    }
 
     /// Kind-specific rules on a manifest beyond [`JobManifest::validate`] (e.g. whether
     /// sampling is allowed).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use gleaner_models::{DecoderChoice, MiniLmFiles, ModelPaths, SelectedDevice};
 use gleaner_protocol::task::KindId;
 
-use crate::{EmbedKind, Error, GenerateKind, Result, TaskKind};
+use crate::{EmbedKind, Error, GenerateKind, Result, TaskKind, TrainKind};
 
 /// Where the built-in kinds find their models, and how they run them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,9 +57,10 @@ impl Registry {
             .with(EmbedKind::new(setup.minilm.clone(), device.clone()))
             .with(GenerateKind::new(
                 setup.smollm.clone(),
-                device,
+                device.clone(),
                 setup.decoder,
             ))
+            .with(TrainKind::new(device))
     }
 
     /// The built-in kinds on a CPU device: enough to prepare jobs and write results (no model
@@ -120,16 +121,16 @@ mod tests {
     fn standard_kinds_are_found_by_name_and_unknown_ones_are_named() {
         let device = SelectedDevice::cpu(gleaner_models::CpuKind::Flex, "test");
         let r = Registry::standard(&ModelSetup::new(&ModelPaths::new("/nonexistent")), device);
-        assert_eq!(r.names(), "embed, generate");
+        assert_eq!(r.names(), "embed, generate, train");
         assert_eq!(r.get(&KindId::GENERATE).unwrap().id(), KindId::GENERATE);
-        let Err(err) = r.get(&"train".parse().unwrap()) else {
-            panic!("train is not registered");
+        let Err(err) = r.get(&"translate".parse().unwrap()) else {
+            panic!("translate is not registered");
         };
         assert_eq!(
             err.to_string(),
-            "task kind train is not known here (this build knows: embed, generate)"
+            "task kind translate is not known here (this build knows: embed, generate, train)"
         );
-        // Nothing under /nonexistent: no kind can run here.
-        assert!(r.available().is_empty());
+        // Nothing under /nonexistent: only train (no model files) can run here.
+        assert_eq!(r.available(), vec![KindId::TRAIN]);
     }
 }

@@ -13,6 +13,8 @@
 //!   f32 activations), what CPU workers generate with.
 //! - [`Generator`]: SmolLM2 + tokenizer, the `generate` task kind (run and verify one prompt),
 //!   generating on the decoder a [`DecoderChoice`] picks.
+//! - [`gpt`]: a small byte-level GPT as Burn modules for `train` jobs: loss and gradient of a
+//!   batch, SGD, checkpoints.
 //! - [`MiniLmFiles`]: where `scripts/setup` put the weights, and their sha256.
 //!
 //! ```no_run
@@ -32,6 +34,7 @@ mod embed;
 mod error;
 mod generate;
 pub mod gguf;
+pub mod gpt;
 mod minilm;
 pub mod qcpu;
 pub mod smollm;

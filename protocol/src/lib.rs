@@ -14,6 +14,8 @@
 //! - [`report`]: the settlement report and the recomputation an auditor runs.
 //! - [`sampling`]: the seeded sampler of `generate` tasks (SplitMix64, temperature, top-p).
 //! - [`task`]: job manifests, task specs, their canonical encodings and hashes.
+//! - [`tensors`]: a canonical safetensors codec for several tensors (training checkpoints,
+//!   gradients and inputs).
 //!
 //! Plain data and chain vocabulary only: no async runtime, HTTP server, database or model code.
 
@@ -29,6 +31,7 @@ pub mod replication;
 pub mod report;
 pub mod sampling;
 pub mod task;
+pub mod tensors;
 
 mod error;
 pub use error::{Error, Result};

@@ -36,6 +36,8 @@ impl KindId {
     pub const EMBED: Self = Self(Cow::Borrowed("embed"));
     /// Text generation (SmolLM2-135M-Instruct): token ids and text.
     pub const GENERATE: Self = Self(Cow::Borrowed("generate"));
+    /// One training step of a small GPT: a gradient and a loss per data shard.
+    pub const TRAIN: Self = Self(Cow::Borrowed("train"));
 
     /// A kind name known at compile time; panics (at compile time in a `const`) when invalid.
     pub const fn from_static(name: &'static str) -> Self {
@@ -143,6 +145,38 @@ pub struct TaskParams {
     /// JSON when `None`, so embed manifests are unchanged by its existence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<SamplingParams>,
+    /// Train only: the model's shape, the step and the learning rate (`batch` is then the
+    /// sequences per task and `max_tokens` their length). Absent from the canonical JSON when
+    /// `None`, so other kinds' manifests are unchanged by its existence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainParams>,
+}
+
+/// What a `train` step pins besides its checkpoint (the model hash) and data (the inputs): the
+/// GPT's shape, which step of the run this is, and the SGD learning rate the step's results
+/// are applied with. Integers, so the canonical JSON never depends on how a float prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    /// Vocabulary size (256: bytes).
+    pub vocab: u32,
+    /// Model width.
+    pub dim: u32,
+    /// Transformer blocks.
+    pub layers: u32,
+    /// Attention heads (dividing `dim`).
+    pub heads: u32,
+    /// Step of the run, from 0.
+    pub step: u32,
+    /// Learning rate × 10⁶.
+    pub lr_micro: u32,
+}
+
+impl TrainParams {
+    /// The learning rate.
+    pub fn lr(&self) -> f32 {
+        self.lr_micro as f32 / 1e6
+    }
 }
 
 /// Seeded sampling for a generate job, in integers so that the canonical JSON (and so the spec
@@ -199,6 +233,19 @@ impl JobManifest {
         }
         if let Some(spot) = &self.spot_checks {
             spot.validate()?;
+        }
+        if let Some(t) = self.params.train
+            && (t.vocab == 0
+                || t.dim == 0
+                || t.layers == 0
+                || t.heads == 0
+                || t.dim % t.heads != 0
+                || t.lr_micro == 0)
+        {
+            return Err(Error::Invalid(
+                "train needs a positive vocab, dim, layers, heads and lr, with heads dividing dim"
+                    .into(),
+            ));
         }
         // Whether a kind takes sampling at all is the kind's rule (`TaskKind::validate`).
         if let Some(s) = self.params.sampling
@@ -310,6 +357,7 @@ mod tests {
                 batch: 32,
                 max_tokens: 256,
                 sampling: None,
+                train: None,
             },
             spot_checks: None,
             tasks: (0..3u8)

@@ -181,6 +181,7 @@ fn params(valid: bool) -> impl Strategy<Value = TaskParams> {
             batch,
             max_tokens,
             sampling,
+            train: None,
         })
 }
 

@@ -43,6 +43,8 @@ pub struct JobRequest {
     pub chat: bool,
     /// Spot checks instead of full replication; `None`: every task `redundancy` times.
     pub spot_checks: Option<gleaner_protocol::replication::SpotChecks>,
+    /// The model's shape, step and learning rate (train).
+    pub train: Option<gleaner_protocol::task::TrainParams>,
 }
 
 /// A job ready to submit: its manifest and the task input blobs, in task order.
@@ -80,13 +82,14 @@ pub fn prepare(kinds: &Registry, request: &JobRequest, input: &[u8]) -> Result<P
         batch: request.batch,
         max_tokens: request.max_tokens,
         sampling: request.sampling,
+        train: request.train,
     })?;
     let options = SplitOptions { chat: request.chat };
     let blobs = kind.split(input, &params, &options)?;
     let manifest = JobManifest {
         version: MANIFEST_VERSION,
         kind: request.kind.clone(),
-        model: kind.model()?,
+        model: kind.model_for(input)?,
         params,
         spot_checks: request.spot_checks,
         tasks: blobs
@@ -394,6 +397,7 @@ mod tests {
             sampling: None,
             chat: false,
             spot_checks: None,
+            train: None,
         }
     }
 

@@ -362,6 +362,7 @@ pub(crate) mod tests {
             batch: 2,
             max_tokens: 128,
             sampling: None,
+            train: None,
         };
         let task = TaskRef {
             job_id: alloy::primitives::U256::from(1),

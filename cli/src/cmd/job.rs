@@ -26,6 +26,8 @@ use crate::common::{
 ///       --budget 100 --wait --keystore requester.json --market 0x...
 ///   gleaner job submit --kind generate --input prompts.jsonl --temperature 0.8 --top-p 0.9 \
 ///       --seed 7 --budget 50 --keystore requester.json --market 0x...
+///   gleaner job submit --kind train --input demo/train.txt --steps 5 --shards 3 --batch 8 \
+///       --lr 0.5 --budget 10 --checkpoints ckpt --keystore requester.json --market 0x...
 ///   gleaner job status 1
 ///   gleaner job results 1 --out vectors.jsonl --keystore requester.json
 ///   gleaner job share 1 --for 7d --keystore requester.json
@@ -73,14 +75,16 @@ pub struct SubmitArgs {
     key: KeyArgs,
     #[command(flatten)]
     coord: CoordinatorArg,
-    /// Task kind: embed (sentence embeddings with all-MiniLM-L6-v2) or generate (text with
-    /// SmolLM2-135M-Instruct, greedy or seeded sampling).
+    /// Task kind: embed (sentence embeddings with all-MiniLM-L6-v2), generate (text with
+    /// SmolLM2-135M-Instruct, greedy or seeded sampling) or train (SGD steps of a small
+    /// byte-level GPT on a text, one job per step; see --steps).
     #[arg(long, default_value = "embed")]
     pub kind: KindId,
     /// Input file. embed: one text per line. generate: JSON lines, one {"prompt": "..."} each.
+    /// train: any text (the model learns its bytes).
     #[arg(long)]
     pub input: PathBuf,
-    /// Inputs (texts or prompts) per task.
+    /// Inputs (texts or prompts) per task; train: sequences per task (data shard).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
     /// generate: most new tokens per prompt.
@@ -117,9 +121,46 @@ pub struct SubmitArgs {
     /// Deadline from now: 90s, 30m, 2h, 1d.
     #[arg(long, default_value = "1h")]
     pub deadline: String,
-    /// Wait, with a progress bar, until the job is settled.
+    /// Wait, with a progress bar, until the job is settled (train always waits).
     #[arg(long)]
     pub wait: bool,
+    /// train: SGD steps, one job each: the command waits for each step to settle, writes the
+    /// next checkpoint, and submits the next step from it (--budget and --deadline are per
+    /// step).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub steps: u32,
+    /// train: tasks (data shards) per step, --batch sequences each.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub shards: u32,
+    /// train: sequence length in bytes (the model's context).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=2048))]
+    pub context: u32,
+    /// train: learning rate of plain SGD (at most 6 decimals).
+    #[arg(long, default_value_t = 0.5)]
+    pub lr: f64,
+    /// train: model width (a new model; --from keeps the checkpoint's shape).
+    #[arg(long, default_value_t = 192)]
+    pub dim: u32,
+    /// train: transformer blocks.
+    #[arg(long, default_value_t = 4)]
+    pub layers: u32,
+    /// train: attention heads (dividing --dim).
+    #[arg(long, default_value_t = 6)]
+    pub heads: u32,
+    /// train: seed of the new model's initial weights.
+    #[arg(long, default_value_t = 0)]
+    pub init_seed: u64,
+    /// train: continue from this checkpoint (e.g. the last step-N.safetensors of a run that
+    /// stopped) instead of new weights; the data order continues from its step.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// train: where each step's checkpoint is written (step-N.safetensors).
+    #[arg(long, default_value = "checkpoints")]
+    pub checkpoints: PathBuf,
+    /// train: print one JSON object per step on stdout, then a summary
+    /// ({"jobs", "losses", "checkpoint"}).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `job status`.
@@ -142,7 +183,8 @@ pub struct ResultsArgs {
     #[command(flatten)]
     coord: CoordinatorArg,
     /// Output file. embed: `.safetensors` writes one [n, 384] tensor, anything else JSON lines
-    /// of vectors. generate: JSON lines {"prompt", "ids", "text"}.
+    /// of vectors. generate: JSON lines {"prompt", "ids", "text"}. train: the checkpoint after
+    /// the job's step (safetensors: every parameter by name, the step's loss in the metadata).
     #[arg(long)]
     pub out: PathBuf,
     /// A read grant someone shared (`gleaner job share`), instead of the requester's keystore.
@@ -230,6 +272,9 @@ fn kinds() -> gleaner_kinds::Registry {
 }
 
 async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
+    if a.kind == KindId::TRAIN {
+        return train(a).await;
+    }
     let sampling = match a.temperature {
         Some(t) => Some(gleaner_requester::sampling(t, a.top_p, a.seed)?),
         None => None,
@@ -240,12 +285,8 @@ async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
         max_tokens: a.max_tokens,
         sampling,
         chat: a.chat,
-        spot_checks: a
-            .spot_check
-            .map(|check_ppm| gleaner_protocol::replication::SpotChecks {
-                check_ppm,
-                trust_after: a.trust_after,
-            }),
+        spot_checks: spot_checks(&a),
+        train: None,
     };
     if request.spot_checks.is_some() && a.redundancy < 2 {
         bail!("--spot-check needs --redundancy 2 or more: a checked task is computed again");
@@ -287,6 +328,199 @@ async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
         wait_settled(&client, submitted.job_id).await?;
     }
     Ok(())
+}
+
+fn spot_checks(a: &SubmitArgs) -> Option<gleaner_protocol::replication::SpotChecks> {
+    a.spot_check
+        .map(|check_ppm| gleaner_protocol::replication::SpotChecks {
+            check_ppm,
+            trust_after: a.trust_after,
+        })
+}
+
+/// `job submit --kind train`: one job per SGD step, each from the checkpoint the last wrote.
+async fn train(a: SubmitArgs) -> anyhow::Result<()> {
+    use gleaner_models::gpt::{BYTE_VOCAB, Checkpoint, GptConfig, sequences};
+    if !(a.lr.is_finite() && a.lr > 0.0 && a.lr <= 1000.0) {
+        bail!("--lr must be a number in (0, 1000]");
+    }
+    let lr_micro = (a.lr * 1e6).round() as u32;
+    if lr_micro == 0 || (f64::from(lr_micro) / 1e6 - a.lr).abs() > 1e-9 {
+        bail!("--lr {} has more than 6 decimals", a.lr);
+    }
+    if a.chat || a.temperature.is_some() {
+        bail!("--chat and --temperature apply to generate jobs only");
+    }
+    if a.spot_check.is_some() && a.redundancy < 2 {
+        bail!("--spot-check needs --redundancy 2 or more: a checked task is computed again");
+    }
+    let text =
+        std::fs::read(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
+    let mut ckpt = match &a.from {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))?;
+            Checkpoint::from_bytes(&bytes).with_context(|| format!("in {}", path.display()))?
+        }
+        None => Checkpoint::init(
+            GptConfig {
+                vocab: BYTE_VOCAB,
+                dim: a.dim as usize,
+                layers: a.layers as usize,
+                heads: a.heads as usize,
+                context: a.context as usize,
+            },
+            a.init_seed,
+        )?,
+    };
+    let config = ckpt.config;
+    let per_step = a.shards as usize * a.batch as usize;
+    // Refuse a corpus too short for one sequence before anything is escrowed.
+    sequences(&text, config.context, 0, 1).with_context(|| format!("in {}", a.input.display()))?;
+    let budget = parse_amount(&a.budget)?;
+    if budget.is_zero() {
+        bail!("--budget must be positive");
+    }
+    std::fs::create_dir_all(&a.checkpoints)
+        .with_context(|| format!("cannot create {}", a.checkpoints.display()))?;
+    let signer = a.key.signer()?;
+    let client = Client::new(&a.coord.coordinator_url)?;
+    let p = provider(&a.chain, signer.clone())?;
+    let kinds = kinds();
+    eprintln!(
+        "training a {}-parameter GPT ({} blocks, width {}, {} heads, context {}) for {} steps \
+         of {} sequences ({} tasks × {}), SGD lr {}",
+        config.params(),
+        config.layers,
+        config.dim,
+        config.heads,
+        config.context,
+        a.steps,
+        per_step,
+        a.shards,
+        a.batch,
+        a.lr
+    );
+    let (mut jobs, mut losses) = (Vec::new(), Vec::new());
+    let first = ckpt.step;
+    let mut path = a.from.clone();
+    for step in first..first + a.steps {
+        let tokens = sequences(
+            &text,
+            config.context,
+            u64::from(step) * per_step as u64,
+            per_step,
+        )?;
+        let input = gleaner_kinds::TrainInput {
+            checkpoint: ckpt.to_bytes()?,
+            tokens,
+            rows: per_step,
+            width: config.context + 1,
+            step,
+            lr_micro,
+        }
+        .to_blob()?;
+        let request = JobRequest {
+            kind: KindId::TRAIN,
+            batch: a.batch,
+            max_tokens: u32::try_from(config.context)?,
+            sampling: None,
+            chat: false,
+            spot_checks: spot_checks(&a),
+            train: Some(gleaner_kinds::train_params(&config, step, lr_micro)?),
+        };
+        let job = gleaner_requester::prepare(&kinds, &request, &input)?;
+        let deadline = now() + parse_duration(&a.deadline)?.as_secs();
+        let submitted = gleaner_requester::submit(
+            &client,
+            &p,
+            &signer,
+            a.chain.market,
+            &job,
+            a.redundancy,
+            budget,
+            deadline,
+            |m| eprintln!("step {step}: {m}"),
+        )
+        .await
+        .with_context(|| resume_hint(step, path.as_deref()))?;
+        eprintln!(
+            "step {step}: job {} ({} tasks × {} replicas, {} tokens escrowed)",
+            submitted.job_id,
+            submitted.tasks,
+            a.redundancy,
+            format_amount(budget)
+        );
+        wait_settled(&client, submitted.job_id)
+            .await
+            .with_context(|| resume_hint(step, path.as_deref()))?;
+        let grant = gleaner_requester::read_grant(
+            &client,
+            &signer,
+            submitted.job_id,
+            signer.address(),
+            OWN_GRANT,
+        )
+        .await?;
+        let out = a.checkpoints.join(format!("step-{}.safetensors", step + 1));
+        let written = gleaner_requester::results(
+            &client.clone().with_grant(&grant),
+            &kinds,
+            submitted.job_id,
+            &out,
+        )
+        .await
+        .with_context(|| resume_hint(step, path.as_deref()))?;
+        if !written.missing.is_empty() {
+            eprintln!(
+                "step {step}: tasks without an accepted gradient (left out of the step): {:?}",
+                written.missing
+            );
+        }
+        ckpt = Checkpoint::from_bytes(&std::fs::read(&out)?)
+            .with_context(|| format!("in {}", out.display()))?;
+        let loss = ckpt.loss.unwrap_or(f32::NAN);
+        eprintln!(
+            "step {step}: loss {loss:.4}, checkpoint {} (job {})",
+            out.display(),
+            submitted.job_id
+        );
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "step": step,
+                    "job": submitted.job_id.to_string(),
+                    "loss": loss,
+                    "checkpoint": out.display().to_string(),
+                })
+            );
+        }
+        jobs.push(submitted.job_id.to_string());
+        losses.push(loss);
+        path = Some(out);
+    }
+    let last = path.map(|p| p.display().to_string()).unwrap_or_default();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "jobs": jobs, "losses": losses, "checkpoint": last })
+        );
+    } else {
+        println!("{last}");
+    }
+    Ok(())
+}
+
+/// How to continue a training run that stopped at `step`.
+fn resume_hint(step: u32, last: Option<&std::path::Path>) -> String {
+    match last {
+        Some(p) => format!(
+            "step {step} did not finish; continue with --from {}",
+            p.display()
+        ),
+        None => format!("step {step} did not finish; run the command again"),
+    }
 }
 
 /// Polls the coordinator with a progress bar until the job ends; an end other than settled is

@@ -138,6 +138,7 @@ async fn a_kind_defined_in_a_test_runs_end_to_end() {
         sampling: None,
         chat: false,
         spot_checks: None,
+        train: None,
     };
     let job = gleaner_requester::prepare(&kinds(), &request, b"hello\nworld\ngleaner\n").unwrap();
     assert_eq!(job.manifest.tasks.len(), 3);

@@ -243,6 +243,7 @@ pub(crate) fn manifest(tasks: Vec<TaskInput>) -> JobManifest {
             batch: 32,
             max_tokens: 128,
             sampling: None,
+            train: None,
         },
         spot_checks: None,
         tasks,

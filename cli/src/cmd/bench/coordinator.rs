@@ -943,6 +943,7 @@ async fn run_configuration(
         sampling: None,
         chat: false,
         spot_checks: None,
+        train: None,
     };
     let input = sim::input_file(tasks);
     let job = gleaner_requester::prepare(&kinds(), &request, &input)?;

@@ -118,6 +118,7 @@ mod tests {
             batch: 1,
             max_tokens: 1,
             sampling: None,
+            train: None,
         };
         let tasks = kind
             .split(&input_file(3), &params, &SplitOptions::default())
