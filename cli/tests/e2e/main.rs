@@ -11,6 +11,7 @@ mod cheats;
 mod explorer;
 mod reverse;
 mod spot;
+mod train;
 
 use std::sync::Arc;
 

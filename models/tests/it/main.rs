@@ -3,6 +3,7 @@
 //! backends and on wgpu (Mesa lavapipe on machines without a GPU).
 
 mod gguf;
+mod gpt;
 mod minilm;
 mod smollm;
 mod tiny;
