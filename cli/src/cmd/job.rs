@@ -27,7 +27,7 @@ use crate::common::{
 ///   gleaner job submit --kind generate --input prompts.jsonl --temperature 0.8 --top-p 0.9 \
 ///       --seed 7 --budget 50 --keystore requester.json --market 0x...
 ///   gleaner job submit --kind train --input demo/train.txt --steps 5 --shards 3 --batch 8 \
-///       --lr 0.5 --budget 10 --checkpoints ckpt --keystore requester.json --market 0x...
+///       --lr 0.05 --budget 10 --checkpoints ckpt --keystore requester.json --market 0x...
 ///   gleaner job status 1
 ///   gleaner job results 1 --out vectors.jsonl --keystore requester.json
 ///   gleaner job share 1 --for 7d --keystore requester.json
@@ -37,7 +37,7 @@ use crate::common::{
 #[command(verbatim_doc_comment)]
 pub enum JobCommand {
     /// Escrow a budget on-chain and hand the job to the coordinator.
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Where a job stands (coordinator view).
     Status(StatusArgs),
     /// Write the accepted outputs in input order (blobs are not public: the requester's key
@@ -136,7 +136,7 @@ pub struct SubmitArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=2048))]
     pub context: u32,
     /// train: learning rate of plain SGD (at most 6 decimals).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
     /// train: model width (a new model; --from keeps the checkpoint's shape).
     #[arg(long, default_value_t = 192)]
@@ -233,7 +233,7 @@ pub struct OnChainArgs {
 pub(crate) fn run(cmd: JobCommand) -> anyhow::Result<()> {
     let rt = runtime()?;
     match cmd {
-        JobCommand::Submit(a) => rt.block_on(submit(a)),
+        JobCommand::Submit(a) => rt.block_on(submit(*a)),
         JobCommand::Status(a) => rt.block_on(status(a)),
         JobCommand::Results(a) => rt.block_on(results(a)),
         JobCommand::Share(a) => rt.block_on(share(a)),
