@@ -547,6 +547,16 @@ mod tests {
         let a = Gradient::from_blob(&outs[0], None).unwrap();
         let b = Gradient::from_blob(&outs[1], None).unwrap();
         assert!(!a.agrees(&b), "two shards' gradients agreed");
+        // A stale gradient: the same shard at the checkpoint one small SGD step earlier.
+        let shard = TrainInput::from_blob(&blobs[0].bytes).unwrap();
+        let mut earlier = ckpt.params.clone();
+        gpt::sgd(&mut earlier, &a.grad, -0.05).unwrap();
+        let (l, g) =
+            gpt::loss_and_grad(&TINY, &earlier, &shard.tokens, shard.rows, &flex().device).unwrap();
+        assert!(
+            !a.agrees(&Gradient { grad: g, loss: l }),
+            "a stale gradient agreed"
+        );
         // A worker that is told another model hash refuses the task.
         let other = ModelRef {
             weights_sha256: blob_hash(b"stale"),
