@@ -587,6 +587,7 @@ fn task_details_section(b: &mut String, d: &JobData) {
                         "{differing} of {outputs} outputs differ (first: output {o}, token {k})"
                     ),
                 },
+                Some(Distance::Gradient { rel_l2 }) => format!("gradient relative L2 {rel_l2:.2e}"),
                 Some(Distance::Bytes { equal: true }) => "same bytes".into(),
                 Some(Distance::Bytes { equal: false }) => "different bytes".into(),
                 None => String::new(),

@@ -76,6 +76,11 @@ pub enum Distance {
         /// (output, token) of the first difference.
         first: Option<(usize, usize)>,
     },
+    /// Gradients (train): `|a - b| / max(|a|, |b|)` (0 = same).
+    Gradient {
+        /// The relative L2 distance.
+        rel_l2: f64,
+    },
     /// Other kinds, or outputs that do not decode: whether the bytes are the same.
     Bytes {
         /// Same bytes.
@@ -301,6 +306,7 @@ async fn distance(
 fn same(kind: &str) -> Distance {
     match kind {
         "embed" => Distance::Cosine { min: 1.0 },
+        "train" => Distance::Gradient { rel_l2: 0.0 },
         _ => Distance::Bytes { equal: true },
     }
 }
@@ -352,7 +358,36 @@ pub(crate) fn measure(kind: &str, a: &[u8], b: &[u8]) -> Distance {
                 first,
             }
         }
+        "train" => {
+            let (Some(x), Some(y)) = (gradient(a), gradient(b)) else {
+                return bytes;
+            };
+            if x.len() != y.len() {
+                return Distance::Gradient { rel_l2: f64::NAN };
+            }
+            let (mut d, mut nx, mut ny) = (0f64, 0f64, 0f64);
+            for (p, q) in x.iter().zip(&y) {
+                let (p, q) = (f64::from(*p), f64::from(*q));
+                d += (p - q) * (p - q);
+                nx += p * p;
+                ny += q * q;
+            }
+            let n = nx.max(ny).sqrt();
+            Distance::Gradient {
+                rel_l2: if n == 0.0 { d.sqrt() } else { d.sqrt() / n },
+            }
+        }
         _ => bytes,
+    }
+}
+
+/// The `grad` tensor of a train output (`gleaner_kinds::Gradient`; the coordinator does not
+/// link the kinds).
+fn gradient(bytes: &[u8]) -> Option<Vec<f32>> {
+    let f = gleaner_protocol::tensors::decode(bytes).ok()?;
+    match &f.get("grad").ok()?.values {
+        gleaner_protocol::tensors::Values::F32(v) => Some(v.clone()),
+        _ => None,
     }
 }
 
@@ -382,6 +417,20 @@ mod tests {
         let a = encode_matrix(EMBED_TENSOR, &[1.0, 0.0, 0.0, 1.0], 2, 2, &[]).unwrap();
         let b = encode_matrix(EMBED_TENSOR, &[1.0, 0.0, 0.0, -1.0], 2, 2, &[]).unwrap();
         assert_eq!(measure("embed", &a, &a), Distance::Cosine { min: 1.0 });
+        let grad = |v: Vec<f32>| {
+            use gleaner_protocol::tensors::{Tensor, Values, encode};
+            encode(&[Tensor::new("grad", vec![v.len()], Values::F32(v))], &[]).unwrap()
+        };
+        let (g, h) = (grad(vec![3.0, 4.0]), grad(vec![3.0, 4.5]));
+        assert_eq!(measure("train", &g, &g), Distance::Gradient { rel_l2: 0.0 });
+        let Distance::Gradient { rel_l2 } = measure("train", &g, &h) else {
+            panic!("not a gradient distance");
+        };
+        assert!((rel_l2 - 0.5 / 4.5f64.hypot(3.0)).abs() < 1e-12, "{rel_l2}");
+        assert_eq!(
+            measure("train", b"junk", &g),
+            Distance::Bytes { equal: false }
+        );
         assert_eq!(measure("embed", &a, &b), Distance::Cosine { min: -1.0 });
         let g = |ids: Vec<u32>| Generation {
             text: String::new(),
