@@ -113,6 +113,24 @@ async fn spot_checks_catch_a_cheater_that_earned_trust() {
         }
     }
     assert!(paid(&audit).contains(&net.workers[1].address()), "{audit}");
+    // The explorer's job page shows the policy, the revealed seed and the draw.
+    let drawn = report
+        .tasks
+        .iter()
+        .filter(|t| spot.seed.is_checked(t.task_hash, spot.policy.check_ppm))
+        .count();
+    let page = reqwest::get(format!("{}/jobs/{job}", net.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!(
+            "{drawn} of {tasks} tasks drawn for a check; {singles} accepted on a single replica"
+        )),
+        "the job page does not show the draw ({drawn} drawn, {singles} alone)"
+    );
     // The requester paid for the replicas used (the escrow of 90 tokens covers 2 per task) and
     // got the rest back.
     let paid_replicas = audit["paid_replicas"].as_u64().unwrap();

@@ -752,6 +752,7 @@ fn report_section(b: &mut String, c: &ChainJob, report: Option<&Report>, token: 
                 r.slashes.len(),
                 if r.slashes.len() == 1 { "" } else { "es" }
             );
+            spot_checks_paragraph(b, r);
             b.push_str(r#"<table><thead><tr><th>Worker</th><th class="num">Confidence</th><th class="num">Units (report)</th></tr></thead><tbody>"#);
             for w in &r.workers {
                 let _ = write!(
@@ -781,6 +782,35 @@ fn report_section(b: &mut String, c: &ChainJob, report: Option<&Report>, token: 
         None => b.push_str(r#"<p class="muted">Not fetched.</p>"#),
     }
     b.push_str("</section>");
+}
+
+/// A job with spot checks: its policy, the revealed seed, and what the draw gave (the audit
+/// recomputes the draw from chain data; this page reads the verified report).
+fn spot_checks_paragraph(b: &mut String, r: &SettlementReport) {
+    let Some(sc) = &r.spot_checks else { return };
+    let drawn = r
+        .tasks
+        .iter()
+        .filter(|t| sc.seed.is_checked(t.task_hash, sc.policy.check_ppm))
+        .count();
+    let alone = r
+        .tasks
+        .iter()
+        .filter(|t| {
+            t.accepted_result.is_some() && t.replicas.iter().filter(|x| x.in_quorum).count() == 1
+        })
+        .count();
+    let _ = write!(
+        b,
+        r#"<p id="spot-checks">Spot checks: {}.{:04}% of tasks drawn for a check, workers trusted after {} checked results, up to {} replicas per task. Seed: secret {} (committed before leasing, revealed at settlement) with beacon {} (the commitment's block). {drawn} of {} tasks drawn for a check; {alone} accepted on a single replica.</p>"#,
+        sc.policy.check_ppm / 10_000,
+        sc.policy.check_ppm % 10_000,
+        sc.policy.trust_after,
+        sc.redundancy,
+        hash(sc.seed.secret),
+        hash(sc.seed.beacon),
+        r.tasks.len(),
+    );
 }
 
 fn txs_section(b: &mut String, c: &ChainJob) {
