@@ -354,3 +354,42 @@ async fn slash<P: Provider>(
     }
     Ok(out)
 }
+
+/// The spot-check commitment job `job_id` made in the block whose hash is `beacon` (its
+/// `ChecksCommitted` event there), or `None` when that block holds none (or is not a block of
+/// this chain): how the verifier checks that the beacon the coordinator shows is the
+/// commitment's block hash, and so not a value the coordinator chose.
+pub async fn commitment_in_block<P: Provider>(
+    provider: &P,
+    market: Address,
+    job_id: U256,
+    beacon: B256,
+) -> Result<Option<B256>> {
+    use alloy::rpc::types::Filter;
+    use alloy::sol_types::SolEvent;
+    let filter = Filter::new()
+        .address(market)
+        .at_block_hash(beacon)
+        .event_signature(JobMarket::ChecksCommitted::SIGNATURE_HASH)
+        .topic1(job_id);
+    let logs = match provider.get_logs(&filter).await {
+        Ok(logs) => logs,
+        // Nodes answer an unknown block hash with an error ("unknown block" from anvil and
+        // geth, "not found" from others): no such block, so no commitment there.
+        Err(e)
+            if {
+                let m = e.to_string().to_lowercase();
+                m.contains("unknown block") || m.contains("not found")
+            } =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::Chain(format!("ChecksCommitted logs: {e}"))),
+    };
+    Ok(logs
+        .iter()
+        .filter(|l| l.block_hash == Some(beacon) && !l.removed)
+        .filter_map(|l| JobMarket::ChecksCommitted::decode_log(&l.inner).ok())
+        .find(|e| e.jobId == job_id)
+        .map(|e| e.commitment))
+}

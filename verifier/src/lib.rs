@@ -38,7 +38,9 @@ mod settlement;
 pub mod sim;
 mod store;
 
-pub use chain::{ChainOutcome, SlashOutcome, settle_and_slash, settle_and_slash_in_chunks};
+pub use chain::{
+    ChainOutcome, SlashOutcome, commitment_in_block, settle_and_slash, settle_and_slash_in_chunks,
+};
 pub use decide::{
     Cluster, Fetched, Policy, Replica, Single, Verdict, accepted_blob, attributed, cluster, decide,
     provisional_verdict, signature_valid, single,

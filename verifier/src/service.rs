@@ -108,6 +108,7 @@ pub async fn run(
         job_slash: HashMap::new(),
         stake_covers: HashMap::new(),
         commitments: HashMap::new(),
+        beacons: std::collections::HashSet::new(),
         registry: None,
         caught: HashMap::new(),
         checked: BoundedCache::new(config.checked_cache),
@@ -162,6 +163,9 @@ struct Service {
     registry: Option<Address>,
     /// job → its on-chain spot-check commitment.
     commitments: HashMap<U256, B256>,
+    /// (job, beacon) pairs checked against the chain: the beacon is the hash of the block that
+    /// holds the job's commitment.
+    beacons: std::collections::HashSet<(U256, B256)>,
     /// job → workers that contradicted one of its accepted quorums (spot checks: never trusted
     /// again within the job, so their provisional results are all computed again).
     caught: HashMap<U256, std::collections::HashSet<Address>>,
@@ -223,6 +227,7 @@ impl Service {
         self.job_slash.retain(|job_id, _| listed(job_id));
         self.stake_covers.retain(|(job_id, _), _| listed(job_id));
         self.commitments.retain(|job_id, _| listed(job_id));
+        self.beacons.retain(|(job_id, _)| listed(job_id));
         self.caught.retain(|job_id, _| listed(job_id));
         let mut first_err = None;
         for job in &work.jobs {
@@ -249,6 +254,25 @@ impl Service {
                         "the coordinator's spot-check secret does not hash to the job's \
                          on-chain commitment {on_chain}"
                     )));
+                }
+                // The beacon must be the commitment's block hash: a value the coordinator could
+                // choose would let it steer which tasks are checked.
+                if !self.beacons.contains(&(job.job_id, seed.beacon)) {
+                    let found = crate::chain::commitment_in_block(
+                        &self.provider(),
+                        self.config.market,
+                        job.job_id,
+                        seed.beacon,
+                    )
+                    .await?;
+                    if found != Some(on_chain) {
+                        return Err(Error::Conflict(format!(
+                            "the coordinator's spot-check beacon {} is not the hash of the block \
+                             that holds the job's commitment",
+                            seed.beacon
+                        )));
+                    }
+                    self.beacons.insert((job.job_id, seed.beacon));
                 }
                 Some((p, seed))
             }

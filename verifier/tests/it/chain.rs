@@ -212,3 +212,55 @@ async fn settles_in_proportion_slashes_the_liar_and_never_twice() {
         .unwrap_err();
     assert!(matches!(err, Error::Conflict(_)), "{err}");
 }
+
+/// The verifier's beacon check: the job's commitment is found in the block of its
+/// `postTasksCommitted` and nowhere else (an earlier block, an unknown hash, another job).
+#[tokio::test]
+async fn a_spot_check_beacon_is_only_the_commitments_block() {
+    use alloy::eips::BlockNumberOrTag;
+    use alloy::providers::Provider;
+    use gleaner_verifier::commitment_in_block;
+    let chain = DevChain::start(Options::default()).await;
+    let (d, admin) = (chain.d, chain.admin().clone());
+    let provider = chain.provider(&admin);
+    let market = JobMarket::new(d.market, &provider);
+    let new_job = || NewJob {
+        spec: B256::repeat_byte(0x51),
+        tasks: 4,
+        redundancy: 2,
+        budget: e18(12),
+        deadline: u64::MAX / 2,
+    };
+    let job_id = create_funded_job(&provider, &d, admin.address(), new_job())
+        .await
+        .unwrap();
+    let other_job = create_funded_job(&provider, &d, admin.address(), new_job())
+        .await
+        .unwrap();
+    let commitment = gleaner_protocol::replication::commitment(B256::repeat_byte(7));
+    let receipt = market
+        .postTasksCommitted(job_id, B256::repeat_byte(0x52), 4, commitment)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let beacon = receipt.block_hash.unwrap();
+    let found = |job, hash| commitment_in_block(&provider, d.market, job, hash);
+    assert_eq!(found(job_id, beacon).await.unwrap(), Some(commitment));
+    assert_eq!(found(other_job, beacon).await.unwrap(), None);
+    let before = provider
+        .get_block_by_number(BlockNumberOrTag::Number(receipt.block_number.unwrap() - 1))
+        .await
+        .unwrap()
+        .unwrap()
+        .header
+        .hash;
+    assert_eq!(found(job_id, before).await.unwrap(), None);
+    assert_eq!(
+        found(job_id, B256::repeat_byte(0x99)).await.unwrap(),
+        None,
+        "an unknown block"
+    );
+}
