@@ -271,6 +271,28 @@ impl Client {
         Ok(hash)
     }
 
+    /// `PUT /v1/verifier/reports/{sha256}` (the verifier's session): stores a settlement
+    /// report, which may exceed the blob limit; returns its hash, checked against the receipt.
+    pub async fn put_report(&self, bytes: Vec<u8>) -> Result<B256> {
+        let hash = blob_hash(&bytes);
+        let path = format!("/v1/verifier/reports/{hash}");
+        let body = alloy::primitives::Bytes::from(bytes).0;
+        let stored: BlobRef = self
+            .json("report upload", Replay::Safe, |c| {
+                c.request(Method::PUT, &path)
+                    .body(body.clone())
+                    .timeout(BLOB_TIMEOUT)
+            })
+            .await?;
+        if stored.hash != hash {
+            return Err(Error::Decode {
+                what: "report upload".into(),
+                message: format!("stored {hash} as {}", stored.hash),
+            });
+        }
+        Ok(hash)
+    }
+
     /// `POST /v1/jobs`: registers a signed manifest of an on-chain job.
     pub async fn register_job(&self, body: &RegisterJob) -> Result<JobStatus> {
         self.json("job registration", Replay::Safe, |c| {

@@ -52,7 +52,8 @@ pub use explorer::{
 };
 pub use gleaner_protocol::api::JobState;
 pub use http::{
-    ApiSettings, AppState, MAX_EXPIRY_AHEAD_SECS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_WAIT_MS, app,
+    ApiSettings, AppState, DEFAULT_MAX_REPORT_BYTES, MAX_EXPIRY_AHEAD_SECS, MAX_HEADER_BYTES,
+    MAX_HEADERS, MAX_WAIT_MS, app,
 };
 pub use metrics::Metrics;
 pub use server::{ServerSettings, serve_http};

@@ -17,6 +17,7 @@
 //! | GET | `/v1/verifier/work` | verifier (Bearer) | → [`VerifierWork`] |
 //! | POST | `/v1/verifier/decisions` | verifier (Bearer) | [`Decision`] → 204 |
 //! | POST | `/v1/verifier/settled` | verifier (Bearer) | [`Settled`] → 204 |
+//! | PUT | `/v1/verifier/reports/{sha256}` | verifier (Bearer) | a canonical settlement report (≤ the report limit, larger than the blob limit; hash must match) → [`BlobRef`] |
 //!
 //! Errors are `4xx`/`5xx` with an [`ApiError`] body. Bad input changes nothing.
 //! Sessions: `POST /v1/sign-in` checks an EIP-712 [`WorkerSignIn`](crate::eip712::WorkerSignIn)

@@ -581,7 +581,7 @@ impl Service {
             }
         };
         let (bytes, sha) = report_blob(&report);
-        self.client.put_blob(bytes).await?;
+        self.client.put_report(bytes).await?;
         let provider = self.provider();
         let outcome = settle_and_slash_in_chunks(
             &provider,

@@ -85,6 +85,11 @@ pub struct RunArgs {
     /// Largest blob (and request body) accepted, in bytes.
     #[arg(long, env = "GLEANER_MAX_BLOB_BYTES", default_value_t = 16 << 20)]
     pub max_blob_bytes: u64,
+    /// Largest settlement report the verifier may upload, in bytes: a report grows with its
+    /// job (~0.8 KB per replica), so it has its own limit.
+    #[arg(long, env = "GLEANER_MAX_REPORT_BYTES",
+          default_value_t = gleaner_coordinator::DEFAULT_MAX_REPORT_BYTES)]
+    pub max_report_bytes: u64,
     /// The verifier's address: its sign-in gets the verifier role.
     #[arg(long, env = "GLEANER_VERIFIER_ADDRESS")]
     pub verifier: Option<Address>,
@@ -136,6 +141,7 @@ impl RunArgs {
                 manifest_cache: self.manifest_cache,
                 request_secs: self.request_timeout_secs.max(1),
                 max_blob_bytes: self.max_blob_bytes,
+                max_report_bytes: self.max_report_bytes,
                 verifier: self.verifier,
             },
             server: gleaner_coordinator::ServerSettings {

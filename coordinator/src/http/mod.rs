@@ -54,6 +54,9 @@ pub const MAX_HEADER_BYTES: usize = 16 << 10;
 /// refuses more than 256 itself, with a bare 431.
 pub const MAX_HEADERS: usize = 100;
 
+/// The default of [`ApiSettings::max_report_bytes`]: the report of a job of ~300,000 replicas.
+pub const DEFAULT_MAX_REPORT_BYTES: u64 = 256 << 20;
+
 /// Settings of the API (the part of the config it needs).
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -61,6 +64,9 @@ pub struct ApiSettings {
     pub lease_secs: u64,
     /// Largest blob (and body) accepted.
     pub max_blob_bytes: u64,
+    /// Largest settlement report the verifier may upload (`PUT /v1/verifier/reports`): a
+    /// report grows with the job (~0.8 KB per replica), past what any task's blob needs.
+    pub max_report_bytes: u64,
     /// The verifier's address: its sign-in gets the `verifier` role.
     pub verifier: Option<Address>,
     /// Session (sign-in) lifetime.
@@ -84,6 +90,7 @@ impl Default for ApiSettings {
         Self {
             lease_secs: 120,
             max_blob_bytes: 16 << 20,
+            max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
             verifier: None,
             session_secs: 3600,
             max_expiry_ahead_secs: MAX_EXPIRY_AHEAD_SECS,
@@ -347,6 +354,7 @@ fn parse_job_id(text: &str) -> Result<U256> {
 /// `/metrics`. Bodies above `max_blob_bytes` are refused with 413.
 pub fn app(state: AppState) -> Router {
     let limit = usize::try_from(state.settings().max_blob_bytes).unwrap_or(usize::MAX);
+    let report_limit = usize::try_from(state.settings().max_report_bytes).unwrap_or(usize::MAX);
     let v1 = Router::new()
         .route("/info", get(info::info))
         .route("/blobs/{hash}", put(blobs::put_blob).get(blobs::get_blob))
@@ -361,7 +369,11 @@ pub fn app(state: AppState) -> Router {
         .route("/results/batch", post(results::submit_results))
         .route("/verifier/work", get(verifier::work))
         .route("/verifier/decisions", post(verifier::decide))
-        .route("/verifier/settled", post(verifier::settled));
+        .route("/verifier/settled", post(verifier::settled))
+        .route(
+            "/verifier/reports/{hash}",
+            put(verifier::put_report).layer(DefaultBodyLimit::max(report_limit)),
+        );
     Router::new()
         .route("/healthz", get(info::healthz))
         .route("/metrics", get(info::metrics))
@@ -396,10 +408,16 @@ async fn guard(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(len) = declared.filter(|&n| n > settings.max_blob_bytes) {
+    // The verifier's report upload has its own, larger limit (checked again by its handler,
+    // which also requires the verifier's session).
+    let limit = if req.uri().path().starts_with(REPORTS_PREFIX) {
+        settings.max_report_bytes
+    } else {
+        settings.max_blob_bytes
+    };
+    if let Some(len) = declared.filter(|&n| n > limit) {
         return Error::TooLarge(format!(
-            "the body declares {len} bytes; this coordinator accepts at most {}",
-            settings.max_blob_bytes
+            "the body declares {len} bytes; this coordinator accepts at most {limit}"
         ))
         .into_response();
     }
@@ -414,6 +432,9 @@ async fn guard(
         .into_response(),
     }
 }
+
+/// Where the verifier uploads settlement reports.
+const REPORTS_PREFIX: &str = "/v1/verifier/reports/";
 
 /// Refuses more than [`MAX_HEADERS`] headers or more than [`MAX_HEADER_BYTES`] of them.
 fn check_headers(headers: &HeaderMap) -> Result<()> {

@@ -14,7 +14,7 @@ use gleaner_protocol::api::{
 use gleaner_protocol::replication::SpotSeed;
 
 use super::sessions::VERIFIER;
-use super::{ApiJson, AppState};
+use super::{ApiJson, ApiPath, AppState, parse_hash};
 use crate::db::{ReplicaRow, TaskState};
 use crate::error::{Error, Result};
 
@@ -205,4 +205,42 @@ pub(super) async fn settled(
     }
     tracing::info!(target: "coordinator::api", job_id = %body.job_id, tx = %body.tx_hash, "job settled");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/verifier/reports/{sha256}`: the verifier stores a settlement report, which may be
+/// larger than any other blob (up to `max_report_bytes`). It must hash to the path and be a
+/// canonical report; then it is an ordinary blob (readable by anyone, like every report).
+pub(super) async fn put_report(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(hash): ApiPath<String>,
+    body: std::result::Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<gleaner_protocol::api::BlobRef>> {
+    s.session(&headers, VERIFIER).await?;
+    let hash = parse_hash(&hash)?;
+    let limit = s.settings().max_report_bytes;
+    let too_large = || Error::TooLarge(format!("report larger than {limit} bytes"));
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            Error::BadRequest(e.body_text())
+        }
+    })?;
+    if body.len() as u64 > limit {
+        return Err(too_large());
+    }
+    let actual = gleaner_protocol::blob::blob_hash(&body);
+    if actual != hash {
+        return Err(Error::BadRequest(format!(
+            "the bytes hash to {actual}, not {hash}"
+        )));
+    }
+    gleaner_protocol::report::SettlementReport::from_canonical(&body)
+        .map_err(|e| Error::BadRequest(format!("not a canonical settlement report: {e}")))?;
+    s.store().put_blob(hash, &body).await?;
+    Ok(Json(gleaner_protocol::api::BlobRef {
+        hash,
+        size: body.len() as u64,
+    }))
 }

@@ -517,3 +517,102 @@ async fn shutdown_lets_requests_in_flight_finish_within_the_grace() {
     assert!(TcpStream::connect(server.addr).await.is_err());
     assert!(h.state.store().has_blob(blob_hash(body)).await.unwrap());
 }
+
+/// A settlement report grows with its job past the blob limit: the verifier (and only it)
+/// uploads it under the report limit; it must be a canonical report that hashes to its path;
+/// it is then an ordinary blob. (A 20,000-task job's report was 31.9 MB: above the 16 MiB blob
+/// limit, so settlement stalled.)
+#[tokio::test]
+async fn the_verifier_uploads_a_report_larger_than_the_blob_limit() {
+    use alloy::primitives::{Address, B256, Bytes, U256};
+    use axum::body::Body;
+    use axum::http::Request;
+    use gleaner_protocol::report::{REPORT_VERSION, ReplicaEntry, SettlementReport, TaskOutcome};
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    let h = Harness::with_settings(store, |s| ApiSettings {
+        max_blob_bytes: 4096,
+        max_report_bytes: 64 << 10,
+        ..s
+    })
+    .await;
+    let report = |tasks: u32| {
+        SettlementReport {
+            version: REPORT_VERSION,
+            chain_id: 31337,
+            market: Address::repeat_byte(0xaa),
+            job_id: U256::from(1),
+            spec_hash: B256::repeat_byte(2),
+            tasks_root: B256::repeat_byte(3),
+            tasks: (0..tasks)
+                .map(|i| TaskOutcome {
+                    index: i,
+                    task_hash: B256::repeat_byte(4),
+                    cost: 10,
+                    accepted_result: Some(B256::repeat_byte(1)),
+                    replicas: vec![ReplicaEntry {
+                        worker: Address::repeat_byte(1),
+                        result_hash: B256::repeat_byte(1),
+                        signature: Bytes::from(vec![7; 65]),
+                        in_quorum: true,
+                    }],
+                })
+                .collect(),
+            workers: vec![],
+            slashes: vec![],
+            spot_checks: None,
+        }
+        .canonical()
+    };
+    let bytes = report(100);
+    assert!((4096..64 << 10).contains(&bytes.len()), "{}", bytes.len());
+    let hash = blob_hash(&bytes);
+    let put = |uri: String, token: Option<&str>, body: Vec<u8>| {
+        let mut b = Request::builder().method("PUT").uri(uri);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    let vt = h.sign_in(&h.verifier.clone(), 0.0, 1).await;
+    let wt = h.sign_in(&PrivateKeySigner::random(), 1.0, 1).await;
+    let report_uri = format!("/v1/verifier/reports/{hash}");
+    // As an ordinary blob it is too large; without the verifier's session it is refused.
+    let (s, _) = h
+        .call(put(format!("/v1/blobs/{hash}"), None, bytes.clone()))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, _) = h.call(put(report_uri.clone(), None, bytes.clone())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = h
+        .call(put(report_uri.clone(), Some(&wt), bytes.clone()))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Bytes that are not a report, or that do not hash to the path, are refused.
+    let junk = vec![b'x'; 5000];
+    let (s, _) = h
+        .call(put(
+            format!("/v1/verifier/reports/{}", blob_hash(&junk)),
+            Some(&vt),
+            junk,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = h
+        .call(put(report_uri.clone(), Some(&vt), report(101)))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Above the report limit: refused too.
+    let huge = report(2_000);
+    let (s, _) = h
+        .call(put(
+            format!("/v1/verifier/reports/{}", blob_hash(&huge)),
+            Some(&vt),
+            huge,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, body) = h.call(put(report_uri, Some(&vt), bytes.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let (s, got) = h.get(&format!("/v1/blobs/{hash}"), Some(&vt)).await;
+    assert_eq!((s, got), (StatusCode::OK, bytes));
+}
