@@ -252,33 +252,23 @@ impl Client {
     /// `PUT /v1/blobs/{sha256}`: stores `bytes`; returns their hash, checked against the
     /// coordinator's receipt.
     pub async fn put_blob(&self, bytes: Vec<u8>) -> Result<B256> {
-        let hash = blob_hash(&bytes);
-        let path = format!("/v1/blobs/{hash}");
-        let body = alloy::primitives::Bytes::from(bytes).0;
-        let stored: BlobRef = self
-            .json("blob upload", Replay::Safe, |c| {
-                c.request(Method::PUT, &path)
-                    .body(body.clone())
-                    .timeout(BLOB_TIMEOUT)
-            })
-            .await?;
-        if stored.hash != hash {
-            return Err(Error::Decode {
-                what: "blob upload".into(),
-                message: format!("stored {hash} as {}", stored.hash),
-            });
-        }
-        Ok(hash)
+        self.put_addressed("/v1/blobs", "blob upload", bytes).await
     }
 
     /// `PUT /v1/verifier/reports/{sha256}` (the verifier's session): stores a settlement
     /// report, which may exceed the blob limit; returns its hash, checked against the receipt.
     pub async fn put_report(&self, bytes: Vec<u8>) -> Result<B256> {
+        self.put_addressed("/v1/verifier/reports", "report upload", bytes)
+            .await
+    }
+
+    /// `PUT {prefix}/{sha256}` of `bytes`, the stored hash checked against theirs.
+    async fn put_addressed(&self, prefix: &str, what: &str, bytes: Vec<u8>) -> Result<B256> {
         let hash = blob_hash(&bytes);
-        let path = format!("/v1/verifier/reports/{hash}");
+        let path = format!("{prefix}/{hash}");
         let body = alloy::primitives::Bytes::from(bytes).0;
         let stored: BlobRef = self
-            .json("report upload", Replay::Safe, |c| {
+            .json(what, Replay::Safe, |c| {
                 c.request(Method::PUT, &path)
                     .body(body.clone())
                     .timeout(BLOB_TIMEOUT)
@@ -286,7 +276,7 @@ impl Client {
             .await?;
         if stored.hash != hash {
             return Err(Error::Decode {
-                what: "report upload".into(),
+                what: what.into(),
                 message: format!("stored {hash} as {}", stored.hash),
             });
         }

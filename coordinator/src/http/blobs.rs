@@ -23,8 +23,24 @@ pub(super) async fn put_blob(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<BlobRef>> {
     let hash = parse_hash(&hash)?;
-    let limit = s.settings().max_blob_bytes;
-    let too_large = || Error::TooLarge(format!("blob larger than {limit} bytes"));
+    let body = addressed_body(body, hash, s.settings().max_blob_bytes, "blob")?;
+    s.store().put_blob(hash, &body).await?;
+    Metrics::inc(&s.metrics().blobs);
+    Ok(Json(BlobRef {
+        hash,
+        size: body.len() as u64,
+    }))
+}
+
+/// An upload's body: at most `limit` bytes (else 413, naming `what`), hashing to `hash` (else
+/// 400).
+pub(super) fn addressed_body(
+    body: std::result::Result<Bytes, BytesRejection>,
+    hash: B256,
+    limit: u64,
+    what: &str,
+) -> Result<Bytes> {
+    let too_large = || Error::TooLarge(format!("{what} larger than {limit} bytes"));
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large()
@@ -41,12 +57,7 @@ pub(super) async fn put_blob(
             "the bytes hash to {actual}, not {hash}"
         )));
     }
-    s.store().put_blob(hash, &body).await?;
-    Metrics::inc(&s.metrics().blobs);
-    Ok(Json(BlobRef {
-        hash,
-        size: body.len() as u64,
-    }))
+    Ok(body)
 }
 
 pub(super) async fn get_blob(

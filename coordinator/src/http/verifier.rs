@@ -218,24 +218,7 @@ pub(super) async fn put_report(
 ) -> Result<Json<gleaner_protocol::api::BlobRef>> {
     s.session(&headers, VERIFIER).await?;
     let hash = parse_hash(&hash)?;
-    let limit = s.settings().max_report_bytes;
-    let too_large = || Error::TooLarge(format!("report larger than {limit} bytes"));
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
-        } else {
-            Error::BadRequest(e.body_text())
-        }
-    })?;
-    if body.len() as u64 > limit {
-        return Err(too_large());
-    }
-    let actual = gleaner_protocol::blob::blob_hash(&body);
-    if actual != hash {
-        return Err(Error::BadRequest(format!(
-            "the bytes hash to {actual}, not {hash}"
-        )));
-    }
+    let body = super::blobs::addressed_body(body, hash, s.settings().max_report_bytes, "report")?;
     gleaner_protocol::report::SettlementReport::from_canonical(&body)
         .map_err(|e| Error::BadRequest(format!("not a canonical settlement report: {e}")))?;
     s.store().put_blob(hash, &body).await?;
