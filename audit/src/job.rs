@@ -111,9 +111,7 @@ pub async fn audit_job(
         .job_results(job_id)
         .await?
         .report_hash
-        .ok_or_else(|| {
-            Error::NotAuditable(format!("the coordinator has no report for job {job_id}"))
-        })?;
+        .ok_or(Error::ReportPending(job_id))?;
     let bytes = client.blob(sha).await?;
     let mut differences = Vec::new();
     if keccak256(&bytes) != settled.reportHash {

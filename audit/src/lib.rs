@@ -37,6 +37,10 @@ pub enum Error {
     /// The job is not in a state that can be audited (not created, not settled).
     #[error("{0}")]
     NotAuditable(String),
+    /// The job is settled on-chain but the coordinator has not been told its report yet (the
+    /// verifier names it after its settlement and slash transactions): ask again shortly.
+    #[error("job {0} is settled on-chain but the coordinator has no report for it yet")]
+    ReportPending(alloy::primitives::U256),
 }
 
 /// Result with the audit's [`Error`].

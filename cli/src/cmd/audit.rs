@@ -108,10 +108,30 @@ fn read_provider(chain: &ReadChain) -> anyhow::Result<impl Provider> {
     Ok(ProviderBuilder::new().connect_http(url))
 }
 
+/// How long `audit job` waits for the coordinator to learn a settled job's report.
+const REPORT_WAIT_SECS: u32 = 60;
+
 async fn audit_job(a: &JobAudit) -> anyhow::Result<AuditReport> {
     let p = read_provider(&a.chain)?;
     let client = Client::new(&a.coordinator_url)?;
-    let r = gleaner_audit::audit_job(&p, a.chain.market, &client, a.job_id, a.from_block).await?;
+    // Right after a settlement the coordinator may not know the report yet (the verifier names
+    // it once its settlement and slash transactions are mined): wait for it a little.
+    let mut waited = 0;
+    let r = loop {
+        match gleaner_audit::audit_job(&p, a.chain.market, &client, a.job_id, a.from_block).await {
+            Err(gleaner_audit::Error::ReportPending(_)) if waited < REPORT_WAIT_SECS => {
+                if waited == 0 {
+                    eprintln!(
+                        "job {}: settled, waiting for the coordinator to name the report",
+                        a.job_id
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                waited += 1;
+            }
+            r => break r?,
+        }
+    };
     eprintln!(
         "job {}: {} tasks, {} accepted, {} workers paid, {} slashed, status {}; gas {} in {} \
          transactions ({} per task)",
