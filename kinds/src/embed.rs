@@ -23,7 +23,7 @@ use gleaner_models::{
     SelectedDevice, compare_embeddings,
 };
 use gleaner_protocol::blob::{decode_matrix, decode_texts, encode_matrix, encode_texts};
-use gleaner_protocol::formulas::{self, FULL_CONFIDENCE};
+use gleaner_protocol::formulas;
 use gleaner_protocol::task::{KindId, ModelRef, TaskParams};
 
 use crate::lines::read_lines;
@@ -115,13 +115,7 @@ impl Matrix {
         {
             return Err(Error::Invalid("outputs differ in shape".into()));
         }
-        let mut weights: Vec<f64> = confidences
-            .iter()
-            .map(|&c| f64::from(c) / f64::from(FULL_CONFIDENCE))
-            .collect();
-        if weights.iter().all(|&w| w == 0.0) {
-            weights.iter_mut().for_each(|w| *w = 1.0);
-        }
+        let weights = formulas::confidence_weights(confidences.iter().copied());
         let slices: Vec<&[f32]> = outputs.iter().map(|m| m.data.as_slice()).collect();
         let mut data = formulas::weighted_mean(&slices, &weights)?;
         for row in data.chunks_exact_mut(first.cols) {

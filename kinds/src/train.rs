@@ -30,7 +30,7 @@ use alloy::primitives::U256;
 use gleaner_models::SelectedDevice;
 use gleaner_models::gpt::{self, Checkpoint, GptConfig};
 use gleaner_protocol::blob::blob_hash;
-use gleaner_protocol::formulas::{self, FULL_CONFIDENCE};
+use gleaner_protocol::formulas;
 use gleaner_protocol::task::{JobManifest, KindId, ModelRef, TaskParams, TrainParams};
 use gleaner_protocol::tensors::{self, Tensor, Values};
 
@@ -182,18 +182,7 @@ impl Gradient {
     }
 }
 
-/// `|a - b| / max(|a|, |b|)` in f64 (0 for two zero vectors).
-pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let (mut d, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        d += (x - y) * (x - y);
-        na += x * x;
-        nb += y * y;
-    }
-    let n = na.max(nb).sqrt();
-    if n == 0.0 { d.sqrt() } else { d.sqrt() / n }
-}
+pub use gleaner_protocol::formulas::rel_l2;
 
 /// The shape a job's params pin.
 pub fn config_of(params: &TaskParams) -> Result<GptConfig> {
@@ -377,13 +366,7 @@ impl TaskKind for TrainKind {
 
     fn accept(&self, members: &[Member<'_>]) -> Result<Vec<u8>> {
         let outputs = outputs_as::<Gradient>(members)?;
-        let mut weights: Vec<f64> = members
-            .iter()
-            .map(|m| f64::from(m.confidence) / f64::from(FULL_CONFIDENCE))
-            .collect();
-        if weights.iter().all(|&w| w == 0.0) {
-            weights.iter_mut().for_each(|w| *w = 1.0);
-        }
+        let weights = formulas::confidence_weights(members.iter().map(|m| m.confidence));
         let grads: Vec<&[f32]> = outputs.iter().map(|g| g.grad.as_slice()).collect();
         let losses: Vec<[f32; 1]> = outputs.iter().map(|g| [g.loss]).collect();
         let losses: Vec<&[f32]> = losses.iter().map(|l| l.as_slice()).collect();

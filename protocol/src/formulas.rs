@@ -55,6 +55,34 @@ pub fn execution_time(tasks: u64, speed: f64) -> Option<f64> {
     (speed.is_finite() && speed > 0.0).then(|| tasks as f64 / speed)
 }
 
+/// The relative L2 distance `|a - b| / max(|a|, |b|)` of two equally long vectors, in f64 (the
+/// plain distance when both are zero): the train comparator's measure, and what the explorer
+/// shows for a gradient.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let (mut d, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        d += (x - y) * (x - y);
+        na += x * x;
+        nb += y * y;
+    }
+    let n = na.max(nb).sqrt();
+    if n == 0.0 { d.sqrt() } else { d.sqrt() / n }
+}
+
+/// Confidence weights P_j for [`weighted_mean`] from basis points; equal weights when every
+/// one is zero (the verifier never accepts such a cluster: this only keeps callers total).
+pub fn confidence_weights(bps: impl IntoIterator<Item = u16>) -> Vec<f64> {
+    let mut w: Vec<f64> = bps
+        .into_iter()
+        .map(|c| f64::from(c) / f64::from(FULL_CONFIDENCE))
+        .collect();
+    if w.iter().all(|&x| x == 0.0) {
+        w.iter_mut().for_each(|x| *x = 1.0);
+    }
+    w
+}
+
 /// Aggregation (seed 4.1.3): the confidence-weighted mean Σ_j r_j · P_j / Σ_k P_k of equally
 /// long numeric outputs.
 pub fn weighted_mean(outputs: &[&[f32]], confidence: &[f64]) -> Result<Vec<f32>> {
@@ -146,6 +174,15 @@ pub fn mul_div(a: u128, b: u128, c: u128) -> Result<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rel_l2_and_confidence_weights() {
+        assert_eq!(rel_l2(&[3.0, 4.0], &[3.0, 4.0]), 0.0);
+        assert!((rel_l2(&[3.0, 4.0], &[0.0, 0.0]) - 1.0).abs() < 1e-12);
+        assert_eq!(rel_l2(&[0.0], &[0.0]), 0.0);
+        assert_eq!(confidence_weights([5_000, 10_000]), vec![0.5, 1.0]);
+        assert_eq!(confidence_weights([0, 0]), vec![1.0, 1.0]);
+    }
 
     /// Seed 4.3: 10 equal workers, 10,000 tasks, P = 0.95: T_i = 1,000, c_i = 950 (in task units),
     /// each is paid W/10.

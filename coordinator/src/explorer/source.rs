@@ -362,19 +362,12 @@ pub(crate) fn measure(kind: &str, a: &[u8], b: &[u8]) -> Distance {
             let (Some(x), Some(y)) = (gradient(a), gradient(b)) else {
                 return bytes;
             };
-            if x.len() != y.len() {
-                return Distance::Gradient { rel_l2: f64::NAN };
-            }
-            let (mut d, mut nx, mut ny) = (0f64, 0f64, 0f64);
-            for (p, q) in x.iter().zip(&y) {
-                let (p, q) = (f64::from(*p), f64::from(*q));
-                d += (p - q) * (p - q);
-                nx += p * p;
-                ny += q * q;
-            }
-            let n = nx.max(ny).sqrt();
             Distance::Gradient {
-                rel_l2: if n == 0.0 { d.sqrt() } else { d.sqrt() / n },
+                rel_l2: if x.len() == y.len() {
+                    gleaner_protocol::formulas::rel_l2(&x, &y)
+                } else {
+                    f64::NAN
+                },
             }
         }
         _ => bytes,

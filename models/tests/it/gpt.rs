@@ -4,6 +4,7 @@
 
 use gleaner_models::gpt::{BYTE_VOCAB, GptConfig, loss_and_grad, sequences};
 use gleaner_models::{BackendChoice, select_device};
+use gleaner_protocol::formulas::rel_l2;
 
 const SMALL: GptConfig = GptConfig {
     vocab: BYTE_VOCAB,
@@ -12,16 +13,6 @@ const SMALL: GptConfig = GptConfig {
     heads: 4,
     context: 16,
 };
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let d: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    let n: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
-    (d / n).sqrt()
-}
 
 #[test]
 fn train_gradients_agree_across_wgpu_flex_and_ndarray() {
