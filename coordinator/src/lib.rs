@@ -42,8 +42,8 @@ pub use cache::BoundedCache;
 pub use chain::{BoxFuture, Chain, OnChainJob, Poster, RpcChain, Watcher, WatcherConfig};
 pub use db::{
     BlobUses, ChainEvent, DbKind, ExplorerJob, ExplorerReplica, ExplorerTask, ExplorerWorker,
-    JobEvent, JobRow, LeasedTask, NewTask, QueueStats, ReplicaRow, ReplicaState, Store, TaskRow,
-    TaskState,
+    JobEvent, JobRow, LeasedTask, NewTask, QueueStats, ReplicaRow, ReplicaState, ReviewTask, Store,
+    TaskRow, TaskState,
 };
 pub use error::{Error, Result};
 pub use explorer::{

@@ -643,7 +643,9 @@ pub struct JobForReview {
     pub redundancy: u16,
     /// Tasks awaiting a decision.
     pub pending: Vec<TaskForReview>,
-    /// Whether every task is decided (accepted or failed): time to settle.
+    /// Whether every task is decided (accepted or failed), or the deadline has passed: time
+    /// to settle. Past the deadline `pending` still lists the tasks whose replicas are in; the
+    /// verifier decides those first (see `undecided`).
     pub all_decided: bool,
     /// Decided tasks with their replicas (for the report), when `all_decided`.
     pub decided: Vec<DecidedTask>,

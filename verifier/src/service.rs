@@ -111,6 +111,8 @@ pub async fn run(
         beacons: std::collections::HashSet::new(),
         registry: None,
         caught: HashMap::new(),
+        closing: std::collections::HashSet::new(),
+        manifests: HashMap::new(),
         checked: BoundedCache::new(config.checked_cache),
         config,
     };
@@ -169,6 +171,11 @@ struct Service {
     /// job → workers that contradicted one of its accepted quorums (spot checks: never trusted
     /// again within the job, so their provisional results are all computed again).
     caught: HashMap<U256, std::collections::HashSet<Address>>,
+    /// job → its parsed manifest and task hashes.
+    manifests: HashMap<U256, (Arc<JobManifest>, Arc<[B256]>)>,
+    /// Jobs past their deadline whose last results were decided in an earlier poll: settled
+    /// on the next one, whatever is still open.
+    closing: std::collections::HashSet<U256>,
     /// (task hash, result hash) → the kind's verdict on that output, bounded.
     checked: BoundedCache<(B256, B256), Checked>,
 }
@@ -229,6 +236,8 @@ impl Service {
         self.commitments.retain(|job_id, _| listed(job_id));
         self.beacons.retain(|(job_id, _)| listed(job_id));
         self.caught.retain(|job_id, _| listed(job_id));
+        self.closing.retain(listed);
+        self.manifests.retain(|job_id, _| listed(job_id));
         let mut first_err = None;
         for job in &work.jobs {
             if let Err(e) = self.job(job).await {
@@ -243,8 +252,17 @@ impl Service {
 
     #[instrument(level = "debug", skip_all, fields(job_id = %job.job_id))]
     async fn job(&mut self, job: &JobForReview) -> Result<()> {
-        let manifest = JobManifest::from_canonical(job.manifest.as_bytes())?;
-        let hashes = manifest.task_hashes(job.job_id);
+        // Parsed and hashed once per job: a large job's manifest is megabytes, polled often.
+        let (manifest, hashes) = match self.manifests.get(&job.job_id) {
+            Some(m) => m.clone(),
+            None => {
+                let m = Arc::new(JobManifest::from_canonical(job.manifest.as_bytes())?);
+                let h: Arc<[B256]> = m.task_hashes(job.job_id).into();
+                self.manifests
+                    .insert(job.job_id, (Arc::clone(&m), Arc::clone(&h)));
+                (m, h)
+            }
+        };
         let policy = Policy::new(job.redundancy);
         let spot = match (manifest.spot_checks, job.spot_seed) {
             (Some(p), Some(seed)) => {
@@ -282,24 +300,33 @@ impl Service {
             }
             (None, _) => None,
         };
-        let ctx = (&manifest, hashes.as_slice(), &policy, spot);
+        let ctx = (&manifest, &hashes[..], &policy, spot);
         let pending: Vec<&TaskForReview> = job.pending.iter().collect();
         self.tasks(job, ctx, &pending, false).await?;
-        // Spot checks: once every undecided task is a provisional result, accept those whose
-        // worker is still trusted and replicate the others (a worker caught meanwhile).
+        // Past the deadline (`all_decided` with tasks still open) nothing more will come in.
+        let past_deadline = job.all_decided && job.undecided > 0;
+        // Spot checks: once every undecided task is a provisional result, or at the deadline,
+        // accept those whose worker is still trusted and replicate the others (a worker
+        // caught meanwhile; past the deadline those stay unaccepted).
         if spot.is_some() && job.undecided > 0 {
             let held: Vec<&TaskForReview> = job
                 .pending
                 .iter()
                 .filter(|t| self.provisional.contains_key(&(job.job_id, t.index)))
                 .collect();
-            if held.len() == job.undecided as usize {
-                info!(target: "verifier", job_id = %job.job_id, tasks = held.len(), "deciding provisional results");
+            if !held.is_empty() && (held.len() == job.undecided as usize || past_deadline) {
+                info!(target: "verifier", job_id = %job.job_id, tasks = held.len(), past_deadline, "deciding provisional results");
                 self.tasks(job, ctx, &held, true).await?;
             }
         }
-        if job.all_decided && job.pending.is_empty() {
-            self.settle(job, &manifest).await?;
+        if job.all_decided {
+            if job.pending.is_empty() || self.closing.contains(&job.job_id) {
+                self.settle(job, &manifest).await?;
+            } else {
+                // This poll's `decided` predates the decisions just posted: settle on the next.
+                info!(target: "verifier", job_id = %job.job_id, decided = job.pending.len(), "past the deadline: results in were decided; settling next");
+                self.closing.insert(job.job_id);
+            }
         }
         Ok(())
     }
@@ -332,7 +359,7 @@ impl Service {
     async fn task(
         &mut self,
         job: &JobForReview,
-        manifest: &JobManifest,
+        manifest: &Arc<JobManifest>,
         hashes: &[alloy::primitives::B256],
         policy: &Policy,
         spot: Option<(SpotChecks, SpotSeed)>,
@@ -413,7 +440,7 @@ impl Service {
                         index,
                         task_hash: task.task_hash,
                         result_hash: v.result_hash,
-                        manifest: manifest.clone(),
+                        manifest: Arc::clone(manifest),
                         input: Arc::clone(&input),
                     };
                     self.check(task, bytes).await?
@@ -468,11 +495,16 @@ impl Service {
                 info!(target: "verifier", %job_id, task = index, extra, "more replicas asked");
                 return Ok(());
             }
-            Verdict::Accept { quorum } => Some(
-                self.client
-                    .put_blob(accepted_blob(&replicas, quorum, kind.as_ref())?)
-                    .await?,
-            ),
+            Verdict::Accept { quorum } => {
+                let bytes = accepted_blob(&replicas, quorum, kind.as_ref())?;
+                let hash = gleaner_protocol::blob::blob_hash(&bytes);
+                // A replica's own output (a lone result, identical replicas) is stored already.
+                if replicas.iter().any(|r| r.result_hash == hash) {
+                    Some(hash)
+                } else {
+                    Some(self.client.put_blob(bytes).await?)
+                }
+            }
             Verdict::Fail => None,
         };
         let rec = TaskRecord::new(index, task.task_hash, &replicas, &verdict, accepted)?;
@@ -796,7 +828,7 @@ impl Service {
 /// What deciding a job's tasks needs besides the job: its manifest, task hashes, decision
 /// policy and spot checks.
 type JobCtx<'a> = (
-    &'a JobManifest,
+    &'a Arc<JobManifest>,
     &'a [B256],
     &'a Policy,
     Option<(SpotChecks, SpotSeed)>,
@@ -820,7 +852,7 @@ struct TaskCheck {
     index: u32,
     task_hash: B256,
     result_hash: B256,
-    manifest: JobManifest,
+    manifest: Arc<JobManifest>,
     input: Arc<[u8]>,
 }
 

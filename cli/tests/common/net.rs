@@ -293,8 +293,7 @@ impl Net {
     ) -> U256 {
         let mut c = gleaner();
         self.env(&mut c, "requester");
-        let out = c
-            .args(["job", "submit", "--input"])
+        c.args(["job", "submit", "--input"])
             .arg(input)
             .args([
                 "--batch",
@@ -303,9 +302,11 @@ impl Net {
                 &redundancy.to_string(),
             ])
             .args(extra)
-            .args(["--budget", "90", "--deadline", "1h"])
-            .output()
-            .unwrap();
+            .args(["--budget", "90"]);
+        if !extra.contains(&"--deadline") {
+            c.args(["--deadline", "1h"]);
+        }
+        let out = c.output().unwrap();
         assert!(
             out.status.success(),
             "submit failed: {}",

@@ -161,3 +161,111 @@ fn replicated_tasks(report: &SettlementReport) -> u64 {
         .filter(|t| t.replicas.iter().filter(|r| r.in_quorum).count() >= 2)
         .count() as u64
 }
+
+/// Provisional results are not lost at the deadline. Workers 0 and 2 earn trust in a fully
+/// replicated job, then compute only tasks 0–3 of a spot-checked job of 8 tasks (the others
+/// fail, so the job never completes). At the deadline the verifier decides what is in: every
+/// trusted worker's lone result is accepted and paid, the tasks never computed stay
+/// unaccepted, and the audit says OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provisional_results_in_by_the_deadline_are_accepted() {
+    let net = Net::start(3).await;
+    let (_c, _v) = net.services(60).await;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    // Jobs from this id on fail every task from index 4 (set once the warm-up job is in).
+    let fail_from = Arc::new(AtomicU64::new(u64::MAX));
+    let flaky = |fail_from: Arc<AtomicU64>| -> Arc<dyn TaskKind> {
+        let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
+        let setup = ModelSetup::new(&gleaner_models::ModelPaths::new(
+            gleaner_test_utils::gleaner_home(),
+        ));
+        Arc::new(Cheat::with(
+            EmbedKind::new(setup.minilm, device),
+            Box::new(move |_, task, _, out| {
+                let job = u64::try_from(task.job_id).unwrap_or(u64::MAX);
+                if job >= fail_from.load(Ordering::SeqCst) && task.index >= 4 {
+                    // Not a spin: the task goes back to the pool and comes round again.
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    return Err(gleaner_kinds::Error::Invalid("out of memory (test)".into()));
+                }
+                Ok(out)
+            }),
+        ))
+    };
+    let handles = vec![
+        run_worker(
+            net.worker(0, Some(flaky(fail_from.clone()))).await,
+            stop.clone(),
+        ),
+        run_worker(
+            net.worker(2, Some(flaky(fail_from.clone()))).await,
+            stop.clone(),
+        ),
+    ];
+    let warm = net.submit(16, 2, 2);
+    net.wait_state(warm, "settled", 240).await;
+    fail_from.store(u64::try_from(warm).unwrap() + 1, Ordering::SeqCst);
+
+    let started = std::time::Instant::now();
+    let job = net.submit_with(
+        16,
+        2,
+        2,
+        &[
+            "--spot-check",
+            "0.1",
+            "--trust-after",
+            "8",
+            "--deadline",
+            "45s",
+        ],
+    );
+    net.wait_state(job, "settled", 240).await;
+    let settled_after = started.elapsed();
+    stop.notify_waiters();
+    for h in handles {
+        let _ = h.await;
+    }
+
+    let audit = net.audit(job);
+    assert_eq!(audit["verdict"], "OK", "{audit}");
+    assert!(slashed(&audit).is_empty(), "{audit}");
+    let client = Client::new(&net.api).unwrap();
+    let sha = client.job_results(job).await.unwrap().report_hash.unwrap();
+    let report = SettlementReport::from_canonical(&client.blob(sha).await.unwrap()).unwrap();
+    let accepted: Vec<u32> = report
+        .tasks
+        .iter()
+        .filter(|t| t.accepted_result.is_some())
+        .map(|t| t.index)
+        .collect();
+    assert_eq!(accepted, vec![0, 1, 2, 3], "{audit}");
+    let singles = report
+        .tasks
+        .iter()
+        .filter(|t| t.replicas.iter().filter(|r| r.in_quorum).count() == 1)
+        .count();
+    assert!(
+        singles > 0,
+        "every task was drawn for a check (p = 1e-4): nothing was held"
+    );
+    // Each computed task was either held provisionally (accepted alone) or drawn for a check
+    // (accepted on both workers); the escrow pays exactly those replicas.
+    assert_eq!(
+        audit["paid_replicas"].as_u64().unwrap(),
+        4 + replicated_tasks(&report),
+        "{audit}"
+    );
+    for w in paid(&audit) {
+        assert!(
+            [net.workers[0].address(), net.workers[2].address()].contains(&w),
+            "{audit}"
+        );
+    }
+    assert!(!paid(&audit).is_empty(), "{audit}");
+    eprintln!(
+        "deadline: settled {:.1} s after submission (deadline 45 s), accepted {accepted:?}, \
+         {singles} on one replica",
+        settled_after.as_secs_f64()
+    );
+}

@@ -69,7 +69,7 @@ pub struct QueueStats {
 const REPLICA_COLUMNS: &str =
     "lease_id, job_id, idx, worker, state, expires_at, result_hash, signature";
 
-fn read_replica(row: &AnyRow) -> Result<ReplicaRow> {
+pub(super) fn read_replica(row: &AnyRow) -> Result<ReplicaRow> {
     Ok(ReplicaRow {
         lease_id: row.try_get("lease_id")?,
         job_id: column(row, "job_id")?,

@@ -30,7 +30,7 @@ pub use codec::{ReplicaState, TaskState};
 pub use explorer::{ExplorerJob, ExplorerReplica, ExplorerTask, ExplorerWorker};
 pub use jobs::{JobRow, NewTask};
 pub use leases::{LeasedTask, QueueStats, ReplicaRow};
-pub use tasks::TaskRow;
+pub use tasks::{ReviewTask, TaskRow};
 
 use crate::error::{Error, Result};
 

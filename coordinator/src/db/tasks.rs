@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use super::Store;
 use super::codec::{ReplicaState, TaskState, column, int_column, optional_column, to_hex};
+use super::leases::{ReplicaRow, read_replica};
 use crate::error::{Error, Result};
 
 /// A task with its decision state, as the verifier sees it.
@@ -24,7 +25,63 @@ pub struct TaskRow {
     pub quorum: Vec<Address>,
 }
 
+/// An open task whose submitted replicas reach the number it wants: up for a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewTask {
+    /// Task index.
+    pub index: u32,
+    /// Task hash.
+    pub task_hash: B256,
+    /// Its submitted replicas, in submission order.
+    pub replicas: Vec<ReplicaRow>,
+}
+
 impl Store {
+    /// The verifier's view of a job being decided: how many of its tasks are open, and the
+    /// open tasks whose submitted replicas reach `replicas_needed` (in task order). It reads
+    /// open tasks and their submitted replicas only, driven from the open-task index, so a
+    /// poll costs what is undecided rather than the whole job.
+    pub async fn review(&self, job_id: U256) -> Result<(u32, Vec<ReviewTask>)> {
+        let open = sqlx::query("SELECT COUNT(*) AS n FROM tasks WHERE job_id = $1 AND state = $2")
+            .bind(job_id.to_string())
+            .bind(TaskState::Open.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        // CROSS JOIN keeps SQLite's loop order as written: open tasks outside, each task's
+        // submitted replicas inside (the `replicas_task` index).
+        let rows = sqlx::query(
+            "SELECT r.lease_id, r.job_id, r.idx, r.worker, r.state, r.expires_at,              r.result_hash, r.signature, t.task_hash, t.replicas_needed              FROM tasks t CROSS JOIN replicas r              WHERE t.job_id = $1 AND t.state = $2              AND r.job_id = t.job_id AND r.idx = t.idx AND r.state = $3              ORDER BY r.idx, r.submitted_at, r.lease_id",
+        )
+        .bind(job_id.to_string())
+        .bind(TaskState::Open.as_str())
+        .bind(ReplicaState::Submitted.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ready: Vec<(ReviewTask, u32)> = Vec::new();
+        for row in &rows {
+            let replica = read_replica(row)?;
+            match ready.last_mut() {
+                Some((t, _)) if t.index == replica.index => t.replicas.push(replica),
+                _ => ready.push((
+                    ReviewTask {
+                        index: replica.index,
+                        task_hash: column(row, "task_hash")?,
+                        replicas: vec![replica],
+                    },
+                    int_column(row, "replicas_needed")?,
+                )),
+            }
+        }
+        Ok((
+            int_column(&open, "n")?,
+            ready
+                .into_iter()
+                .filter(|(t, needed)| t.replicas.len() as u32 >= *needed)
+                .map(|(t, _)| t)
+                .collect(),
+        ))
+    }
+
     /// Every task of a job, in order.
     pub async fn tasks(&self, job_id: U256) -> Result<Vec<TaskRow>> {
         let rows = sqlx::query(

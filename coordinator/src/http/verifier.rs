@@ -34,48 +34,40 @@ pub(super) async fn work(
     let now = s.now();
     let mut jobs = Vec::new();
     for job in s.store().jobs_in_state(JobState::Posted).await? {
-        let tasks = s.store().tasks(job.job_id).await?;
-        let replicas = s.store().submitted_replicas(job.job_id).await?;
-        let mut by_task: HashMap<u32, Vec<ReplicaView>> = HashMap::new();
-        for replica in &replicas {
-            by_task
-                .entry(replica.index)
-                .or_default()
-                .push(view(replica));
-        }
-        let past_deadline = job.deadline <= now;
-        let mut pending = Vec::new();
-        let mut undecided = 0;
-        for task in tasks.iter().filter(|t| t.state == TaskState::Open) {
-            undecided += 1;
-            let views = by_task.get(&task.index).cloned().unwrap_or_default();
-            if views.len() as u32 >= task.replicas_needed {
-                pending.push(TaskForReview {
-                    index: task.index,
-                    task_hash: task.task_hash,
-                    replicas: views,
-                });
-            }
-        }
-        let all_decided = undecided == 0 || past_deadline;
+        let (undecided, ready) = s.store().review(job.job_id).await?;
+        let pending: Vec<TaskForReview> = ready
+            .into_iter()
+            .map(|t| TaskForReview {
+                index: t.index,
+                task_hash: t.task_hash,
+                replicas: t.replicas.iter().map(view).collect(),
+            })
+            .collect();
+        let all_decided = undecided == 0 || job.deadline <= now;
         if pending.is_empty() && !all_decided {
             continue;
         }
+        // The whole job (every task and replica) is read only when it is time to settle.
         let decided = if all_decided {
-            tasks
-                .iter()
+            let mut by_task: HashMap<u32, Vec<ReplicaView>> = HashMap::new();
+            for replica in &s.store().submitted_replicas(job.job_id).await? {
+                by_task
+                    .entry(replica.index)
+                    .or_default()
+                    .push(view(replica));
+            }
+            s.store()
+                .tasks(job.job_id)
+                .await?
+                .into_iter()
                 .map(|task| {
                     let accepted = task.state == TaskState::Accepted;
                     DecidedTask {
                         index: task.index,
                         task_hash: task.task_hash,
                         accepted_result: task.accepted_result.filter(|_| accepted),
-                        quorum: if accepted {
-                            task.quorum.clone()
-                        } else {
-                            Vec::new()
-                        },
-                        replicas: by_task.get(&task.index).cloned().unwrap_or_default(),
+                        quorum: if accepted { task.quorum } else { Vec::new() },
+                        replicas: by_task.remove(&task.index).unwrap_or_default(),
                     }
                 })
                 .collect()
@@ -95,7 +87,9 @@ pub(super) async fn work(
             manifest: job.manifest.clone(),
             tasks_root: job.tasks_root,
             redundancy: job.redundancy,
-            pending: if past_deadline { Vec::new() } else { pending },
+            // Past the deadline no replica is leased any more, but what is in is still
+            // decided (a spot-checked job's provisional results among it) before settlement.
+            pending,
             all_decided,
             decided,
             undecided,

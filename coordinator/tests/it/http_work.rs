@@ -479,3 +479,73 @@ async fn the_manifest_cache_stays_bounded() {
     }
     assert_eq!((leased, h.state.cached_manifests()), (5, 2));
 }
+
+/// Past the deadline nothing is leased, but the tasks whose replicas are in are still shown for
+/// a decision (a spot-checked job's provisional results among them), with `all_decided` telling
+/// the verifier to settle once it has decided them.
+#[tokio::test]
+async fn past_the_deadline_complete_tasks_are_still_shown_for_a_decision() {
+    let h = Harness::new().await;
+    let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+    let ta = h.sign_in(&a, 1.0, 1).await;
+    let tb = h.sign_in(&b, 1.0, 1).await;
+    let vt = h.sign_in(&h.verifier.clone(), 0.0, 1).await;
+    h.posted_job(1, 2, 2, now() + 100).await;
+    // Both replicas of task 0 come in; task 1 is never computed.
+    let la = lease(&h, &ta, 0).await.unwrap();
+    let lb = lease(&h, &tb, 0).await.unwrap();
+    assert_eq!((la.index, lb.index), (0, 0));
+    for (w, t, l) in [(&a, &ta, &la), (&b, &tb, &lb)] {
+        assert_eq!(submit(&h, w, t, l, b"out 0").await, StatusCode::NO_CONTENT);
+    }
+    let work = || async {
+        let (s, body) = h.get("/v1/verifier/work", Some(&vt)).await;
+        assert_eq!(s, StatusCode::OK);
+        serde_json::from_slice::<VerifierWork>(&body).unwrap().jobs
+    };
+    let jobs = work().await;
+    let pending: Vec<u32> = jobs[0].pending.iter().map(|t| t.index).collect();
+    assert_eq!(
+        (jobs[0].all_decided, jobs[0].undecided, pending),
+        (false, 2, vec![0])
+    );
+
+    h.state.advance_clock(101);
+    assert!(
+        lease(&h, &ta, 0).await.is_none(),
+        "leased past the deadline"
+    );
+    let jobs = work().await;
+    let j = &jobs[0];
+    assert!(j.all_decided, "past the deadline the verifier settles");
+    assert_eq!(j.undecided, 2);
+    assert_eq!(
+        j.pending.len(),
+        1,
+        "task 0's replicas are in: still to decide"
+    );
+    assert_eq!((j.pending[0].index, j.pending[0].replicas.len()), (0, 2));
+    assert_eq!(j.decided.len(), 2);
+
+    // The decision is taken past the deadline; then nothing is pending.
+    let d = Decision {
+        job_id: U256::from(1),
+        index: 0,
+        verdict: Verdict::Accept {
+            result: blob_hash(b"out 0"),
+            quorum: vec![a.address(), b.address()],
+        },
+    };
+    assert_eq!(
+        h.json("POST", "/v1/verifier/decisions", Some(&vt), &d)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let jobs = work().await;
+    let j = &jobs[0];
+    assert!(j.all_decided && j.pending.is_empty());
+    assert_eq!(j.undecided, 1);
+    assert_eq!(j.decided[0].accepted_result, Some(blob_hash(b"out 0")));
+    assert_eq!(j.decided[1].accepted_result, None);
+}
