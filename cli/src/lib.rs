@@ -60,15 +60,17 @@ pub enum Command {
     Devnet(cmd::devnet::DevnetCommand),
     /// Simulate the market's economics: does cheating pay under spot checks?
     ///
-    /// Runs every strategy (honest; fake a share of results; fake only what it computes first;
-    /// colluding pairs; build trust then cheat; go offline) through the verifier's own decision,
-    /// trust, spot-check and payout code, and prints per strategy: profit per replica leased
-    /// against an honest worker's (in replica prices; negative: cheating loses), the probability
-    /// that a job accepts a fake, replicas computed per task, and time to settle.
+    /// Runs every strategy (honest; fake a share of results; fake one row of a share of
+    /// results; fake only what it computes first; colluding pairs; build trust then cheat; go
+    /// offline) through the verifier's own decision, trust, spot-check and payout code, and
+    /// prints per strategy: profit per replica leased against an honest worker's (in replica
+    /// prices; negative: cheating loses), the probability that a job accepts a fake, compute per
+    /// task (replicas plus the verifier's part checks), and time to settle.
     ///
     /// Examples:
     ///   gleaner sim
     ///   gleaner sim --jobs 30 --tasks 4000 --spot-check 0.05 --trust-after 20 --json
+    ///   gleaner sim --no-part-checks   (fakes found only by comparing replicas)
     ///   gleaner sim --full          (every task computed --redundancy times, for comparison)
     #[command(verbatim_doc_comment)]
     Sim(cmd::sim::SimArgs),

@@ -318,6 +318,35 @@ impl TaskKind for EmbedKind {
         })
     }
 
+    /// Embeds the picked row's text alone and compares it with the output's row (cosine
+    /// ≥ [`EMBED_MIN_COSINE`], the comparator's rule): 1/rows of the task's compute.
+    fn check_part(
+        &self,
+        task: &TaskRef<'_>,
+        input: &[u8],
+        output: &Output,
+        pick: u64,
+    ) -> Result<Option<String>> {
+        let (Some(m), Ok(texts)) = (output.get::<Matrix>(), decode_texts(input)) else {
+            return Ok(None);
+        };
+        if texts.is_empty() || m.rows != texts.len() || m.cols != EMBED_DIM {
+            return Ok(None);
+        }
+        let row = (pick % texts.len() as u64) as usize;
+        let (embedder, sha) = self.embedder()?;
+        check_model(task, sha)?;
+        let ours = embedder.embed(&[texts[row].as_str()], 1, |_| {})?;
+        let theirs = &m.data[row * m.cols..(row + 1) * m.cols];
+        let g = compare_embeddings(theirs, &ours, m.cols, EMBED_MIN_COSINE)?;
+        Ok((!g.agree).then(|| {
+            format!(
+                "row {row} recomputed by the verifier: cosine {:.6} is below {EMBED_MIN_COSINE}",
+                g.min_cosine
+            )
+        }))
+    }
+
     fn agree(&self, a: &Output, b: &Output) -> bool {
         let (Some(x), Some(y)) = (a.get::<Matrix>(), b.get::<Matrix>()) else {
             return false;

@@ -226,6 +226,23 @@ pub trait TaskKind: Send + Sync + 'static {
     /// `Err` is the checker's own failure and says nothing about the worker.
     fn check(&self, task: &TaskRef<'_>, input: &[u8], output: &[u8]) -> Result<Checked>;
 
+    /// A cheap check of a valid output without a second replica: recomputes the part of it that
+    /// `pick` selects (embed: one row, `pick` modulo the rows) and compares it with the kind's
+    /// comparator. The verifier draws `pick` at random after the output is in, so a worker cannot
+    /// tell which part will be checked when it computes. `Ok(Some(reason))`: the part contradicts
+    /// the model, and the output counts as malformed. `Ok(None)`: it agrees, or the kind has no
+    /// such check (the default: it relies on replicas), or the input is unavailable.
+    fn check_part(
+        &self,
+        task: &TaskRef<'_>,
+        input: &[u8],
+        output: &Output,
+        pick: u64,
+    ) -> Result<Option<String>> {
+        let _ = (task, input, output, pick);
+        Ok(None)
+    }
+
     /// Whether two valid outputs of one task agree (the comparator).
     fn agree(&self, a: &Output, b: &Output) -> bool;
 

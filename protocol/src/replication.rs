@@ -27,6 +27,12 @@
 //!   undecided, and only if their worker is still trusted then; a worker caught on any task
 //!   meanwhile has all its provisional results replicated again. So a cheater's fakes are accepted
 //!   only if none of them, in the whole job, was checked.
+//! - **Part checks.** Independently of replicas, the verifier recomputes a part of every output
+//!   it checks, where the kind has a cheap one (`TaskKind::check_part`; embed: one row, picked at
+//!   random when the output arrives, 1/rows of the task's compute). An output whose recomputed
+//!   part differs is malformed, which contradicts any quorum: a wholly faked output is caught on
+//!   its first task, checked or not, and so is a pair of colluders agreeing on one. Generate
+//!   needs none (its check already replays every token against the model); train has none.
 //! - **Money.** A job escrows its budget for `taskCount × redundancy` replicas; the pool of the
 //!   settlement is `budget × paidReplicas / (taskCount × redundancy)` ([`replica_pool`]), where
 //!   `paidReplicas` counts each accepted task's quorum members up to `redundancy`
@@ -50,7 +56,8 @@
 //! `q = 5%`: 20 replica prices. The end-to-end test's job (40 tasks at redundancy 2 for 90
 //! tokens) pays 1.125 tokens a replica, so a caught worker is slashed 22.5 tokens of its stake of
 //! 100 (at its `q = 50%`, 2.25 tokens; the registry's minStake / 10 = 10 tokens applies instead).
-//! The simulator measures it without the bound.
+//! A part check only adds ways to be caught (`π_k` grows), so the bound holds with it. The
+//! simulator measures it without the bound.
 
 use alloy::primitives::{B256, keccak256};
 use serde::{Deserialize, Serialize};

@@ -61,6 +61,9 @@ pub struct Config {
     pub retry: gleaner_client::RetryPolicy,
     /// Most workers paid per settlement transaction (1 to the contract's 256).
     pub settle_chunk: usize,
+    /// Recompute a randomly picked part of every valid output (embed: one row), where the kind
+    /// can ([`TaskKind::check_part`]): a fake is then caught without a second replica.
+    pub part_checks: bool,
 }
 
 impl Config {
@@ -80,6 +83,7 @@ impl Config {
             sign_in_valid_for: Duration::from_secs(300),
             retry: gleaner_client::RetryPolicy::default(),
             settle_chunk: crate::settlement::MAX_SETTLEMENT_CHUNK,
+            part_checks: true,
         }
     }
 }
@@ -536,6 +540,8 @@ impl Service {
         }
         let (index, result_hash, output) = (task.index, task.result_hash, output.to_vec());
         let started = std::time::Instant::now();
+        // Drawn now, after the output is in: the worker could not know it when computing.
+        let pick = self.config.part_checks.then(random_pick);
         let checked = tokio::task::spawn_blocking(move || {
             let manifest = &task.manifest;
             let task_ref = TaskRef {
@@ -544,7 +550,13 @@ impl Service {
                 model: &manifest.model,
                 params: &manifest.params,
             };
-            task.kind.check(&task_ref, &task.input, &output)
+            let checked = task.kind.check(&task_ref, &task.input, &output)?;
+            if let (Checked::Valid(out), Some(pick)) = (&checked, pick)
+                && let Some(reason) = task.kind.check_part(&task_ref, &task.input, out, pick)?
+            {
+                return Ok(Checked::Malformed(reason));
+            }
+            Ok::<_, gleaner_kinds::Error>(checked)
         })
         .await
         .map_err(|e| Error::Invalid(format!("check thread: {e}")))??;
@@ -843,6 +855,13 @@ fn verifier_capabilities() -> Capabilities {
         gflops: 0.0,
         kinds: vec![KindId::EMBED],
     }
+}
+
+/// A uniformly random `u64` from the OS (via a fresh key's bytes, as the coordinator draws its
+/// secrets): which part of an output [`TaskKind::check_part`] recomputes.
+fn random_pick() -> u64 {
+    let key = PrivateKeySigner::random().to_bytes();
+    u64::from_be_bytes(key[..8].try_into().unwrap_or_default())
 }
 
 /// One output to check, owned, for the checking thread.

@@ -9,6 +9,11 @@
 //! lease (uniformly among the workers that may take it), what a worker returns (its strategy), and
 //! time, counted in replica-times on `workers` parallel workers.
 //!
+//! The verifier's part check ([`gleaner_kinds::TaskKind::check_part`]: embed recomputes one
+//! random row of every output) is modelled by its outcome: a fake output is found malformed
+//! when the recomputed row is a faked one (always for a wholly faked output), and every checked
+//! output costs 1/rows of a replica.
+//!
 //! A job: every task's first replica goes to a random worker. A lone first replica from a trusted
 //! worker on an unchecked task is held provisionally; anything else gets more replicas until
 //! [`decide`] accepts or fails the task. When every other task is decided, the provisional results
@@ -36,6 +41,12 @@ use crate::{Error, Result};
 /// Work units of every simulated task (`cost_t`).
 const TASK_COST: u64 = 1_000;
 
+/// Marks a simulated output with one faked row (above any task index).
+const ROW_FAKE: u64 = 1 << 43;
+
+/// Marks a simulated output whose part check failed: the verifier finds it malformed.
+const PART_CAUGHT: u64 = 1 << 44;
+
 /// What a simulation runs.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -59,6 +70,12 @@ pub struct SimConfig {
     pub lease_timeout: u32,
     /// Seed of the simulation's randomness.
     pub seed: u64,
+    /// Rows (inputs) per task: a part check recomputes one of them.
+    pub rows: u32,
+    /// The verifier recomputes one randomly picked row of every output it checks
+    /// ([`gleaner_kinds::TaskKind::check_part`], as for embed): a wholly faked output is always
+    /// caught, one faked row with probability 1/rows; it costs 1/rows of a replica per output.
+    pub part_checks: bool,
 }
 
 impl Default for SimConfig {
@@ -76,6 +93,8 @@ impl Default for SimConfig {
             slash: replication::min_slash(price, spot.check_ppm).unwrap_or(u128::MAX),
             lease_timeout: 3,
             seed: 1,
+            rows: 32,
+            part_checks: true,
         }
     }
 }
@@ -93,6 +112,12 @@ pub enum Strategy {
     /// Fakes every task it is the first to compute; honest when it is leased a further replica
     /// (which it could guess from an old task index).
     FakeWhenUnreplicated,
+    /// Fakes one row of each result with this probability (ppm), computing the others: the
+    /// fake a part check finds hardest (it recomputes that row with probability 1/rows).
+    FakeRow {
+        /// Probability of faking a row of a result, ppm.
+        ppm: u32,
+    },
     /// Two workers fake every result the same way, so they agree with each other.
     ColludeInPairs,
     /// Joins as a new worker, computes honestly until trusted, then fakes everything; after a
@@ -115,6 +140,11 @@ impl Strategy {
                 .into_iter()
                 .map(|ppm| Self::Fake { ppm }),
         );
+        v.extend(
+            [10_000, 1_000_000]
+                .into_iter()
+                .map(|ppm| Self::FakeRow { ppm }),
+        );
         v.extend([
             Self::FakeWhenUnreplicated,
             Self::ColludeInPairs,
@@ -129,6 +159,7 @@ impl Strategy {
         match self {
             Self::Honest => "honest".into(),
             Self::Fake { ppm } => format!("fake-{}", ppm_str(*ppm)),
+            Self::FakeRow { ppm } => format!("fake-row-{}", ppm_str(*ppm)),
             Self::FakeWhenUnreplicated => "fake-when-unreplicated".into(),
             Self::ColludeInPairs => "collude-pairs".into(),
             Self::TrustThenCheat => "trust-then-cheat".into(),
@@ -169,10 +200,12 @@ pub struct StrategyRow {
     pub stderr: f64,
     /// Probability that a job accepts a fake result, bounded per job: every fake is compared
     /// with an honest replica with probability at least `q` (drawn for a check, or replicated
-    /// because its worker is not trusted), and one comparison gets the worker caught and all its
-    /// provisional results computed again, so `P ≤ (1 − q)^k` for the `k` leases it would have
-    /// faked had it never been caught; plus, as observed, fakes accepted after replication
-    /// (colluders outvoting an honest replica). Averaged over the jobs.
+    /// because its worker is not trusted) and caught by the verifier's part check with
+    /// probability `r` (1 for a wholly faked output, 1/rows for one faked row, 0 without part
+    /// checks), and one catch gets the worker caught and all its provisional results computed
+    /// again, so `P ≤ ((1 − q)(1 − r))^k` for the `k` leases it would have faked had it never
+    /// been caught; plus, as observed, fakes accepted after replication (colluders outvoting an
+    /// honest replica). Averaged over the jobs.
     pub p_fake_accepted_per_job: f64,
     /// Jobs in which a fake was actually accepted in the run.
     pub jobs_with_fake_accepted: u32,
@@ -180,7 +213,8 @@ pub struct StrategyRow {
     pub fakes: u64,
     /// Fake results accepted, over all jobs.
     pub fakes_accepted: u64,
-    /// Replicas computed (or faked) per task.
+    /// Replicas computed (or faked) per task, plus the verifier's part checks (1/rows of a
+    /// replica each).
     pub overhead: f64,
     /// Mean time to settle a job, in replica-times on the job's workers.
     pub settle_time: f64,
@@ -318,6 +352,8 @@ struct JobTally {
     armed: bool,
     slashed: Vec<usize>,
     honest_slashed: u64,
+    /// Outputs whose part the verifier recomputed (each 1/rows of a replica).
+    part_checks: u64,
     paid_replicas: u64,
     accepted: Vec<(u64, Vec<usize>)>,
     compute_cost: Vec<u128>,
@@ -390,7 +426,7 @@ impl<'a> World<'a> {
         match self.strategy {
             Strategy::Honest | Strategy::Offline { .. } => false,
             // Decided in `produce` by the same coin; counted there.
-            Strategy::Fake { .. } => false,
+            Strategy::Fake { .. } | Strategy::FakeRow { .. } => false,
             Strategy::FakeWhenUnreplicated => role == Role::First,
             Strategy::ColludeInPairs => true,
             Strategy::TrustThenCheat => {
@@ -408,6 +444,7 @@ impl<'a> World<'a> {
         }
         let truth = task;
         let own_fake = (1 << 40) | (task << 8) | w as u64;
+        let row_fake = ROW_FAKE | (task << 8) | w as u64;
         let shared_fake = (1 << 41) | task;
         let out = if !self.is_strategic(w) {
             Some(truth)
@@ -417,6 +454,12 @@ impl<'a> World<'a> {
                 Strategy::Fake { ppm } => Some(if self.chance(ppm) {
                     t.would_fake += 1;
                     own_fake
+                } else {
+                    truth
+                }),
+                Strategy::FakeRow { ppm } => Some(if self.chance(ppm) {
+                    t.would_fake += 1;
+                    row_fake
                 } else {
                     truth
                 }),
@@ -434,6 +477,7 @@ impl<'a> World<'a> {
                 Strategy::Offline { ppm } => (!self.chance(ppm)).then_some(truth),
             }
         };
+        let rows = u128::from(self.config.rows.max(1));
         match out {
             None => t.abandoned += 1,
             Some(o) => {
@@ -442,10 +486,35 @@ impl<'a> World<'a> {
                     t.compute_cost[w] += self.config.cost;
                 } else {
                     t.fakes += 1;
+                    if o & ROW_FAKE != 0 {
+                        t.compute_cost[w] += self.config.cost * (rows - 1) / rows;
+                    }
                 }
             }
         }
-        out
+        // The verifier's part check, drawn once per output as it comes in.
+        out.map(|o| {
+            if !self.config.part_checks {
+                return o;
+            }
+            t.part_checks += 1;
+            let caught = o != truth && (o & ROW_FAKE == 0 || self.chance(self.part_catch_ppm()));
+            if caught { o | PART_CAUGHT } else { o }
+        })
+    }
+
+    /// Parts per million of a faked row that a part check catches: one row of `rows`.
+    fn part_catch_ppm(&self) -> u32 {
+        1_000_000 / self.config.rows.max(1)
+    }
+
+    /// The probability that the verifier's part check catches one fake of the strategy.
+    fn part_catch(&self) -> f64 {
+        match (self.config.part_checks, self.strategy) {
+            (false, _) => 0.0,
+            (true, Strategy::FakeRow { .. }) => f64::from(self.part_catch_ppm()) / 1e6,
+            (true, _) => 1.0,
+        }
     }
 
     /// A replica from a fresh worker (re-leasing abandoned leases), or `None` when no worker is
@@ -472,7 +541,11 @@ impl<'a> World<'a> {
             result_hash: B256::left_padding_from(&out.to_be_bytes()),
             signature: Bytes::new(),
             confidence: self.confidence[w],
-            checked: Checked::Valid(Output::new(out)),
+            checked: if out & PART_CAUGHT != 0 {
+                Checked::Malformed("a recomputed row differs".into())
+            } else {
+                Checked::Valid(Output::new(out))
+            },
         }
     }
 
@@ -585,15 +658,17 @@ impl<'a> World<'a> {
                 }
             }
         }
-        // A fake is accepted only if none of the worker's fakes in the job is compared with an
-        // honest replica, and each is compared with probability at least q (drawn, or
-        // replicated for sure): P ≤ (1 − q)^k for the k fakes it would have made uncaught.
-        // Collusion can defeat a comparison: what it let through is added as observed.
+        // A fake is accepted only if none of the worker's fakes in the job is caught, and each
+        // is compared with an honest replica with probability at least q (drawn, or replicated
+        // for sure) and, independently, caught by the part check with probability r: so
+        // P ≤ ((1 − q)(1 − r))^k for the k fakes it would have made uncaught. Collusion can
+        // defeat a comparison: what it let through is added as observed.
         let q = cfg.spot.map_or(1.0, |s| s.q());
+        let r = self.part_catch();
         let bound = if t.would_fake == 0 {
             0.0
         } else {
-            (1.0 - q).powf(t.would_fake as f64)
+            ((1.0 - q) * (1.0 - r)).powf(t.would_fake as f64)
         };
         let p_job = bound
             + if t.fakes_accepted_replicated > 0 {
@@ -653,6 +728,7 @@ impl<'a> World<'a> {
         let cfg = self.config;
         let workers = self.n() as f64;
         let (mut computed, mut fakes, mut fakes_accepted) = (0u64, 0u64, 0u64);
+        let mut part_checks = 0u64;
         let (mut p_sum, mut jobs_with_fake, mut slashes, mut honest_slashed) = (0.0, 0, 0u64, 0);
         let mut time = 0.0;
         let n = self.n();
@@ -668,6 +744,7 @@ impl<'a> World<'a> {
             };
             per_job.push(delta(strategic.clone()) - delta(honest.clone()));
             computed += t.computed;
+            part_checks += t.part_checks;
             fakes += t.fakes;
             fakes_accepted += t.fakes_accepted;
             jobs_with_fake += u32::from(t.fakes_accepted > 0);
@@ -706,7 +783,8 @@ impl<'a> World<'a> {
             jobs_with_fake_accepted: jobs_with_fake,
             fakes,
             fakes_accepted,
-            overhead: computed as f64 / (jobs * f64::from(cfg.tasks)),
+            overhead: (computed as f64 + part_checks as f64 / f64::from(cfg.rows.max(1)))
+                / (jobs * f64::from(cfg.tasks)),
             settle_time: time / jobs,
             full_replication_time: f64::from(cfg.tasks) * f64::from(cfg.redundancy) / workers,
             slashes_per_job: slashes as f64 / jobs,
@@ -748,7 +826,14 @@ mod tests {
     fn every_cheating_strategy_loses_money() {
         let frequent: Vec<Strategy> = Strategy::all()
             .into_iter()
-            .filter(|s| !matches!(s, Strategy::Honest | Strategy::Fake { ppm: 10_000 }))
+            .filter(|s| {
+                !matches!(
+                    s,
+                    Strategy::Honest
+                        | Strategy::Fake { ppm: 10_000 }
+                        | Strategy::FakeRow { ppm: 10_000 }
+                )
+            })
             .collect();
         let rows = simulate(&small(), &frequent).unwrap();
         for r in &rows {
@@ -767,14 +852,65 @@ mod tests {
             jobs: 100,
             ..SimConfig::default()
         };
-        let r = &simulate(&rare, &[Strategy::Fake { ppm: 10_000 }]).unwrap()[0];
-        assert!(loses(r), "{r:?}");
+        let rows = simulate(
+            &rare,
+            &[
+                Strategy::Fake { ppm: 10_000 },
+                Strategy::FakeRow { ppm: 10_000 },
+            ],
+        )
+        .unwrap();
+        for r in &rows {
+            assert!(loses(r), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn part_checks_catch_every_whole_fake_at_little_cost() {
+        let whole: Vec<Strategy> = Strategy::all()
+            .into_iter()
+            .filter(|s| s.cheats() && !matches!(s, Strategy::FakeRow { .. }))
+            .collect();
+        let rows = simulate(&small(), &whole).unwrap();
+        for r in &rows {
+            assert!(r.fakes > 0, "{r:?}");
+            assert_eq!(
+                (r.fakes_accepted, r.jobs_with_fake_accepted),
+                (0, 0),
+                "{r:?}"
+            );
+            assert!(r.p_fake_accepted_per_job <= 1e-6, "{r:?}");
+            assert_eq!(r.honest_slashed, 0, "{r:?}");
+        }
+        // The part check costs 1/rows of a replica per output: honest overhead stays ≤ 1.10.
+        let honest = &simulate(&small(), &[Strategy::Honest]).unwrap()[0];
+        let without = SimConfig {
+            part_checks: false,
+            ..small()
+        };
+        let bare = &simulate(&without, &[Strategy::Honest]).unwrap()[0];
+        let expected = bare.overhead * (1.0 + 1.0 / 32.0);
+        assert!(
+            (honest.overhead - expected).abs() < 1e-9,
+            "{honest:?} {bare:?}"
+        );
+        assert!(honest.overhead <= 1.10, "{honest:?}");
+        // Without part checks, rare fakes get through: the gap part checks close.
+        let r = &simulate(&without, &[Strategy::Fake { ppm: 10_000 }]).unwrap()[0];
+        assert!(r.p_fake_accepted_per_job > 1e-3, "{r:?}");
+        // One faked row is found with probability 1/rows per fake: rarer fakes may pass.
+        let r = &simulate(&small(), &[Strategy::FakeRow { ppm: 1_000_000 }]).unwrap()[0];
+        assert!(
+            r.p_fake_accepted_per_job < 1e-6 && r.slashes_per_job > 0.99,
+            "{r:?}"
+        );
     }
 
     #[test]
     fn full_replication_computes_every_task_twice() {
         let cfg = SimConfig {
             spot: None,
+            part_checks: false,
             ..small()
         };
         let r = &simulate(&cfg, &[Strategy::Honest]).unwrap()[0];

@@ -35,6 +35,13 @@ pub struct SimArgs {
     /// job with spot checks, just above one price / q, which makes faking a loss for any cost).
     #[arg(long)]
     pub slash: Option<f64>,
+    /// Rows (inputs) per task; the verifier's part check recomputes one of them per output.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rows: u32,
+    /// Model a verifier without part checks (`gleaner verifier run --no-part-checks`, or a kind
+    /// without one): fakes are found only by comparing replicas.
+    #[arg(long)]
+    pub no_part_checks: bool,
     /// Seed of the simulation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -73,6 +80,8 @@ pub(crate) fn run(a: SimArgs) -> anyhow::Result<()> {
         cost,
         slash,
         seed: a.seed,
+        rows: a.rows,
+        part_checks: !a.no_part_checks,
         ..SimConfig::default()
     };
     let started = std::time::Instant::now();
@@ -103,6 +112,14 @@ fn print_table(c: &SimConfig, rows: &[StrategyRow]) {
             c.redundancy
         ),
         None => println!("full replication: every task {} times", c.redundancy),
+    }
+    if c.part_checks {
+        println!(
+            "part checks: the verifier recomputes 1 of {} rows of every output (a whole fake is always caught, one faked row with p = 1/{})",
+            c.rows, c.rows
+        );
+    } else {
+        println!("no part checks: fakes are found only by comparing replicas");
     }
     println!(
         "{} honest workers; a replica costs {:.2} of its price; slash {:.1} prices per caught worker and job; {} jobs of {} tasks",

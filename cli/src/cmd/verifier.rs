@@ -81,6 +81,11 @@ pub struct RunArgs {
     #[arg(long, env = "GLEANER_SETTLE_CHUNK", default_value_t = 256,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub settle_chunk: u16,
+    /// Do not recompute a random part of each output (embed: one row per task, 1/rows of its
+    /// compute). With part checks on, a faked embedding is caught on its first task even when
+    /// no second replica computes it (spot checks) or when two colluders agree on it.
+    #[arg(long, env = "GLEANER_NO_PART_CHECKS")]
+    pub no_part_checks: bool,
     #[command(flatten)]
     models: ModelArgs,
 }
@@ -108,6 +113,7 @@ impl RunArgs {
         c.sign_in_valid_for = Duration::from_secs(self.sign_in_valid_secs);
         c.checked_cache = self.checked_cache;
         c.settle_chunk = usize::from(self.settle_chunk);
+        c.part_checks = !self.no_part_checks;
         c
     }
 

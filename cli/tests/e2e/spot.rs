@@ -16,13 +16,15 @@ use crate::net::*;
 
 /// Job 1 (full replication, r = 2, 8 tasks) gives workers 0 and 2 a streak of 8 checked
 /// results; worker 2 then lies on everything. Job 2 (40 tasks, r = 2, spot checks at 50%,
-/// `--trust-after 8`) runs on workers 0, 2 and a new worker 1. A spot check catches worker 2: it is slashed, its provisional results are
+/// `--trust-after 8`) runs on workers 0, 2 and a new worker 1. The verifier runs without part
+/// checks, so a spot check is what catches worker 2: it is slashed, its provisional results are
 /// computed again, no lie is accepted, the requester is refunded the replicas not needed, and
 /// the audit recomputes the spot-check selection from chain data and says OK.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spot_checks_catch_a_cheater_that_earned_trust() {
     let net = Net::start(3).await;
-    let (_c, _v) = net.services(60).await;
+    let _c = net.coordinator(60).await;
+    let _v = net.verifier(&["--no-part-checks"]);
     let stop = Arc::new(tokio::sync::Notify::new());
     let honest_runs = 8;
     let runs = Arc::new(AtomicU64::new(0));
@@ -149,6 +151,90 @@ async fn spot_checks_catch_a_cheater_that_earned_trust() {
         "spot checks: {tasks} tasks, {singles} accepted on one replica, {paid_replicas} of {} \
          replicas paid, {} lies all refused, refund {refund} of {budget}",
         2 * tasks,
+        lies.len()
+    );
+}
+
+/// With part checks (the verifier's default) a trusted cheater is caught by a recomputed row,
+/// whether or not its task was drawn for a spot check: workers 0 and 2 earn trust in a fully
+/// replicated job, then worker 2 lies on every task of a job with rare spot checks (5%). Its
+/// lies are all found malformed ("recomputed by the verifier" in the verifier's log), it is
+/// slashed once and unpaid, and every accepted result is an honest one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn part_checks_catch_a_trusted_cheater_without_a_second_replica() {
+    let net = Net::start(3).await;
+    let _c = net.coordinator(60).await;
+    let v = net.verifier(&[]);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let honest_runs = 8;
+    let runs = Arc::new(AtomicU64::new(0));
+    let lies: Arc<std::sync::Mutex<Vec<B256>>> = Arc::default();
+    let cheat: Arc<dyn TaskKind> = {
+        let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
+        let setup = ModelSetup::new(&gleaner_models::ModelPaths::new(
+            gleaner_test_utils::gleaner_home(),
+        ));
+        let (runs, lies) = (runs.clone(), lies.clone());
+        Arc::new(Cheat::with(
+            EmbedKind::new(setup.minilm, device),
+            Box::new(move |k, _, _, out| {
+                if runs.fetch_add(1, Ordering::SeqCst) < honest_runs {
+                    return Ok(out);
+                }
+                let lie = corrupt_embeddings(k, out)?;
+                lies.lock().unwrap().push(blob_hash(&lie));
+                Ok(lie)
+            }),
+        ))
+    };
+    let mut handles = vec![
+        run_worker(net.worker(0, None).await, stop.clone()),
+        run_worker(net.worker(2, Some(cheat)).await, stop.clone()),
+    ];
+    let warm = net.submit(16, 2, 2);
+    net.wait_state(warm, "settled", 240).await;
+    assert_eq!(runs.load(Ordering::SeqCst), honest_runs);
+
+    // A third worker, so that a task whose lie was refused still finds two honest replicas.
+    handles.push(run_worker(net.worker(1, None).await, stop.clone()));
+    let tasks = 20u64;
+    let job = net.submit_with(
+        2 * tasks as usize,
+        2,
+        2,
+        &["--spot-check", "0.05", "--trust-after", "8"],
+    );
+    net.wait_state(job, "settled", 300).await;
+    stop.notify_waiters();
+    for h in handles {
+        let _ = h.await;
+    }
+
+    let audit = net.audit(job);
+    assert_eq!(audit["verdict"], "OK", "{audit}");
+    let cheater = net.workers[2].address();
+    assert_eq!(slashed(&audit), vec![cheater], "{audit}");
+    assert!(!paid(&audit).contains(&cheater), "{audit}");
+    let client = Client::new(&net.api).unwrap();
+    let sha = client.job_results(job).await.unwrap().report_hash.unwrap();
+    let report = SettlementReport::from_canonical(&client.blob(sha).await.unwrap()).unwrap();
+    let lies = lies.lock().unwrap().clone();
+    assert!(!lies.is_empty(), "the cheater never lied");
+    for t in &report.tasks {
+        assert!(t.accepted_result.is_some(), "task {} not accepted", t.index);
+        for r in t.replicas.iter().filter(|r| r.in_quorum) {
+            assert!(
+                !lies.contains(&r.result_hash),
+                "task {}: a lie was accepted",
+                t.index
+            );
+        }
+    }
+    let log = std::fs::read_to_string(&v.log).unwrap();
+    let found = log.matches("recomputed by the verifier").count();
+    assert!(found > 0, "no lie was found by a part check");
+    eprintln!(
+        "part checks: {} lies, {found} found by a recomputed row, {tasks} tasks accepted",
         lies.len()
     );
 }
