@@ -27,26 +27,7 @@ async fn spot_checks_catch_a_cheater_that_earned_trust() {
     let _v = net.verifier(&["--no-part-checks"]);
     let stop = Arc::new(tokio::sync::Notify::new());
     let honest_runs = 8;
-    let runs = Arc::new(AtomicU64::new(0));
-    let lies: Arc<std::sync::Mutex<Vec<B256>>> = Arc::default();
-    let cheat: Arc<dyn TaskKind> = {
-        let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
-        let setup = ModelSetup::new(&gleaner_models::ModelPaths::new(
-            gleaner_test_utils::gleaner_home(),
-        ));
-        let (runs, lies) = (runs.clone(), lies.clone());
-        Arc::new(Cheat::with(
-            EmbedKind::new(setup.minilm, device),
-            Box::new(move |k, _, _, out| {
-                if runs.fetch_add(1, Ordering::SeqCst) < honest_runs {
-                    return Ok(out);
-                }
-                let lie = corrupt_embeddings(k, out)?;
-                lies.lock().unwrap().push(blob_hash(&lie));
-                Ok(lie)
-            }),
-        ))
-    };
+    let (cheat, runs, lies) = liar_after(honest_runs);
     let mut handles = vec![
         run_worker(net.worker(0, None).await, stop.clone()),
         run_worker(net.worker(2, Some(cheat)).await, stop.clone()),
@@ -167,26 +148,7 @@ async fn part_checks_catch_a_trusted_cheater_without_a_second_replica() {
     let v = net.verifier(&[]);
     let stop = Arc::new(tokio::sync::Notify::new());
     let honest_runs = 8;
-    let runs = Arc::new(AtomicU64::new(0));
-    let lies: Arc<std::sync::Mutex<Vec<B256>>> = Arc::default();
-    let cheat: Arc<dyn TaskKind> = {
-        let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
-        let setup = ModelSetup::new(&gleaner_models::ModelPaths::new(
-            gleaner_test_utils::gleaner_home(),
-        ));
-        let (runs, lies) = (runs.clone(), lies.clone());
-        Arc::new(Cheat::with(
-            EmbedKind::new(setup.minilm, device),
-            Box::new(move |k, _, _, out| {
-                if runs.fetch_add(1, Ordering::SeqCst) < honest_runs {
-                    return Ok(out);
-                }
-                let lie = corrupt_embeddings(k, out)?;
-                lies.lock().unwrap().push(blob_hash(&lie));
-                Ok(lie)
-            }),
-        ))
-    };
+    let (cheat, runs, lies) = liar_after(honest_runs);
     let mut handles = vec![
         run_worker(net.worker(0, None).await, stop.clone()),
         run_worker(net.worker(2, Some(cheat)).await, stop.clone()),
@@ -237,6 +199,33 @@ async fn part_checks_catch_a_trusted_cheater_without_a_second_replica() {
         "part checks: {} lies, {found} found by a recomputed row, {tasks} tasks accepted",
         lies.len()
     );
+}
+
+/// The result hashes of a cheater's lies.
+type Lies = Arc<std::sync::Mutex<Vec<B256>>>;
+
+/// An embed kind that computes its first `honest_runs` tasks honestly and then lies on every
+/// one (rows reversed and negated), with its count of runs and the result hashes of its lies.
+fn liar_after(honest_runs: u64) -> (Arc<dyn TaskKind>, Arc<AtomicU64>, Lies) {
+    let runs = Arc::new(AtomicU64::new(0));
+    let lies: Lies = Arc::default();
+    let device = gleaner_models::select_device(BackendChoice::Flex).unwrap();
+    let setup = ModelSetup::new(&gleaner_models::ModelPaths::new(
+        gleaner_test_utils::gleaner_home(),
+    ));
+    let (r, l) = (runs.clone(), lies.clone());
+    let cheat = Arc::new(Cheat::with(
+        EmbedKind::new(setup.minilm, device),
+        Box::new(move |k, _, _, out| {
+            if r.fetch_add(1, Ordering::SeqCst) < honest_runs {
+                return Ok(out);
+            }
+            let lie = corrupt_embeddings(k, out)?;
+            l.lock().unwrap().push(blob_hash(&lie));
+            Ok(lie)
+        }),
+    ));
+    (cheat, runs, lies)
 }
 
 /// Tasks accepted with two or more quorum members (each pays one replica more than a lone one).
