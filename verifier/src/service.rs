@@ -117,6 +117,7 @@ pub async fn run(
         caught: HashMap::new(),
         closing: std::collections::HashSet::new(),
         manifests: HashMap::new(),
+        prefetched: HashMap::new(),
         checked: BoundedCache::new(config.checked_cache),
         config,
     };
@@ -175,6 +176,8 @@ struct Service {
     /// job → workers that contradicted one of its accepted quorums (spot checks: never trusted
     /// again within the job, so their provisional results are all computed again).
     caught: HashMap<U256, std::collections::HashSet<Address>>,
+    /// Blobs fetched ahead for the tasks being decided (see `prefetch`), by hash.
+    prefetched: HashMap<B256, std::result::Result<Option<Vec<u8>>, ()>>,
     /// job → its parsed manifest and task hashes.
     manifests: HashMap<U256, (Arc<JobManifest>, Arc<[B256]>)>,
     /// Jobs past their deadline whose last results were decided in an earlier poll: settled
@@ -345,18 +348,93 @@ impl Service {
         tasks: &[&TaskForReview],
         finalize: bool,
     ) -> Result<()> {
-        for task in tasks {
-            if let Err(e) = self
-                .task(job, manifest, hashes, policy, spot, task, finalize)
-                .await
-            {
-                if e.recoverable() {
-                    return Err(e);
+        for chunk in tasks.chunks(PREFETCH_TASKS) {
+            self.prefetch(job.job_id, manifest, chunk, finalize).await?;
+            for task in chunk {
+                if let Err(e) = self
+                    .task(job, manifest, hashes, policy, spot, task, finalize)
+                    .await
+                {
+                    if e.recoverable() {
+                        return Err(e);
+                    }
+                    warn!(target: "verifier", job_id = %job.job_id, task = task.index, error = %e, "task not decided");
                 }
-                warn!(target: "verifier", job_id = %job.job_id, task = task.index, error = %e, "task not decided");
+            }
+        }
+        self.prefetched.clear();
+        Ok(())
+    }
+
+    /// Fetches, concurrently, the blobs that deciding `tasks` will read (inputs and outputs of
+    /// the tasks not waiting for more replicas), so that the decisions, made one at a time, do
+    /// not wait on one download after another. A blob that fails here is fetched again (and
+    /// its error reported) when its task is decided.
+    async fn prefetch(
+        &mut self,
+        job_id: U256,
+        manifest: &JobManifest,
+        tasks: &[&TaskForReview],
+        finalize: bool,
+    ) -> Result<()> {
+        self.prefetched.clear();
+        let mut wanted = Vec::new();
+        for task in tasks {
+            let views = distinct_views(task);
+            if self.waiting(job_id, task.index, &views, finalize) {
+                continue;
+            }
+            if let Some(t) = manifest.tasks.get(task.index as usize) {
+                wanted.push(t.input_hash);
+            }
+            wanted.extend(views.iter().map(|v| v.result_hash));
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        for wave in wanted.chunks(PREFETCH_CONCURRENCY) {
+            let mut set = tokio::task::JoinSet::new();
+            for &hash in wave {
+                let client = self.client.clone();
+                set.spawn(async move { (hash, client.blob_if_present(hash).await) });
+            }
+            while let Some(done) = set.join_next().await {
+                let (hash, got) = done.map_err(|e| Error::Invalid(format!("fetch task: {e}")))?;
+                match got {
+                    Ok(blob) => {
+                        self.prefetched.insert(hash, Ok(blob));
+                    }
+                    Err(gleaner_client::Error::BadBlob { .. }) => {
+                        self.prefetched.insert(hash, Err(()));
+                    }
+                    Err(_) => {}
+                }
             }
         }
         Ok(())
+    }
+
+    /// A blob a decision reads: prefetched, else fetched now (`Ok(None)`: not there;
+    /// `Err(())`: what came back does not match its hash).
+    async fn fetch(&self, hash: B256) -> Result<std::result::Result<Option<Vec<u8>>, ()>> {
+        if let Some(blob) = self.prefetched.get(&hash) {
+            return Ok(blob.clone());
+        }
+        match self.client.blob_if_present(hash).await {
+            Ok(blob) => Ok(Ok(blob)),
+            Err(gleaner_client::Error::BadBlob { .. }) => Ok(Err(())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether a task is left as it is for now: `more` was asked and no replica came since,
+    /// or its lone replica is held provisionally (unless it is time to `finalize` those).
+    fn waiting(&self, job_id: U256, index: u32, views: &[&ReplicaView], finalize: bool) -> bool {
+        if self.asked_more.get(&(job_id, index)) == Some(&views.len()) {
+            return true;
+        }
+        !finalize
+            && matches!(views, [only]
+                if self.provisional.get(&(job_id, index)) == Some(&(only.worker, only.result_hash)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -382,20 +460,8 @@ impl Service {
         if let Some(rec) = self.store.decision(job_id, index).await? {
             return self.post_record(job_id, &rec).await;
         }
-        // One replica per worker: the first submitted counts.
-        let mut views = Vec::with_capacity(task.replicas.len());
-        for v in &task.replicas {
-            if !views.iter().any(|x: &&ReplicaView| x.worker == v.worker) {
-                views.push(v);
-            }
-        }
-        if self.asked_more.get(&(job_id, index)) == Some(&views.len()) {
-            return Ok(());
-        }
-        if !finalize
-            && let [only] = views.as_slice()
-            && self.provisional.get(&(job_id, index)) == Some(&(only.worker, only.result_hash))
-        {
+        let views = distinct_views(task);
+        if self.waiting(job_id, index, &views, finalize) {
             return Ok(());
         }
         let (_, domain) = self.domain().await?;
@@ -403,13 +469,12 @@ impl Service {
         let input_hash = manifest.tasks[index as usize].input_hash;
         // A missing (or corrupt) input is the coordinator's problem, never a worker's: the kind
         // checks what it can without it (embed: the format) or says it cannot (generate).
-        let input: Arc<[u8]> = match self.client.blob_if_present(input_hash).await {
+        let input: Arc<[u8]> = match self.fetch(input_hash).await? {
             Ok(Some(bytes)) => bytes.into(),
-            Ok(None) | Err(gleaner_client::Error::BadBlob { .. }) => {
+            Ok(None) | Err(()) => {
                 warn!(target: "verifier", %job_id, task = index, %input_hash, "input blob unavailable");
                 Arc::from(Vec::new())
             }
-            Err(e) => return Err(e.into()),
         };
         let conf = self
             .store
@@ -417,11 +482,7 @@ impl Service {
             .await?;
         let mut replicas = Vec::with_capacity(views.len());
         for v in &views {
-            let blob = match self.client.blob_if_present(v.result_hash).await {
-                Ok(blob) => Ok(blob),
-                Err(gleaner_client::Error::BadBlob { .. }) => Err(()),
-                Err(e) => return Err(e.into()),
-            };
+            let blob = self.fetch(v.result_hash).await?;
             let fetched = match &blob {
                 Ok(Some(bytes)) => Fetched::Bytes(bytes),
                 Ok(None) => Fetched::Missing,
@@ -835,6 +896,22 @@ impl Service {
             slash_amount,
         )
     }
+}
+
+/// Tasks whose blobs are fetched ahead together, before they are decided one by one.
+const PREFETCH_TASKS: usize = 64;
+/// Blob downloads in flight at once while prefetching.
+const PREFETCH_CONCURRENCY: usize = 16;
+
+/// A task's replicas, one per worker: the first submitted counts.
+fn distinct_views(task: &TaskForReview) -> Vec<&ReplicaView> {
+    let mut views: Vec<&ReplicaView> = Vec::with_capacity(task.replicas.len());
+    for v in &task.replicas {
+        if !views.iter().any(|x| x.worker == v.worker) {
+            views.push(v);
+        }
+    }
+    views
 }
 
 /// What deciding a job's tasks needs besides the job: its manifest, task hashes, decision
