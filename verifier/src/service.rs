@@ -934,11 +934,10 @@ fn verifier_capabilities() -> Capabilities {
     }
 }
 
-/// A uniformly random `u64` from the OS (via a fresh key's bytes, as the coordinator draws its
-/// secrets): which part of an output [`TaskKind::check_part`] recomputes.
+/// A uniformly random `u64` from `rand`'s thread-local CSPRNG: which part of an output
+/// [`TaskKind::check_part`] recomputes.
 fn random_pick() -> u64 {
-    let key = PrivateKeySigner::random().to_bytes();
-    u64::from_be_bytes(key[..8].try_into().unwrap_or_default())
+    rand08::random()
 }
 
 /// One output to check, owned, for the checking thread.
