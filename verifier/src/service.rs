@@ -399,14 +399,8 @@ impl Service {
             }
             while let Some(done) = set.join_next().await {
                 let (hash, got) = done.map_err(|e| Error::Invalid(format!("fetch task: {e}")))?;
-                match got {
-                    Ok(blob) => {
-                        self.prefetched.insert(hash, Ok(blob));
-                    }
-                    Err(gleaner_client::Error::BadBlob { .. }) => {
-                        self.prefetched.insert(hash, Err(()));
-                    }
-                    Err(_) => {}
+                if let Ok(blob) = as_fetched(got) {
+                    self.prefetched.insert(hash, blob);
                 }
             }
         }
@@ -419,11 +413,7 @@ impl Service {
         if let Some(blob) = self.prefetched.get(&hash) {
             return Ok(blob.clone());
         }
-        match self.client.blob_if_present(hash).await {
-            Ok(blob) => Ok(Ok(blob)),
-            Err(gleaner_client::Error::BadBlob { .. }) => Ok(Err(())),
-            Err(e) => Err(e.into()),
-        }
+        Ok(as_fetched(self.client.blob_if_present(hash).await)?)
     }
 
     /// Whether a task is left as it is for now: `more` was asked and no replica came since,
@@ -902,6 +892,18 @@ impl Service {
 const PREFETCH_TASKS: usize = 64;
 /// Blob downloads in flight at once while prefetching.
 const PREFETCH_CONCURRENCY: usize = 16;
+
+/// A blob download as a decision reads it: `Ok(None)` not there, `Err(())` bytes that do not
+/// match the hash; any other failure stays an error.
+fn as_fetched(
+    got: gleaner_client::Result<Option<Vec<u8>>>,
+) -> gleaner_client::Result<std::result::Result<Option<Vec<u8>>, ()>> {
+    match got {
+        Ok(blob) => Ok(Ok(blob)),
+        Err(gleaner_client::Error::BadBlob { .. }) => Ok(Err(())),
+        Err(e) => Err(e),
+    }
+}
 
 /// A task's replicas, one per worker: the first submitted counts.
 fn distinct_views(task: &TaskForReview) -> Vec<&ReplicaView> {
