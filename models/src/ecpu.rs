@@ -350,13 +350,14 @@ fn add_rows(dst: &mut [f32], src: &[f32], bias: &[f32]) {
 
 /// Element-wise kernels, each written once (`*_impl`, always inlined) and compiled twice: for the
 /// baseline target and for AVX2+FMA, which [`kernels`]' public functions pick at run time.
-mod kernels {
+/// [`crate::qcpu`] builds its kernels from the same parts.
+pub(crate) mod kernels {
     /// `exp(x)` in f32 without branches (so loops over it vectorize): `x = n·ln 2 + r` with
     /// `|r| ≤ ln 2 / 2`, a degree-7 Taylor polynomial for `e^r` (truncation < 1e-8 relative),
     /// and `2^n` built in the exponent bits. Inputs are clamped to [-87, 88] (results stay
     /// normal floats), which only softmax's far tails and erf's saturated range reach.
     #[inline(always)]
-    pub(super) fn exp(x: f32) -> f32 {
+    pub(crate) fn exp(x: f32) -> f32 {
         const LOG2E: f32 = std::f32::consts::LOG2_E;
         // ln 2 split in two (Cody–Waite) so that n·LN2_HI is exact for |n| ≤ 128.
         const LN2_HI: f32 = 0.693_145_75;
@@ -418,7 +419,7 @@ mod kernels {
 
     /// A sum with eight independent partial sums (vectorizes; also more accurate than one).
     #[inline(always)]
-    fn sum8(it: impl Iterator<Item = f32>) -> f32 {
+    pub(crate) fn sum8(it: impl Iterator<Item = f32>) -> f32 {
         let mut acc = [0f32; 8];
         for (i, v) in it.enumerate() {
             acc[i % 8] += v;
@@ -491,6 +492,7 @@ mod kernels {
             }
         };
     }
+    pub(crate) use dispatch;
 
     dispatch!(gelu, gelu_avx2, gelu_impl, (x: &mut [f32]));
     dispatch!(layer_norm, layer_norm_avx2, layer_norm_impl, (x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32));

@@ -13,6 +13,13 @@
 //! rows are all the new tokens of all sequences, and attention runs per sequence over its own
 //! key/value cache. Decoding itself (sampling, stopping) and the teacher-forced check are
 //! [`Decoder`]'s provided methods, shared with the Burn decoder.
+//!
+//! Many rows at once (a prompt; the verifier's teacher-forced pass over prompt and output) are
+//! compute-bound, not memory-bound: there each matmul is a GEMM. On CPUs with AVX-512 it is our
+//! own kernel ([`matmul_xt`]): the activations transposed once, each chunk of weight rows
+//! dequantised into an f32 block that stays in cache, 12 rows × 32 positions of accumulators;
+//! the query, key and value projections run in one parallel loop, as do gate and up. Attention
+//! over one sequence's rows is two GEMMs per head. Elsewhere the `gemm` crate multiplies.
 
 use std::path::Path;
 
@@ -205,62 +212,98 @@ impl QMat {
         self.rows_into(first, x, n, out);
     }
 
-    /// Output rows `first..first + out.len() / n` for all `n` rows of `x`, transposed, as one
-    /// GEMM: the chunk's weight rows are dequantised into an f32 panel (the same values as
-    /// [`QMat::row`]) and multiplied with the packed kernels of the `gemm` crate. For prefill and
-    /// the verifier's teacher-forced pass, where `n` is tens to hundreds of rows.
-    fn rows_gemm(&self, first: usize, x: &[f32], n: usize, out: &mut [f32]) {
-        let cols = self.cols;
-        let k = out.len() / n;
-        let mut panel = vec![0f32; k * cols];
-        for (r, row) in panel.chunks_exact_mut(cols).enumerate() {
-            self.row(first + r, row);
+    /// Weight rows `first..first + panel.len() / cols` dequantised into `panel` (the same values
+    /// as [`QMat::row`]), compiled for AVX2 where the CPU has it so the nibble unpacking and the
+    /// `d * q + m` (still two roundings: Rust never contracts into an FMA) run 8 wide.
+    fn rows_f32(&self, first: usize, panel: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn avx2(m: &QMat, first: usize, panel: &mut [f32]) {
+            for (r, row) in panel.chunks_exact_mut(m.cols).enumerate() {
+                m.row(first + r, row);
+            }
         }
-        // SAFETY: `panel` is `[k, cols]` row-major, `x` is `[n, cols]` row-major read as its
-        // transpose `[cols, n]` (row stride 1, column stride `cols`), `out` is `[k, n]`
-        // row-major; all three are at least that long and `out` aliases neither input.
-        unsafe {
-            gemm::gemm(
-                k,
-                n,
-                cols,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                panel.as_ptr(),
-                1,
-                cols as isize,
-                x.as_ptr(),
-                cols as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected on this CPU just above.
+            unsafe { avx2(self, first, panel) };
+            return;
+        }
+        for (r, row) in panel.chunks_exact_mut(self.cols).enumerate() {
+            self.row(first + r, row);
         }
     }
 
+    /// `y = x · Wᵀ` (`[n, cols]` → `[n, rows]`) as GEMMs over chunks of [`GEMM_CHUNK`] weight
+    /// rows, one rayon task each: the chunk is dequantised into an f32 panel and multiplied with
+    /// the packed kernels of the `gemm` crate (AVX-512 where the CPU has it), which write the
+    /// chunk's columns of `y` in place. For prefill and the verifier's teacher-forced pass, where
+    /// `n` is tens to hundreds of rows.
+    fn matmul_gemm(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let (rows, cols) = (self.rows, self.cols);
+        assert!(x.len() >= n * cols, "x holds {n} rows of {cols}");
+        let mut y = vec![0f32; n * rows];
+        let dst = SendPtr(y.as_mut_ptr());
+        (0..rows.div_ceil(GEMM_CHUNK))
+            .into_par_iter()
+            .for_each_init(
+                || vec![0f32; GEMM_CHUNK * cols],
+                |panel, c| {
+                    let first = c * GEMM_CHUNK;
+                    let k = GEMM_CHUNK.min(rows - first);
+                    self.rows_f32(first, &mut panel[..k * cols]);
+                    let dst = &dst;
+                    // SAFETY: `panel` holds `[k, cols]` row-major; `x` is `[n, cols]` row-major,
+                    // read as its transpose `[cols, n]` (row stride 1, column stride `cols`); the
+                    // destination is columns `first..first + k` of `y` (`[n, rows]` row-major: row
+                    // stride 1 and column stride `rows` for the transposed view), which lie inside
+                    // `y` and which no other task writes (chunks are disjoint); `y` outlives the
+                    // parallel loop and aliases neither input.
+                    unsafe {
+                        gemm::gemm(
+                            k,
+                            n,
+                            cols,
+                            dst.0.add(first),
+                            rows as isize,
+                            1,
+                            false,
+                            panel.as_ptr(),
+                            1,
+                            cols as isize,
+                            x.as_ptr(),
+                            cols as isize,
+                            1,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                },
+            );
+        y
+    }
+
     /// `y[i] = W · x[i]` for `n` rows of `x` (`[n, cols]` → `[n, rows]`). For `n > 1` each
-    /// weight row is dequantised once and used for all rows; from [`GEMM_ROWS`] rows on, a
-    /// chunk of weight rows at a time through a packed GEMM.
+    /// weight row is dequantised once and used for all rows; from [`GEMM_ROWS`] rows on, as a
+    /// GEMM: [`matmul_xt`] where the CPU has AVX-512, [`QMat::matmul_gemm`] elsewhere.
     fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        if let Some(xt) = Xt::new(x, n, self.cols) {
+            return matmul_xt(&[self], &xt).pop().expect("one matrix");
+        }
+        if n >= GEMM_ROWS {
+            return self.matmul_gemm(x, n);
+        }
         let rows = self.rows;
-        let chunk = if n >= GEMM_ROWS { 128 } else { 64 };
+        let chunk = 64;
         // Transposed result: thread chunks of output rows are contiguous.
         let mut yt = vec![0f32; rows * n];
         yt.par_chunks_mut(chunk * n)
             .enumerate()
-            .for_each(|(c, out)| {
-                if n >= GEMM_ROWS {
-                    self.rows_gemm(c * chunk, x, n, out);
-                } else {
-                    self.rows_dispatch(c * chunk, x, n, out);
-                }
-            });
+            .for_each(|(c, out)| self.rows_dispatch(c * chunk, x, n, out));
         if n == 1 {
             return yt;
         }
@@ -274,9 +317,271 @@ impl QMat {
     }
 }
 
+/// A raw pointer that rayon tasks may share: each writes a disjoint part of the buffer.
+struct SendPtr(*mut f32);
+// SAFETY: every user (`QMat::matmul_gemm`, `QuantLlama::attend_rows`) has
+// its tasks write disjoint parts of one buffer that outlives them, and nothing reads it meanwhile.
+unsafe impl Sync for SendPtr {}
+
+/// Weight rows per GEMM task: divides the rows of every SmolLM2 matrix (192, 576, 1,536 and the
+/// 49,152-row embedding), so two threads get equal shares, and is a multiple of 16 (one AVX-512
+/// vector of f32).
+const GEMM_CHUNK: usize = 96;
+
 /// Rows of activations from which [`QMat::matmul`] runs a GEMM per chunk of weight rows (below,
 /// dot products over each dequantised weight row).
 const GEMM_ROWS: usize = 8;
+
+/// `y_j = x · W_jᵀ` (`[n, rows_j]`) for every matrix of `mats`, all as wide as `x`, from `x`
+/// transposed ([`Xt`]) on the AVX-512 kernel ([`avx512`]). One parallel loop for them all (fewer
+/// wake-ups of the thread pool), one task per [`GEMM_CHUNK`] rows of a matrix: it dequantises
+/// them into an f32 block (the values of [`QMat::row`]), multiplies it with every position, and
+/// writes its columns of `y_j`.
+fn matmul_xt(mats: &[&QMat], xt: &Xt) -> Vec<Vec<f32>> {
+    let (cols, np, n) = (mats[0].cols, xt.np, xt.n);
+    assert!(mats.iter().all(|m| m.cols == cols) && xt.data.len() == cols * np);
+    let mut ys: Vec<Vec<f32>> = mats
+        .iter()
+        .map(|m| Vec::with_capacity(n * m.rows))
+        .collect();
+    let dsts: Vec<SendPtr> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
+    let tasks: Vec<(usize, usize)> = mats
+        .iter()
+        .enumerate()
+        .flat_map(|(j, m)| (0..m.rows).step_by(GEMM_CHUNK).map(move |first| (j, first)))
+        .collect();
+    tasks.into_par_iter().for_each_init(
+        || (vec![0f32; GEMM_CHUNK * cols], vec![0f32; GEMM_CHUNK * np]),
+        |(w, slab), (j, first)| {
+            let (m, dst) = (mats[j], &dsts[j]);
+            let k = GEMM_CHUNK.min(m.rows - first);
+            let (w, slab) = (&mut w[..k * cols], &mut slab[..k * np]);
+            // SAFETY: an `Xt` exists only where AVX-512F was detected (`Xt::new`).
+            unsafe {
+                avx512::dequantize(m, first, w);
+                avx512::block(w, cols, &xt.data, np, slab);
+            }
+            // The chunk's columns of `y_j`, row by row (the slab is `[k, np]`).
+            for i in 0..n {
+                // SAFETY: columns `first..first + k` of row `i` of `y_j` (`[n, rows]`, allocated
+                // above) lie inside its capacity and only this task writes them; `ys` outlives
+                // the loop and is not read meanwhile.
+                let yi =
+                    unsafe { std::slice::from_raw_parts_mut(dst.0.add(i * m.rows + first), k) };
+                for (r, v) in yi.iter_mut().enumerate() {
+                    *v = slab[r * np + i];
+                }
+            }
+        },
+    );
+    for (y, m) in ys.iter_mut().zip(mats) {
+        // SAFETY: the tasks above wrote every column of every row: all `n * rows` values.
+        unsafe { y.set_len(n * m.rows) };
+    }
+    ys
+}
+
+/// Activations `[n, cols]` transposed to `[cols, np]`, positions padded with zeros to `np`, a
+/// multiple of 16 (one AVX-512 vector): the layout [`avx512::block`] multiplies.
+struct Xt {
+    data: Vec<f32>,
+    n: usize,
+    np: usize,
+}
+
+impl Xt {
+    /// `x` (`[n, cols]`) transposed, when the AVX-512 kernel runs here and `n` is at least
+    /// [`GEMM_ROWS`]; `None` otherwise.
+    fn new(x: &[f32], n: usize, cols: usize) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if n >= GEMM_ROWS && std::arch::is_x86_feature_detected!("avx512f") {
+            let np = n.next_multiple_of(16);
+            let mut data = vec![0f32; cols * np];
+            // 16 columns of `x` per task: reads 64-byte runs of each row, writes whole rows.
+            data.par_chunks_mut(16 * np)
+                .enumerate()
+                .for_each(|(b, out)| {
+                    let c0 = 16 * b;
+                    let w = out.len() / np;
+                    for (i, row) in x.chunks_exact(cols).take(n).enumerate() {
+                        for (j, &v) in row[c0..c0 + w].iter().enumerate() {
+                            out[j * np + i] = v;
+                        }
+                    }
+                });
+            return Some(Self { data, n, np });
+        }
+        let _ = (x, n, cols);
+        None
+    }
+}
+
+/// The teacher-forced pass's matmul kernel for AVX-512: weights broadcast one at a time,
+/// activations 16 positions to a vector, `R` rows × `V` vectors of accumulators.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::QMat;
+    use crate::gguf::GgmlType;
+
+    /// Weight rows per micro-kernel call.
+    const R: usize = 12;
+
+    /// Rows `first..first + w.len() / cols` of `m` dequantised into `w`: `d * q + m` (Q4_1) or
+    /// `d * q` (Q8_0), a multiply and an add (two roundings), the values of [`QMat::row`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; the rows exist.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dequantize(m: &QMat, first: usize, w: &mut [f32]) {
+        let nb = m.cols / 32;
+        let rows = w.len() / m.cols;
+        assert!(first + rows <= m.rows);
+        match m.ty {
+            GgmlType::Q4_1 => {
+                let nib = _mm_set1_epi8(0x0f);
+                for (r, out) in w.chunks_exact_mut(m.cols).enumerate() {
+                    let sc = &m.scales[(first + r) * nb * 2..(first + r + 1) * nb * 2];
+                    let qs = &m.quants[(first + r) * nb * 16..(first + r + 1) * nb * 16];
+                    for ((s, q), o) in sc
+                        .chunks_exact(2)
+                        .zip(qs.chunks_exact(16))
+                        .zip(out.chunks_exact_mut(32))
+                    {
+                        // SAFETY: `q` holds 16 bytes and `o` 32 floats.
+                        unsafe {
+                            let q = _mm_loadu_si128(q.as_ptr().cast());
+                            let lo =
+                                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, nib)));
+                            let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(
+                                _mm_srli_epi16(q, 4),
+                                nib,
+                            )));
+                            let (d, mm) = (_mm512_set1_ps(s[0]), _mm512_set1_ps(s[1]));
+                            _mm512_storeu_ps(
+                                o.as_mut_ptr(),
+                                _mm512_add_ps(_mm512_mul_ps(d, lo), mm),
+                            );
+                            _mm512_storeu_ps(
+                                o.as_mut_ptr().add(16),
+                                _mm512_add_ps(_mm512_mul_ps(d, hi), mm),
+                            );
+                        }
+                    }
+                }
+            }
+            GgmlType::Q8_0 => {
+                for (r, out) in w.chunks_exact_mut(m.cols).enumerate() {
+                    let sc = &m.scales[(first + r) * nb..(first + r + 1) * nb];
+                    let qs = &m.quants[(first + r) * nb * 32..(first + r + 1) * nb * 32];
+                    for ((&d, q), o) in sc
+                        .iter()
+                        .zip(qs.chunks_exact(32))
+                        .zip(out.chunks_exact_mut(32))
+                    {
+                        // SAFETY: `q` holds 32 bytes and `o` 32 floats.
+                        unsafe {
+                            let d = _mm512_set1_ps(d);
+                            let a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                                q.as_ptr().cast(),
+                            )));
+                            let b = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                                q.as_ptr().add(16).cast(),
+                            )));
+                            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_mul_ps(d, a));
+                            _mm512_storeu_ps(o.as_mut_ptr().add(16), _mm512_mul_ps(d, b));
+                        }
+                    }
+                }
+            }
+            _ => {
+                for (r, out) in w.chunks_exact_mut(m.cols).enumerate() {
+                    m.row(first + r, out);
+                }
+            }
+        }
+    }
+
+    /// `out[r][p] = Σ_c w[r][c] · xt[c][p]` for the `w.len() / cols` rows of `w` (`[rows,
+    /// cols]`) and the `np` positions of `xt` (`[cols, np]`); `out` is `[rows, np]`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `np` is a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn block(w: &[f32], cols: usize, xt: &[f32], np: usize, out: &mut [f32]) {
+        let rows = w.len() / cols;
+        assert!(np.is_multiple_of(16) && xt.len() >= cols * np && out.len() >= rows * np);
+        let mut r = 0;
+        while r < rows {
+            let mut p = 0;
+            while p < np {
+                let v = if np - p >= 32 { 2 } else { 1 };
+                // SAFETY: rows `r..r + R` (or `r` alone) of `w`, positions `p..p + 16 v` of `xt`
+                // and of `out` lie inside them (asserted above).
+                unsafe {
+                    let (wp, xp, op) = (
+                        w.as_ptr().add(r * cols),
+                        xt.as_ptr().add(p),
+                        out.as_mut_ptr().add(r * np + p),
+                    );
+                    // SmolLM2's two widths as constants, so that each row's weights are a fixed
+                    // offset from one pointer (no address arithmetic per row in the loop).
+                    match (rows - r >= R, v, cols) {
+                        (true, 2, 576) => micro::<R, 2, 576>(wp, cols, xp, np, op),
+                        (true, 2, 1536) => micro::<R, 2, 1536>(wp, cols, xp, np, op),
+                        (true, 1, 576) => micro::<R, 1, 576>(wp, cols, xp, np, op),
+                        (true, 1, 1536) => micro::<R, 1, 1536>(wp, cols, xp, np, op),
+                        (true, 2, _) => micro::<R, 2, 0>(wp, cols, xp, np, op),
+                        (true, _, _) => micro::<R, 1, 0>(wp, cols, xp, np, op),
+                        (false, 2, _) => micro::<1, 2, 0>(wp, cols, xp, np, op),
+                        (false, _, _) => micro::<1, 1, 0>(wp, cols, xp, np, op),
+                    }
+                }
+                p += 16 * v;
+            }
+            r += if rows - r >= R { R } else { 1 };
+        }
+    }
+
+    /// `NR` rows × `16 V` positions: every column `c` adds `w[r][c] · xt[c][p..]`. `COLS` is
+    /// `cols` when it is not 0.
+    ///
+    /// # Safety
+    /// AVX-512F; `NR` rows of `cols` at `w`, `cols` rows of `np` at `xt` with `16 V` readable
+    /// from each, and `NR` rows of `np` at `out` with `16 V` writable in each.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn micro<const NR: usize, const V: usize, const COLS: usize>(
+        w: *const f32,
+        cols: usize,
+        xt: *const f32,
+        np: usize,
+        out: *mut f32,
+    ) {
+        let cols = if COLS == 0 { cols } else { COLS };
+        let mut acc = [[_mm512_setzero_ps(); V]; NR];
+        for c in 0..cols {
+            // SAFETY: the caller's bounds.
+            unsafe {
+                let x: [__m512; V] =
+                    std::array::from_fn(|v| _mm512_loadu_ps(xt.add(c * np + 16 * v)));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let wv = _mm512_set1_ps(*w.add(r * cols + c));
+                    for (av, xv) in a.iter_mut().zip(&x) {
+                        *av = _mm512_fmadd_ps(wv, *xv, *av);
+                    }
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            for (v, av) in a.iter().enumerate() {
+                // SAFETY: the caller's bounds.
+                unsafe { _mm512_storeu_ps(out.add(r * np + 16 * v), *av) };
+            }
+        }
+    }
+}
 
 /// A dot product with eight independent partial sums, which the compiler turns into SIMD.
 #[inline(always)]
@@ -294,6 +599,94 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// The decoder's element-wise and attention kernels, written once (`*_impl`) and compiled for
+/// AVX2+FMA where the CPU has them, as [`crate::ecpu`]'s are (same `exp`, same dispatch).
+mod kernels {
+    // `attend` takes a query row, a cache and its shape.
+    #![allow(clippy::too_many_arguments)]
+
+    use super::dot;
+    use crate::ecpu::kernels::{dispatch, exp, sum8};
+
+    /// `gate = silu(gate) * up`.
+    #[inline(always)]
+    fn silu_mul_impl(gate: &mut [f32], up: &[f32]) {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + exp(-*g)) * u;
+        }
+    }
+
+    /// Each row of `x` RMS-normalised and scaled by `w`, into `out`.
+    #[inline(always)]
+    fn rms_norm_impl(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let d = w.len();
+        for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            let ms = sum8(row.iter().map(|v| v * v)) / d as f32;
+            let inv = 1.0 / (ms + eps).sqrt();
+            for ((oj, &xj), &wj) in o.iter_mut().zip(row).zip(w) {
+                *oj = xj * inv * wj;
+            }
+        }
+    }
+
+    /// One query row `q` (`[heads * hd]`) over the first `t` cached keys and values (`[t, kv_heads
+    /// * hd]`, `rep` query heads per key head), into `out` (zeroed, `[heads * hd]`).
+    #[inline(always)]
+    fn attend_impl(
+        q: &[f32],
+        ks: &[f32],
+        vs: &[f32],
+        t: usize,
+        rep: usize,
+        hd: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let kvd = q.len() / rep;
+        let mut scores = vec![0f32; t];
+        for (h, o) in out.chunks_exact_mut(hd).enumerate() {
+            let g = h / rep;
+            let qh = &q[h * hd..(h + 1) * hd];
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = dot(qh, &ks[j * kvd + g * hd..j * kvd + (g + 1) * hd]) * scale;
+                max = max.max(*s);
+            }
+            for s in &mut scores {
+                *s = exp(*s - max);
+            }
+            let z = sum8(scores.iter().copied());
+            for (j, s) in scores.iter().enumerate() {
+                let p = s / z;
+                let vj = &vs[j * kvd + g * hd..j * kvd + (g + 1) * hd];
+                for (oi, vi) in o.iter_mut().zip(vj) {
+                    *oi += p * vi;
+                }
+            }
+        }
+    }
+
+    /// Softmax over `row[..len]`; the rest of the row (masked positions) set to 0.
+    #[inline(always)]
+    fn softmax_prefix_impl(row: &mut [f32], len: usize) {
+        let (live, masked) = row.split_at_mut(len);
+        let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for s in live.iter_mut() {
+            *s = exp(*s - max);
+        }
+        let inv = 1.0 / sum8(live.iter().copied());
+        for s in live.iter_mut() {
+            *s *= inv;
+        }
+        masked.fill(0.0);
+    }
+
+    dispatch!(silu_mul, silu_mul_avx2, silu_mul_impl, (gate: &mut [f32], up: &[f32]));
+    dispatch!(softmax_prefix, softmax_prefix_avx2, softmax_prefix_impl, (row: &mut [f32], len: usize));
+    dispatch!(rms_norm, rms_norm_avx2, rms_norm_impl, (x: &[f32], w: &[f32], eps: f32, out: &mut [f32]));
+    dispatch!(attend, attend_avx2, attend_impl, (q: &[f32], ks: &[f32], vs: &[f32], t: usize, rep: usize, hd: usize, scale: f32, out: &mut [f32]));
 }
 
 struct QBlock {
@@ -375,15 +768,8 @@ impl QuantLlama {
     }
 
     fn rms_norm(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
-        let d = self.cfg.dim;
         let mut out = vec![0f32; x.len()];
-        for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
-            let inv = 1.0 / (ms + self.cfg.eps as f32).sqrt();
-            for j in 0..d {
-                o[j] = row[j] * inv * w[j];
-            }
-        }
+        kernels::rms_norm(x, w, self.cfg.eps as f32, &mut out);
         out
     }
 
@@ -446,9 +832,15 @@ impl QuantLlama {
         let scale = 1.0 / (hd as f32).sqrt();
         for (l, b) in self.blocks.iter().enumerate() {
             let h = self.rms_norm(&x, &b.attn_norm);
-            let mut q = b.wq.matmul(&h, n);
-            let mut k = b.wk.matmul(&h, n);
-            let v = b.wv.matmul(&h, n);
+            let (mut q, mut k, v) = match Xt::new(&h, n, d) {
+                Some(hx) => {
+                    let [q, k, v] =
+                        <[Vec<f32>; 3]>::try_from(matmul_xt(&[&b.wq, &b.wk, &b.wv], &hx))
+                            .expect("three matrices");
+                    (q, k, v)
+                }
+                None => (b.wq.matmul(&h, n), b.wk.matmul(&h, n), b.wv.matmul(&h, n)),
+            };
             for r in 0..n {
                 self.rope(&mut q[r * d..(r + 1) * d], &angles[r]);
                 self.rope(&mut k[r * kvd..(r + 1) * kvd], &angles[r]);
@@ -456,46 +848,35 @@ impl QuantLlama {
                 cache.k[l].extend_from_slice(&k[r * kvd..(r + 1) * kvd]);
                 cache.v[l].extend_from_slice(&v[r * kvd..(r + 1) * kvd]);
             }
-            // Attention, per row over its own sequence's keys up to its position.
             let mut att = vec![0f32; n * d];
-            att.par_chunks_mut(d).enumerate().for_each(|(r, out)| {
-                let cache = &caches[seq[r]];
-                let (ks, vs) = (&cache.k[l], &cache.v[l]);
-                let t = pos[r] + 1;
-                let mut scores = vec![0f32; t];
-                for h in 0..c.heads {
-                    let g = h / rep;
-                    let qh = &q[r * d + h * hd..r * d + (h + 1) * hd];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        *s = dot(qh, &ks[j * kvd + g * hd..j * kvd + (g + 1) * hd]) * scale;
-                        max = max.max(*s);
-                    }
-                    let mut z = 0f32;
-                    for s in &mut scores {
-                        *s = (*s - max).exp();
-                        z += *s;
-                    }
-                    let o = &mut out[h * hd..(h + 1) * hd];
-                    for (j, s) in scores.iter().enumerate() {
-                        let p = s / z;
-                        let vj = &vs[j * kvd + g * hd..j * kvd + (g + 1) * hd];
-                        for (oi, vi) in o.iter_mut().zip(vj) {
-                            *oi += p * vi;
-                        }
-                    }
-                }
-            });
-            for (xi, oi) in x.iter_mut().zip(b.wo.matmul(&att, n)) {
+            if n >= GEMM_ROWS && seq.iter().all(|&s| s == seq[0]) {
+                // Many rows of one sequence (a prompt, the verifier's pass): GEMMs per head.
+                let cache = &caches[seq[0]];
+                self.attend_rows(&q, &cache.k[l], &cache.v[l], pos[0], n, &mut att);
+            } else {
+                // Per row over its own sequence's keys up to its position.
+                att.par_chunks_mut(d).enumerate().for_each(|(r, out)| {
+                    let cache = &caches[seq[r]];
+                    let q = &q[r * d..(r + 1) * d];
+                    kernels::attend(q, &cache.k[l], &cache.v[l], pos[r] + 1, rep, hd, scale, out);
+                });
+            }
+            let o = b.wo.matmul(&att, n);
+            for (xi, oi) in x.iter_mut().zip(o) {
                 *xi += oi;
             }
             let h = self.rms_norm(&x, &b.ffn_norm);
-            let mut gate = b.gate.matmul(&h, n);
-            let up = b.up.matmul(&h, n);
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
-            for (xi, oi) in x.iter_mut().zip(b.down.matmul(&gate, n)) {
+            let (mut gate, up) = match Xt::new(&h, n, d) {
+                Some(hx) => {
+                    let [g, u] = <[Vec<f32>; 2]>::try_from(matmul_xt(&[&b.gate, &b.up], &hx))
+                        .expect("two matrices");
+                    (g, u)
+                }
+                None => (b.gate.matmul(&h, n), b.up.matmul(&h, n)),
+            };
+            kernels::silu_mul(&mut gate, &up);
+            let down = b.down.matmul(&gate, n);
+            for (xi, oi) in x.iter_mut().zip(down) {
                 *xi += oi;
             }
         }
@@ -508,6 +889,89 @@ impl QuantLlama {
             .collect();
         let last = self.rms_norm(&rows, &self.norm);
         Ok(self.embed.matmul(&last, want.len()))
+    }
+
+    /// Causal attention of `n` consecutive rows of one sequence, the first at position `start`,
+    /// whose keys and values (`[start + n, kv_heads * hd]`) are cached: per head, the scores as
+    /// one GEMM (`q · kᵀ`, the masked upper triangle included), a softmax over each row's
+    /// prefix, and the output as a second GEMM (`p · v`), written into `att` (`[n, dim]`).
+    fn attend_rows(
+        &self,
+        q: &[f32],
+        ks: &[f32],
+        vs: &[f32],
+        start: usize,
+        n: usize,
+        att: &mut [f32],
+    ) {
+        let c = self.cfg;
+        let (d, hd) = (c.dim, c.dim / c.heads);
+        let (kvd, rep, t) = (c.kv_heads * hd, c.heads / c.kv_heads, start + n);
+        assert!(
+            q.len() >= n * d && att.len() >= n * d && ks.len() >= t * kvd && vs.len() >= t * kvd
+        );
+        let scale = 1.0 / (hd as f32).sqrt();
+        let dst = SendPtr(att.as_mut_ptr());
+        (0..c.heads).into_par_iter().for_each(|h| {
+            let dst = &dst;
+            let g = h / rep;
+            let mut s = vec![0f32; n * t];
+            // SAFETY: `s` is `[n, t]` row-major; the query rows of head `h` are `n` rows of
+            // `hd` at stride `d` inside `q`; the keys of group `g` are `t` rows of `hd` at
+            // stride `kvd` inside `ks`, read transposed (lengths asserted above).
+            unsafe {
+                gemm::gemm(
+                    n,
+                    t,
+                    hd,
+                    s.as_mut_ptr(),
+                    1,
+                    t as isize,
+                    false,
+                    q.as_ptr().add(h * hd),
+                    1,
+                    d as isize,
+                    ks.as_ptr().add(g * hd),
+                    kvd as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for (i, row) in s.chunks_exact_mut(t).enumerate() {
+                kernels::softmax_prefix(row, start + i + 1);
+            }
+            // SAFETY: the output is columns `h * hd..(h + 1) * hd` of `n` rows of `att` (stride
+            // `d`), which only this head writes, and `att` outlives the loop; the values of
+            // group `g` are `t` rows of `hd` at stride `kvd` inside `vs`.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    hd,
+                    t,
+                    dst.0.add(h * hd),
+                    1,
+                    d as isize,
+                    false,
+                    s.as_ptr(),
+                    1,
+                    t as isize,
+                    vs.as_ptr().add(g * hd),
+                    1,
+                    kvd as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
     }
 
     /// Empty caches for `n` sequences.
@@ -592,5 +1056,81 @@ impl Decoder for QuantLlama {
         }
         let rows: Vec<usize> = (from..ids.len()).collect();
         self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A matrix of `rows × cols` with pseudo-random blocks of type `ty` (Q4_1 or Q8_0).
+    fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QMat {
+        let mut s = seed;
+        let mut next = move || {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (s >> 33) as u32
+        };
+        let nb = rows * cols / 32;
+        let (scales, quants) = match ty {
+            GgmlType::Q4_1 => (
+                (0..2 * nb)
+                    .map(|i| (next() % 1000) as f32 / 4e4 - if i % 2 == 1 { 0.01 } else { 0.0 })
+                    .collect(),
+                (0..16 * nb).map(|_| next() as u8).collect(),
+            ),
+            _ => (
+                (0..nb).map(|_| (next() % 1000) as f32 / 1e5).collect(),
+                (0..32 * nb).map(|_| next() as u8).collect(),
+            ),
+        };
+        QMat {
+            ty,
+            scales,
+            quants,
+            dense: Vec::new(),
+            rows,
+            cols,
+        }
+    }
+
+    /// Every GEMM path (the AVX-512 kernel where this CPU has it: rows in groups of 12 and
+    /// alone, 32 and 16 positions at a time, widths other than SmolLM2's; several matrices in
+    /// one loop) gives the per-row dot products of the decoding path, up to float rounding.
+    #[test]
+    fn gemm_paths_equal_row_dot_products() {
+        for (ty, rows, cols) in [
+            (GgmlType::Q4_1, 200, 96),
+            (GgmlType::Q8_0, 40, 64),
+            (GgmlType::Q4_1, 24, 576),
+        ] {
+            let m = matrix(ty, rows, cols, rows as u64);
+            for n in [8, 21, 48] {
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+                    .collect();
+                let want: Vec<f32> = (0..n)
+                    .flat_map(|i| (0..rows).map(move |r| (i, r)))
+                    .map(|(i, r)| m.row_dot(r, &x[i * cols..(i + 1) * cols]))
+                    .collect();
+                let close = |got: &[f32], path: &str| {
+                    assert_eq!(got.len(), want.len());
+                    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{ty:?} {rows}×{cols}, n {n}, {path}, value {k}: {g} vs {w}"
+                        );
+                    }
+                };
+                close(&m.matmul(&x, n), "matmul");
+                close(&m.matmul_gemm(&x, n), "gemm crate");
+                if let Some(xt) = Xt::new(&x, n, cols) {
+                    let twice = matmul_xt(&[&m, &m], &xt);
+                    close(&twice[0], "avx512, first of two");
+                    close(&twice[1], "avx512, second of two");
+                }
+            }
+        }
     }
 }

@@ -122,6 +122,14 @@ struct GenRow {
     verify_secs: Option<(f64, f64)>,
 }
 
+/// The largest element-wise difference of two logit arrays.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 /// The smallest gap between the two largest logits over rows `from..` of `[rows, v]` logits.
 fn min_top2_gap(logits: &[f32], v: usize, from: usize) -> f32 {
     logits
@@ -190,11 +198,7 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
             let mut ids = prompt.clone();
             ids.extend(greedy.clone().unwrap_or_default());
             let (a, b) = (model.forward_all(&ids)?, q.forward_all(&ids)?);
-            let d = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
+            let d = max_abs_diff(&a, &b);
             calibration.push(format!(
                 "{qname} vs {name}: max |logit difference| {d:.2e} over {} positions",
                 ids.len()
@@ -215,11 +219,7 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
             }
             Some((first, ids, want)) => {
                 let logits = model.forward_all(ids)?;
-                let d = want
-                    .iter()
-                    .zip(&logits)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let d = max_abs_diff(want, &logits);
                 calibration.push(format!(
                     "{name} vs {first}: max |logit difference| {d:.2e} over {} positions \
                      (verifier margin {GENERATE_MARGIN})",
