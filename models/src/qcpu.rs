@@ -236,9 +236,9 @@ impl QMat {
 
     /// `y = x · Wᵀ` (`[n, cols]` → `[n, rows]`) as GEMMs over chunks of [`GEMM_CHUNK`] weight
     /// rows, one rayon task each: the chunk is dequantised into an f32 panel and multiplied with
-    /// the packed kernels of the `gemm` crate (AVX-512 where the CPU has it), which write the
-    /// chunk's columns of `y` in place. For prefill and the verifier's teacher-forced pass, where
-    /// `n` is tens to hundreds of rows.
+    /// the packed kernels of the `gemm` crate, which write the chunk's columns of `y` in place.
+    /// For many rows (prefill, the verifier's pass) on CPUs without AVX-512, where
+    /// [`matmul_xt`] does not run.
     fn matmul_gemm(&self, x: &[f32], n: usize) -> Vec<f32> {
         let (rows, cols) = (self.rows, self.cols);
         assert!(x.len() >= n * cols, "x holds {n} rows of {cols}");
@@ -332,6 +332,13 @@ const GEMM_CHUNK: usize = 96;
 /// dot products over each dequantised weight row).
 const GEMM_ROWS: usize = 8;
 
+thread_local! {
+    /// Each pool thread's dequantised weight block and result slab for [`matmul_xt`], reused
+    /// from call to call (a fresh pair per task cost page faults and zeroing).
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// `y_j = x · W_jᵀ` (`[n, rows_j]`) for every matrix of `mats`, all as wide as `x`, from `x`
 /// transposed ([`Xt`]) on the AVX-512 kernel ([`avx512`]). One parallel loop for them all (fewer
 /// wake-ups of the thread pool), one task per [`GEMM_CHUNK`] rows of a matrix: it dequantises
@@ -350,11 +357,17 @@ fn matmul_xt(mats: &[&QMat], xt: &Xt) -> Vec<Vec<f32>> {
         .enumerate()
         .flat_map(|(j, m)| (0..m.rows).step_by(GEMM_CHUNK).map(move |first| (j, first)))
         .collect();
-    tasks.into_par_iter().for_each_init(
-        || (vec![0f32; GEMM_CHUNK * cols], vec![0f32; GEMM_CHUNK * np]),
-        |(w, slab), (j, first)| {
+    tasks.into_par_iter().for_each(|(j, first)| {
+        SCRATCH.with_borrow_mut(|(w, slab)| {
             let (m, dst) = (mats[j], &dsts[j]);
             let k = GEMM_CHUNK.min(m.rows - first);
+            // Every value is written below before it is read, so old contents do not matter.
+            if w.len() < k * cols {
+                w.resize(k * cols, 0.0);
+            }
+            if slab.len() < k * np {
+                slab.resize(k * np, 0.0);
+            }
             let (w, slab) = (&mut w[..k * cols], &mut slab[..k * np]);
             // SAFETY: an `Xt` exists only where AVX-512F was detected (`Xt::new`).
             unsafe {
@@ -372,8 +385,8 @@ fn matmul_xt(mats: &[&QMat], xt: &Xt) -> Vec<Vec<f32>> {
                     *v = slab[r * np + i];
                 }
             }
-        },
-    );
+        });
+    });
     for (y, m) in ys.iter_mut().zip(mats) {
         // SAFETY: the tasks above wrote every column of every row: all `n * rows` values.
         unsafe { y.set_len(n * m.rows) };
@@ -512,44 +525,64 @@ mod avx512 {
     pub(super) unsafe fn block(w: &[f32], cols: usize, xt: &[f32], np: usize, out: &mut [f32]) {
         let rows = w.len() / cols;
         assert!(np.is_multiple_of(16) && xt.len() >= cols * np && out.len() >= rows * np);
-        let mut r = 0;
-        while r < rows {
+        // Columns in blocks of `KB`: one block of 32 positions of `xt` (24 KiB) stays in L1
+        // while every row group of `w` passes over it. Each sum still runs over c = 0, 1, ... in
+        // order (the accumulators are stored and reloaded between blocks): the same result.
+        let mut c0 = 0;
+        while c0 < cols {
+            let len = KB.min(cols - c0);
             let mut p = 0;
             while p < np {
                 let v = if np - p >= 32 { 2 } else { 1 };
-                // SAFETY: rows `r..r + R` (or `r` alone) of `w`, positions `p..p + 16 v` of `xt`
-                // and of `out` lie inside them (asserted above).
-                unsafe {
-                    let (wp, xp, op) = (
-                        w.as_ptr().add(r * cols),
-                        xt.as_ptr().add(p),
-                        out.as_mut_ptr().add(r * np + p),
-                    );
-                    // SmolLM2's two widths as constants, so that each row's weights are a fixed
-                    // offset from one pointer (no address arithmetic per row in the loop).
-                    match (rows - r >= R, v, cols) {
-                        (true, 2, 576) => micro::<R, 2, 576>(wp, cols, xp, np, op),
-                        (true, 2, 1536) => micro::<R, 2, 1536>(wp, cols, xp, np, op),
-                        (true, 1, 576) => micro::<R, 1, 576>(wp, cols, xp, np, op),
-                        (true, 1, 1536) => micro::<R, 1, 1536>(wp, cols, xp, np, op),
-                        (true, 2, _) => micro::<R, 2, 0>(wp, cols, xp, np, op),
-                        (true, _, _) => micro::<R, 1, 0>(wp, cols, xp, np, op),
-                        (false, 2, _) => micro::<1, 2, 0>(wp, cols, xp, np, op),
-                        (false, _, _) => micro::<1, 1, 0>(wp, cols, xp, np, op),
+                let mut r = 0;
+                while r < rows {
+                    // SAFETY: rows `r..r + R` (or `r` alone) and columns `c0..c0 + len` of `w`,
+                    // those columns' positions `p..p + 16 v` of `xt`, and the rows' positions of
+                    // `out` lie inside them (asserted above).
+                    unsafe {
+                        let (wp, xp, op) = (
+                            w.as_ptr().add(r * cols + c0),
+                            xt.as_ptr().add(c0 * np + p),
+                            out.as_mut_ptr().add(r * np + p),
+                        );
+                        let first = c0 == 0;
+                        // SmolLM2's two widths as constants, so that each row's weights are a
+                        // fixed offset from one pointer (no address arithmetic per row).
+                        match (rows - r >= R, v, cols) {
+                            (true, 2, 576) => micro::<R, 2, 576>(wp, cols, xp, np, op, len, first),
+                            (true, 2, 1536) => {
+                                micro::<R, 2, 1536>(wp, cols, xp, np, op, len, first)
+                            }
+                            (true, 1, 576) => micro::<R, 1, 576>(wp, cols, xp, np, op, len, first),
+                            (true, 1, 1536) => {
+                                micro::<R, 1, 1536>(wp, cols, xp, np, op, len, first)
+                            }
+                            (true, 2, _) => micro::<R, 2, 0>(wp, cols, xp, np, op, len, first),
+                            (true, _, _) => micro::<R, 1, 0>(wp, cols, xp, np, op, len, first),
+                            (false, 2, _) => micro::<1, 2, 0>(wp, cols, xp, np, op, len, first),
+                            (false, _, _) => micro::<1, 1, 0>(wp, cols, xp, np, op, len, first),
+                        }
                     }
+                    r += if rows - r >= R { R } else { 1 };
                 }
                 p += 16 * v;
             }
-            r += if rows - r >= R { R } else { 1 };
+            c0 += len;
         }
     }
 
-    /// `NR` rows × `16 V` positions: every column `c` adds `w[r][c] · xt[c][p..]`. `COLS` is
-    /// `cols` when it is not 0.
+    /// Columns per block of [`block`].
+    const KB: usize = 192;
+
+    /// `NR` rows × `16 V` positions over `len` columns: every column `c` adds `w[r][c] ·
+    /// xt[c][p..]` to the accumulators, which start at 0 (`first`) or at `out`'s values. Rows of
+    /// `w` are `cols` apart (`COLS` when it is not 0).
     ///
     /// # Safety
-    /// AVX-512F; `NR` rows of `cols` at `w`, `cols` rows of `np` at `xt` with `16 V` readable
-    /// from each, and `NR` rows of `np` at `out` with `16 V` writable in each.
+    /// AVX-512F; `NR` rows of `len` at `w` (`cols` apart), `len` rows of `np` at `xt` with
+    /// `16 V` readable from each, and `NR` rows of `np` at `out` with `16 V` readable and
+    /// writable in each.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn micro<const NR: usize, const V: usize, const COLS: usize>(
@@ -558,10 +591,20 @@ mod avx512 {
         xt: *const f32,
         np: usize,
         out: *mut f32,
+        len: usize,
+        first: bool,
     ) {
         let cols = if COLS == 0 { cols } else { COLS };
         let mut acc = [[_mm512_setzero_ps(); V]; NR];
-        for c in 0..cols {
+        if !first {
+            for (r, a) in acc.iter_mut().enumerate() {
+                for (v, av) in a.iter_mut().enumerate() {
+                    // SAFETY: the caller's bounds.
+                    *av = unsafe { _mm512_loadu_ps(out.add(r * np + 16 * v)) };
+                }
+            }
+        }
+        for c in 0..len {
             // SAFETY: the caller's bounds.
             unsafe {
                 let x: [__m512; V] =
@@ -1096,14 +1139,16 @@ mod tests {
     }
 
     /// Every GEMM path (the AVX-512 kernel where this CPU has it: rows in groups of 12 and
-    /// alone, 32 and 16 positions at a time, widths other than SmolLM2's; several matrices in
-    /// one loop) gives the per-row dot products of the decoding path, up to float rounding.
+    /// alone, 32 and 16 positions at a time, one and several column blocks, a partial last one,
+    /// widths other than SmolLM2's; several matrices in one loop) gives the per-row dot products
+    /// of the decoding path, up to float rounding.
     #[test]
     fn gemm_paths_equal_row_dot_products() {
         for (ty, rows, cols) in [
             (GgmlType::Q4_1, 200, 96),
             (GgmlType::Q8_0, 40, 64),
             (GgmlType::Q4_1, 24, 576),
+            (GgmlType::Q4_1, 13, 320),
         ] {
             let m = matrix(ty, rows, cols, rows as u64);
             for n in [8, 21, 48] {
