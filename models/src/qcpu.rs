@@ -260,26 +260,14 @@ impl QMat {
                     // `y` and which no other task writes (chunks are disjoint); `y` outlives the
                     // parallel loop and aliases neither input.
                     unsafe {
-                        gemm::gemm(
+                        gemm_into(
                             k,
                             n,
                             cols,
-                            dst.0.add(first),
-                            rows as isize,
-                            1,
-                            false,
-                            panel.as_ptr(),
-                            1,
-                            cols as isize,
-                            x.as_ptr(),
-                            cols as isize,
-                            1,
-                            0.0,
+                            (dst.0.add(first), rows as isize, 1),
+                            (panel.as_ptr(), 1, cols as isize),
+                            (x.as_ptr(), cols as isize, 1),
                             1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
                         );
                     }
                 },
@@ -327,6 +315,47 @@ unsafe impl Sync for SendPtr {}
 /// 49,152-row embedding), so two threads get equal shares, and is a multiple of 16 (one AVX-512
 /// vector of f32).
 const GEMM_CHUNK: usize = 96;
+
+/// `dst = beta · lhs · rhs` (`m × k` times `k × n`) on this thread with the `gemm` crate; each
+/// matrix is a pointer with its column and row strides.
+///
+/// # Safety
+/// As `gemm::gemm`'s: every element the strides address lies inside its buffer, and `dst`
+/// aliases neither input.
+unsafe fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    (dst, dst_cs, dst_rs): (*mut f32, isize, isize),
+    (lhs, lhs_cs, lhs_rs): (*const f32, isize, isize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, isize, isize),
+    beta: f32,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            false,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            0.0,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
 
 /// Rows of activations from which [`QMat::matmul`] runs a GEMM per chunk of weight rows (below,
 /// dot products over each dequantised weight row).
@@ -963,26 +992,14 @@ impl QuantLlama {
             // `hd` at stride `d` inside `q`; the keys of group `g` are `t` rows of `hd` at
             // stride `kvd` inside `ks`, read transposed (lengths asserted above).
             unsafe {
-                gemm::gemm(
+                gemm_into(
                     n,
                     t,
                     hd,
-                    s.as_mut_ptr(),
-                    1,
-                    t as isize,
-                    false,
-                    q.as_ptr().add(h * hd),
-                    1,
-                    d as isize,
-                    ks.as_ptr().add(g * hd),
-                    kvd as isize,
-                    1,
-                    0.0,
+                    (s.as_mut_ptr(), 1, t as isize),
+                    (q.as_ptr().add(h * hd), 1, d as isize),
+                    (ks.as_ptr().add(g * hd), kvd as isize, 1),
                     scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
             }
             for (i, row) in s.chunks_exact_mut(t).enumerate() {
@@ -992,26 +1009,14 @@ impl QuantLlama {
             // `d`), which only this head writes, and `att` outlives the loop; the values of
             // group `g` are `t` rows of `hd` at stride `kvd` inside `vs`.
             unsafe {
-                gemm::gemm(
+                gemm_into(
                     n,
                     hd,
                     t,
-                    dst.0.add(h * hd),
-                    1,
-                    d as isize,
-                    false,
-                    s.as_ptr(),
-                    1,
-                    t as isize,
-                    vs.as_ptr().add(g * hd),
-                    1,
-                    kvd as isize,
-                    0.0,
+                    (dst.0.add(h * hd), 1, d as isize),
+                    (s.as_ptr(), 1, t as isize),
+                    (vs.as_ptr().add(g * hd), 1, kvd as isize),
                     1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
             }
         });
