@@ -312,8 +312,8 @@ struct SendPtr(*mut f32);
 unsafe impl Sync for SendPtr {}
 
 /// Weight rows per GEMM task: divides the rows of every SmolLM2 matrix (192, 576, 1,536 and the
-/// 49,152-row embedding), so two threads get equal shares, and is a multiple of 16 (one AVX-512
-/// vector of f32).
+/// 49,152-row embedding), so two threads get equal shares, and is a multiple of the AVX-512
+/// kernel's 12-row groups (no row is left to its one-row tail).
 const GEMM_CHUNK: usize = 96;
 
 /// `dst = beta · lhs · rhs` (`m × k` times `k × n`) on this thread with the `gemm` crate; each
