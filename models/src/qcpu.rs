@@ -246,11 +246,14 @@ impl QMat {
         let dst = SendPtr(y.as_mut_ptr());
         (0..rows.div_ceil(GEMM_CHUNK))
             .into_par_iter()
-            .for_each_init(
-                || vec![0f32; GEMM_CHUNK * cols],
-                |panel, c| {
+            .for_each(|c| {
+                SCRATCH.with_borrow_mut(|(panel, _)| {
                     let first = c * GEMM_CHUNK;
                     let k = GEMM_CHUNK.min(rows - first);
+                    // Every value is written before it is read: old contents do not matter.
+                    if panel.len() < k * cols {
+                        panel.resize(k * cols, 0.0);
+                    }
                     self.rows_f32(first, &mut panel[..k * cols]);
                     let dst = &dst;
                     // SAFETY: `panel` holds `[k, cols]` row-major; `x` is `[n, cols]` row-major,
@@ -270,8 +273,8 @@ impl QMat {
                             1.0,
                         );
                     }
-                },
-            );
+                });
+            });
         y
     }
 
@@ -307,8 +310,8 @@ impl QMat {
 
 /// A raw pointer that rayon tasks may share: each writes a disjoint part of the buffer.
 struct SendPtr(*mut f32);
-// SAFETY: every user (`QMat::matmul_gemm`, `QuantLlama::attend_rows`) has
-// its tasks write disjoint parts of one buffer that outlives them, and nothing reads it meanwhile.
+// SAFETY: every user (`matmul_xt`, `QMat::matmul_gemm`, `QuantLlama::attend_rows`) has its tasks
+// write disjoint parts of one buffer that outlives them, and nothing reads it meanwhile.
 unsafe impl Sync for SendPtr {}
 
 /// Weight rows per GEMM task: divides the rows of every SmolLM2 matrix (192, 576, 1,536 and the
@@ -362,8 +365,9 @@ unsafe fn gemm_into(
 const GEMM_ROWS: usize = 8;
 
 thread_local! {
-    /// Each pool thread's dequantised weight block and result slab for [`matmul_xt`], reused
-    /// from call to call (a fresh pair per task cost page faults and zeroing).
+    /// Each pool thread's dequantised weight block and result slab for [`matmul_xt`] (the block
+    /// also for [`QMat::matmul_gemm`]), reused from call to call: a fresh pair per task cost
+    /// page faults and zeroing.
     static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
