@@ -4,10 +4,17 @@
 //!
 //! Same semantics as [`crate::smollm::Llama`] (the reference the verifier re-scores with):
 //! every weight is dequantised to the same f32 value (`d * q + m`, two roundings, as
-//! [`crate::gguf::Gguf::dequantize`] does) right before it is used, and activations stay f32:
-//! nothing quantizes activations (candle and llama.cpp do, which moves logits). Only the order
-//! of float additions differs, so logits agree with the reference to ~1e-4 (tested), far inside
-//! the verifier's margin.
+//! [`crate::gguf::Gguf::dequantize`] does) right before it is used, and when generating,
+//! activations stay f32 (candle and llama.cpp quantize them to 8 bits, which moves logits by
+//! tenths and flips near-ties). Only the order of float additions differs, so logits agree with
+//! the reference to ~1e-4 (tested), far inside the verifier's margin.
+//!
+//! The verifier's teacher-forced pass ([`Decoder::forward_from`]) on CPUs with AVX-512 VNNI
+//! multiplies 16-bit activations instead ([`avx512q`]): each 32 values of a row scaled to
+//! ±32767, so each moves by at most 1/65534 of its block's largest, and the weights' 4- or 8-bit
+//! `q` exactly, twice the multiply-adds per instruction of f32. Its logits differ from the
+//! reference's by ~1e-2 at most on the calibration prompt (`gleaner bench generate` prints it;
+//! tested below a tenth of [`crate::smollm::GENERATE_MARGIN`]).
 //!
 //! Work is split over output rows with rayon. Sequences of a batch need no padding: a step's
 //! rows are all the new tokens of all sequences, and attention runs per sequence over its own
@@ -247,7 +254,7 @@ impl QMat {
         (0..rows.div_ceil(GEMM_CHUNK))
             .into_par_iter()
             .for_each(|c| {
-                SCRATCH.with_borrow_mut(|(panel, _)| {
+                SCRATCH.with_borrow_mut(|(panel, _, _)| {
                     let first = c * GEMM_CHUNK;
                     let k = GEMM_CHUNK.min(rows - first);
                     // Every value is written before it is read: old contents do not matter.
@@ -278,12 +285,24 @@ impl QMat {
         y
     }
 
+    /// The quantised bytes and scales of the [`GEMM_CHUNK`] rows from `first` (empty past the
+    /// end), for prefetching.
+    fn next_chunk(&self, first: usize) -> (&[u8], &[f32]) {
+        let first = first.min(self.rows);
+        let end = (first + GEMM_CHUNK).min(self.rows);
+        let (qb, sb) = (self.quants.len() / self.rows, self.scales.len() / self.rows);
+        (
+            &self.quants[first * qb..end * qb],
+            &self.scales[first * sb..end * sb],
+        )
+    }
+
     /// `y[i] = W · x[i]` for `n` rows of `x` (`[n, cols]` → `[n, rows]`). For `n > 1` each
     /// weight row is dequantised once and used for all rows; from [`GEMM_ROWS`] rows on, as a
     /// GEMM: [`matmul_xt`] where the CPU has AVX-512, [`QMat::matmul_gemm`] elsewhere.
-    fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
-        if let Some(xt) = Xt::new(x, n, self.cols) {
-            return matmul_xt(&[self], &xt).pop().expect("one matrix");
+    fn matmul(&self, x: &[f32], n: usize, fast: bool) -> Vec<f32> {
+        if let Some(a) = Acts::new(x, n, &[self], fast) {
+            return matmul_xt(&[self], &a).pop().expect("one matrix");
         }
         if n >= GEMM_ROWS {
             return self.matmul_gemm(x, n);
@@ -368,8 +387,8 @@ thread_local! {
     /// Each pool thread's dequantised weight block and result slab for [`matmul_xt`] (the block
     /// also for [`QMat::matmul_gemm`]), reused from call to call: a fresh pair per task cost
     /// page faults and zeroing.
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<i16>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// `y_j = x · W_jᵀ` (`[n, rows_j]`) for every matrix of `mats`, all as wide as `x`, from `x`
@@ -377,9 +396,9 @@ thread_local! {
 /// wake-ups of the thread pool), one task per [`GEMM_CHUNK`] rows of a matrix: it dequantises
 /// them into an f32 block (the values of [`QMat::row`]), multiplies it with every position, and
 /// writes its columns of `y_j`.
-fn matmul_xt(mats: &[&QMat], xt: &Xt) -> Vec<Vec<f32>> {
-    let (cols, np, n) = (mats[0].cols, xt.np, xt.n);
-    assert!(mats.iter().all(|m| m.cols == cols) && xt.data.len() == cols * np);
+fn matmul_xt(mats: &[&QMat], acts: &Acts) -> Vec<Vec<f32>> {
+    let (cols, np, n) = (mats[0].cols, acts.np(), acts.n());
+    assert!(mats.iter().all(|m| m.cols == cols) && acts.cols() == cols);
     let mut ys: Vec<Vec<f32>> = mats
         .iter()
         .map(|m| Vec::with_capacity(n * m.rows))
@@ -391,33 +410,44 @@ fn matmul_xt(mats: &[&QMat], xt: &Xt) -> Vec<Vec<f32>> {
         .flat_map(|(j, m)| (0..m.rows).step_by(GEMM_CHUNK).map(move |first| (j, first)))
         .collect();
     tasks.into_par_iter().for_each(|(j, first)| {
-        SCRATCH.with_borrow_mut(|(w, slab)| {
+        SCRATCH.with_borrow_mut(|(w, slab, wq)| {
             let (m, dst) = (mats[j], &dsts[j]);
             let k = GEMM_CHUNK.min(m.rows - first);
             // Every value is written below before it is read, so old contents do not matter.
-            if w.len() < k * cols {
-                w.resize(k * cols, 0.0);
-            }
             if slab.len() < k * np {
                 slab.resize(k * np, 0.0);
             }
-            let (w, slab) = (&mut w[..k * cols], &mut slab[..k * np]);
-            // SAFETY: an `Xt` exists only where AVX-512F was detected (`Xt::new`).
-            unsafe {
-                avx512::dequantize(m, first, w);
-                avx512::block(w, cols, &xt.data, np, slab);
-            }
-            // The chunk's columns of `y_j`, row by row (the slab is `[k, np]`).
-            for i in 0..n {
-                // SAFETY: columns `first..first + k` of row `i` of `y_j` (`[n, rows]`, allocated
-                // above) lie inside its capacity and only this task writes them; `ys` outlives
-                // the loop and is not read meanwhile.
-                let yi =
-                    unsafe { std::slice::from_raw_parts_mut(dst.0.add(i * m.rows + first), k) };
-                for (r, v) in yi.iter_mut().enumerate() {
-                    *v = slab[r * np + i];
+            let slab = &mut slab[..k * np];
+            match acts {
+                Acts::F32(xt) => {
+                    if w.len() < k * cols {
+                        w.resize(k * cols, 0.0);
+                    }
+                    let w = &mut w[..k * cols];
+                    // SAFETY: an `Xt` exists only where AVX-512F was detected (`Xt::new`).
+                    unsafe {
+                        avx512::dequantize(m, first, w);
+                        avx512::block(w, cols, &xt.data, np, slab);
+                    }
+                }
+                Acts::I16(xq) => {
+                    if wq.len() < k * cols {
+                        wq.resize(k * cols, 0);
+                    }
+                    let wq = &mut wq[..k * cols];
+                    // SAFETY: an `Xq` exists only where AVX-512F, BW and VNNI were detected
+                    // (`Xq::new`), and only for Q4_1 and Q8_0 matrices (`Acts::new`).
+                    unsafe {
+                        avx512q::unpack(m, first, wq);
+                        avx512q::block(m, first, wq, xq, slab, m.next_chunk(first + k));
+                    }
                 }
             }
+            // The chunk's columns of `y_j` (the slab is `[k, np]`, `y_j` is `[n, rows]`).
+            // SAFETY: an `Acts` exists only where AVX-512F was detected; columns `first..first +
+            // k` of the `n` rows of `y_j` (allocated above) lie inside its capacity and only this
+            // task writes them; `ys` outlives the loop and is not read meanwhile.
+            unsafe { avx512::store_transposed(slab, np, k, n, dst.0.add(first), m.rows) };
         });
     });
     for (y, m) in ys.iter_mut().zip(mats) {
@@ -459,6 +489,401 @@ impl Xt {
         }
         let _ = (x, n, cols);
         None
+    }
+}
+
+/// A GEMM step's activations, in the layout of one of the AVX-512 kernels.
+enum Acts {
+    /// Exact f32 values ([`avx512`]): prompts, and every pass on CPUs without VNNI.
+    F32(Xt),
+    /// 16-bit fixed point per 32 columns ([`avx512q`]): the verifier's teacher-forced pass.
+    I16(Xq),
+}
+
+impl Acts {
+    /// `x` (`[n, cols]`) for the kernels that multiply it with every matrix of `mats`: quantised
+    /// to 16 bits when `fast` and the CPU and the matrices' types allow it, else exact; `None`
+    /// when neither AVX-512 kernel runs here or `n` is below [`GEMM_ROWS`].
+    fn new(x: &[f32], n: usize, mats: &[&QMat], fast: bool) -> Option<Self> {
+        let cols = mats[0].cols;
+        let int16 = fast
+            && mats
+                .iter()
+                .all(|m| matches!(m.ty, GgmlType::Q4_1 | GgmlType::Q8_0));
+        match int16.then(|| Xq::new(x, n, cols)).flatten() {
+            Some(xq) => Some(Self::I16(xq)),
+            None => Xt::new(x, n, cols).map(Self::F32),
+        }
+    }
+
+    fn n(&self) -> usize {
+        match self {
+            Self::F32(a) => a.n,
+            Self::I16(a) => a.n,
+        }
+    }
+
+    fn np(&self) -> usize {
+        match self {
+            Self::F32(a) => a.np,
+            Self::I16(a) => a.np,
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            Self::F32(a) => a.data.len() / a.np,
+            Self::I16(a) => a.scale.len() / a.np * 32,
+        }
+    }
+}
+
+/// Activations `[n, cols]` as 16-bit integers for [`avx512q`]: each position's 32-column block
+/// `x_b` becomes `s_b · X_b` with `s_b = max |x_b| / 32767` and `X_b = round(x_b / s_b)`, so each
+/// value moves by at most `s_b / 2` (a relative 1.5e-5 of its block's largest). Positions are
+/// padded with zeros to `np`, a multiple of 16.
+struct Xq {
+    /// `[cols / 2, np]`: columns `2j` and `2j + 1` of a position as one word, low half first.
+    words: Vec<i32>,
+    /// `[cols / 32, np]`: `s_b`.
+    scale: Vec<f32>,
+    /// `[cols / 32, np]`: `s_b · Σ X_b`, the block's sum of quantised values (for Q4_1's `m`).
+    sums: Vec<f32>,
+    n: usize,
+    np: usize,
+}
+
+impl Xq {
+    /// `x` quantised, when the int16 kernel runs here (AVX-512F, BW and VNNI), `n` is at least
+    /// [`GEMM_ROWS`] and `cols` a multiple of 32; `None` otherwise.
+    fn new(x: &[f32], n: usize, cols: usize) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if n >= GEMM_ROWS
+            && cols.is_multiple_of(32)
+            && x.len() >= n * cols
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            let np = n.next_multiple_of(16);
+            let nb = cols / 32;
+            let mut words = vec![0i32; cols / 2 * np];
+            let mut scale = vec![0f32; nb * np];
+            let mut sums = vec![0f32; nb * np];
+            // One task per block of 32 columns: it writes its 16 rows of words and its row of
+            // scales and sums.
+            words
+                .par_chunks_mut(16 * np)
+                .zip(scale.par_chunks_mut(np).zip(sums.par_chunks_mut(np)))
+                .enumerate()
+                .for_each(|(b, (w, (s, su)))| {
+                    for i in 0..n {
+                        let xs = &x[i * cols + 32 * b..i * cols + 32 * b + 32];
+                        // SAFETY: AVX-512F and BW were detected above; `xs` holds 32 values.
+                        let (q, sc, sum) = unsafe { avx512q::quantize(xs) };
+                        s[i] = sc;
+                        su[i] = sum;
+                        for (j, &v) in q.iter().enumerate() {
+                            w[j * np + i] = v;
+                        }
+                    }
+                });
+            return Some(Self {
+                words,
+                scale,
+                sums,
+                n,
+                np,
+            });
+        }
+        let _ = (x, n, cols);
+        None
+    }
+}
+
+/// The verifier's matmul kernel on AVX-512 VNNI: weights as 16-bit integers (a Q4_1 or Q8_0
+/// block's `q`, exact), activations as [`Xq`]; `vpdpwssd` sums two products per lane into
+/// 32-bit integers over each 32-column block (exact: at most 16 · 2 · 128 · 32767 < 2³¹), and the
+/// block's scales turn that into f32: `y += d · s_b · Σ q X + m · s_b · Σ X`. Twice the
+/// multiply-adds per instruction of the f32 kernel.
+#[cfg(target_arch = "x86_64")]
+mod avx512q {
+    use std::arch::x86_64::*;
+
+    use super::{QMat, Xq};
+    use crate::gguf::GgmlType;
+
+    /// Weight rows per micro-kernel call: 6 rows × 32 positions of integer sums and as many f32
+    /// sums fill 24 of the 32 registers.
+    const R: usize = 6;
+
+    /// Columns per L1 block of [`block`] (six 32-column blocks).
+    const KB: usize = 192;
+
+    /// 32 values as 16 words of two 16-bit integers, their scale `s` and `s · Σ X` ([`Xq`]). A
+    /// block with a non-finite value gets scale NaN, so that it poisons the result as it would
+    /// in f32.
+    ///
+    /// # Safety
+    /// AVX-512F and BW; `x` holds 32 values.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize(x: &[f32]) -> ([i32; 16], f32, f32) {
+        assert!(x.len() >= 32);
+        // SAFETY: 32 values (asserted).
+        let (a, b) = unsafe {
+            (
+                _mm512_loadu_ps(x.as_ptr()),
+                _mm512_loadu_ps(x.as_ptr().add(16)),
+            )
+        };
+        let max = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        let mut out = [0i32; 16];
+        // (`max` drops NaNs: they are looked for on their own.)
+        let nan =
+            _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(b, b);
+        if nan != 0 || !max.is_finite() {
+            return (out, f32::NAN, f32::NAN);
+        }
+        if max == 0.0 {
+            return (out, 0.0, 0.0);
+        }
+        let inv = _mm512_set1_ps(32767.0 / max);
+        // Round to nearest (even), within ±32767: the largest value maps to 32767 within a
+        // rounding of the reciprocal, which stays below 32767.5.
+        let qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv));
+        let qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inv));
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+        // The 32 values in order as 16-bit integers: word j holds values 2j and 2j + 1.
+        let packed = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm512_cvtepi32_epi16(qa)),
+            _mm512_cvtepi32_epi16(qb),
+        );
+        // SAFETY: `out` is 64 bytes.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), packed) };
+        let s = max / 32767.0;
+        (out, s, s * sum as f32)
+    }
+
+    /// Rows `first..first + w.len() / cols` of `m` as 16-bit integers: each block's `q`
+    /// (Q4_1: 0..=15; Q8_0: -128..=127) in column order.
+    ///
+    /// # Safety
+    /// AVX-512F and BW; `m` is Q4_1 or Q8_0; the rows exist.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn unpack(m: &QMat, first: usize, w: &mut [i16]) {
+        let nb = m.cols / 32;
+        let rows = w.len() / m.cols;
+        assert!(first + rows <= m.rows);
+        let bytes = if m.ty == GgmlType::Q4_1 { 16 } else { 32 };
+        let qs = &m.quants[first * nb * bytes..];
+        match m.ty {
+            GgmlType::Q4_1 => {
+                let nib = _mm_set1_epi8(0x0f);
+                for (q, o) in qs.chunks_exact(16).zip(w.chunks_exact_mut(32)) {
+                    // SAFETY: `q` holds 16 bytes and `o` 32 values.
+                    unsafe {
+                        let q = _mm_loadu_si128(q.as_ptr().cast());
+                        let lo = _mm256_cvtepu8_epi16(_mm_and_si128(q, nib));
+                        let hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(q, 4), nib));
+                        _mm256_storeu_si256(o.as_mut_ptr().cast(), lo);
+                        _mm256_storeu_si256(o.as_mut_ptr().add(16).cast(), hi);
+                    }
+                }
+            }
+            GgmlType::Q8_0 => {
+                for (q, o) in qs.chunks_exact(32).zip(w.chunks_exact_mut(32)) {
+                    // SAFETY: `q` holds 32 bytes and `o` 32 values.
+                    unsafe {
+                        let v = _mm512_cvtepi8_epi16(_mm256_loadu_si256(q.as_ptr().cast()));
+                        _mm512_storeu_si512(o.as_mut_ptr().cast(), v);
+                    }
+                }
+            }
+            _ => panic!("the int16 kernel takes Q4_1 and Q8_0 matrices"),
+        }
+    }
+
+    /// `out[r][p] = Σ_c w_f32[r][c] · x̂[c][p]` for the rows `first..` of `m` unpacked in `w`
+    /// ([`unpack`]) and the positions of `x` ([`Xq`]); `out` is `[rows, np]`.
+    ///
+    /// # Safety
+    /// AVX-512F, BW and VNNI; `w` holds whole rows of `m` from `first`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn block(
+        m: &QMat,
+        first: usize,
+        w: &[i16],
+        x: &Xq,
+        out: &mut [f32],
+        (next_q, next_s): (&[u8], &[f32]),
+    ) {
+        let (cols, np) = (m.cols, x.np);
+        let (nb, rows) = (cols / 32, w.len() / cols);
+        // The next chunk's weights are brought into L2 a few lines per micro-kernel call, so
+        // that its unpacking does not wait on memory.
+        let calls = cols.div_ceil(KB) * np.div_ceil(32) * (rows / R + rows % R);
+        let lines = (next_q.len() + 4 * next_s.len()).div_ceil(64);
+        let per = lines.div_ceil(calls.max(1));
+        let mut line = 0;
+        let prefetch = |line: usize| {
+            let q_lines = next_q.len().div_ceil(64);
+            let p: *const i8 = if line < q_lines {
+                next_q[64 * line..].as_ptr().cast()
+            } else if 16 * (line - q_lines) < next_s.len() {
+                next_s[16 * (line - q_lines)..].as_ptr().cast()
+            } else {
+                return;
+            };
+            _mm_prefetch::<_MM_HINT_T1>(p);
+        };
+        assert!(
+            np.is_multiple_of(16)
+                && x.words.len() >= cols / 2 * np
+                && x.scale.len() >= nb * np
+                && out.len() >= rows * np
+                && first + rows <= m.rows
+        );
+        let sw = if m.ty == GgmlType::Q4_1 { 2 } else { 1 };
+        let mut c0 = 0;
+        while c0 < cols {
+            let len = KB.min(cols - c0);
+            let mut p = 0;
+            while p < np {
+                let v = if np - p >= 32 { 2 } else { 1 };
+                let mut r = 0;
+                while r < rows {
+                    // SAFETY: rows `r..r + R` (or `r` alone) of `w` and of `out`, blocks
+                    // `c0 / 32..(c0 + len) / 32` of the rows' scales, and positions `p..p + 16 v`
+                    // of `x` lie inside them (asserted above).
+                    unsafe {
+                        let a = Args {
+                            w: w.as_ptr().add(r * cols + c0).cast(),
+                            cpairs: cols / 2,
+                            x: x.words.as_ptr().add(c0 / 2 * np + p),
+                            xs: x.scale.as_ptr().add(c0 / 32 * np + p),
+                            xsum: x.sums.as_ptr().add(c0 / 32 * np + p),
+                            np,
+                            sc: m.scales.as_ptr().add(((first + r) * nb + c0 / 32) * sw),
+                            sc_row: nb * sw,
+                            out: out.as_mut_ptr().add(r * np + p),
+                            blocks: len / 32,
+                            first: c0 == 0,
+                        };
+                        for _ in 0..per {
+                            prefetch(line);
+                            line += 1;
+                        }
+                        // SmolLM2's two widths as constants, as in the f32 kernel.
+                        match (rows - r >= R, v, sw, cols) {
+                            (true, 2, 2, 576) => micro::<R, 2, true, 288>(&a),
+                            (true, 2, 2, 1536) => micro::<R, 2, true, 768>(&a),
+                            (true, 2, 1, 576) => micro::<R, 2, false, 288>(&a),
+                            (true, 2, 2, _) => micro::<R, 2, true, 0>(&a),
+                            (true, 2, _, _) => micro::<R, 2, false, 0>(&a),
+                            (true, _, 2, _) => micro::<R, 1, true, 0>(&a),
+                            (true, _, _, _) => micro::<R, 1, false, 0>(&a),
+                            (false, 2, 2, _) => micro::<1, 2, true, 0>(&a),
+                            (false, _, 2, _) => micro::<1, 1, true, 0>(&a),
+                            (false, 2, _, _) => micro::<1, 2, false, 0>(&a),
+                            (false, _, _, _) => micro::<1, 1, false, 0>(&a),
+                        }
+                    }
+                    r += if rows - r >= R { R } else { 1 };
+                }
+                p += 16 * v;
+            }
+            c0 += len;
+        }
+    }
+
+    /// One micro-kernel call's pointers, each at its tile's first row, position and block.
+    struct Args {
+        /// Weight words (two columns each), rows `cpairs` apart.
+        w: *const i32,
+        cpairs: usize,
+        /// Activation words, scales and sums ([`Xq`]), rows `np` apart.
+        x: *const i32,
+        xs: *const f32,
+        xsum: *const f32,
+        np: usize,
+        /// The weights' block scales (`[d, m]` or `[d]` per block), rows `sc_row` apart.
+        sc: *const f32,
+        sc_row: usize,
+        /// Results, rows `np` apart: accumulated into, or overwritten when `first`.
+        out: *mut f32,
+        blocks: usize,
+        first: bool,
+    }
+
+    /// `NR` rows × `16 V` positions over `blocks` blocks of 32 columns; `M`: the weights have a
+    /// per-block minimum (Q4_1).
+    ///
+    /// # Safety
+    /// AVX-512F, BW and VNNI; every pointer of `a` addresses what [`Args`] says for `NR` rows,
+    /// `16 V` positions and `blocks` blocks.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn micro<const NR: usize, const V: usize, const M: bool, const CP: usize>(a: &Args) {
+        let sw = if M { 2 } else { 1 };
+        let cp = if CP == 0 { a.cpairs } else { CP };
+        // The f32 sums stay in registers over all the blocks; each block's exact integer sums
+        // are scaled into them.
+        let mut y = [_mm512_setzero_ps(); 12];
+        if !a.first {
+            for r in 0..NR {
+                for v in 0..V {
+                    // SAFETY: the caller's bounds.
+                    y[r * V + v] = unsafe { _mm512_loadu_ps(a.out.add(r * a.np + 16 * v)) };
+                }
+            }
+        }
+        for b in 0..a.blocks {
+            let mut acc = [_mm512_setzero_si512(); 12];
+            for j in 16 * b..16 * b + 16 {
+                // SAFETY: the caller's bounds.
+                unsafe {
+                    let x: [__m512i; V] = std::array::from_fn(|v| {
+                        _mm512_loadu_si512(a.x.add(j * a.np + 16 * v).cast())
+                    });
+                    for r in 0..NR {
+                        let wv = _mm512_set1_epi32(*a.w.add(r * cp + j));
+                        for v in 0..V {
+                            acc[r * V + v] = _mm512_dpwssd_epi32(acc[r * V + v], wv, x[v]);
+                        }
+                    }
+                }
+            }
+            // SAFETY: the caller's bounds.
+            unsafe {
+                let s: [__m512; V] =
+                    std::array::from_fn(|v| _mm512_loadu_ps(a.xs.add(b * a.np + 16 * v)));
+                let su: [__m512; V] = std::array::from_fn(|v| {
+                    if M {
+                        _mm512_loadu_ps(a.xsum.add(b * a.np + 16 * v))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                for r in 0..NR {
+                    let sc = a.sc.add(r * a.sc_row + b * sw);
+                    let d = _mm512_set1_ps(*sc);
+                    for v in 0..V {
+                        let t = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r * V + v]), s[v]);
+                        y[r * V + v] = _mm512_fmadd_ps(t, d, y[r * V + v]);
+                        if M {
+                            y[r * V + v] =
+                                _mm512_fmadd_ps(su[v], _mm512_set1_ps(*sc.add(1)), y[r * V + v]);
+                        }
+                    }
+                }
+            }
+        }
+        for r in 0..NR {
+            for v in 0..V {
+                // SAFETY: the caller's bounds.
+                unsafe { _mm512_storeu_ps(a.out.add(r * a.np + 16 * v), y[r * V + v]) };
+            }
+        }
     }
 }
 
@@ -547,6 +972,92 @@ mod avx512 {
                 }
             }
         }
+    }
+
+    /// The `k` rows of `slab` (`[k, np]`) as columns of `dst` (`n` rows, `stride` apart):
+    /// `dst[i * stride + r] = slab[r * np + i]` for `i < n`, in 16 × 16 tiles transposed in
+    /// registers.
+    ///
+    /// # Safety
+    /// AVX-512F; `np` is a multiple of 16 and at least `n`; `dst` is writable at `i * stride +
+    /// r` for every `i < n`, `r < k`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn store_transposed(
+        slab: &[f32],
+        np: usize,
+        k: usize,
+        n: usize,
+        dst: *mut f32,
+        stride: usize,
+    ) {
+        assert!(np.is_multiple_of(16) && n <= np && slab.len() >= k * np);
+        let whole = k - k % 16;
+        for r0 in (0..whole).step_by(16) {
+            for p0 in (0..n).step_by(16) {
+                // SAFETY: rows `r0..r0 + 16` of the slab hold positions `p0..p0 + 16` (`np` is
+                // a multiple of 16 above `p0`).
+                let rows: [__m512; 16] = std::array::from_fn(|i| unsafe {
+                    _mm512_loadu_ps(slab.as_ptr().add((r0 + i) * np + p0))
+                });
+                let cols = transpose16(rows);
+                for (i, c) in cols.iter().enumerate().take(n - p0) {
+                    // SAFETY: the caller's bounds (`p0 + i < n`, `r0 + 16 <= k`).
+                    unsafe { _mm512_storeu_ps(dst.add((p0 + i) * stride + r0), *c) };
+                }
+            }
+        }
+        for r in whole..k {
+            for i in 0..n {
+                // SAFETY: the caller's bounds.
+                unsafe { *dst.add(i * stride + r) = slab[r * np + i] };
+            }
+        }
+    }
+
+    /// A 16 × 16 tile transposed: `out[c][r] = rows[r][c]`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(a: [__m512; 16]) -> [__m512; 16] {
+        // Pairs of rows interleaved, then pairs of pairs: in each 128-bit lane `L`, `u[4j + k]`
+        // holds column `4L + k` of rows `4j..4j + 4`.
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (x, y) = (a[i / 2 * 2], a[i / 2 * 2 + 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(x, y)
+            } else {
+                _mm512_unpackhi_ps(x, y)
+            }
+        });
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (j, k) = (i / 4, i % 4);
+            let (x, y) = (
+                _mm512_castps_pd(t[4 * j + k / 2]),
+                _mm512_castps_pd(t[4 * j + k / 2 + 2]),
+            );
+            _mm512_castpd_ps(if k % 2 == 0 {
+                _mm512_unpacklo_pd(x, y)
+            } else {
+                _mm512_unpackhi_pd(x, y)
+            })
+        });
+        // Then the 4 × 4 grid of lanes: column `4L + k` gathers lane `L` of `u[k]`, `u[4 + k]`,
+        // `u[8 + k]` and `u[12 + k]`.
+        let mut out = [_mm512_setzero_ps(); 16];
+        for k in 0..4 {
+            let (x0, x1) = (
+                _mm512_shuffle_f32x4::<0x44>(u[k], u[4 + k]),
+                _mm512_shuffle_f32x4::<0xEE>(u[k], u[4 + k]),
+            );
+            let (y0, y1) = (
+                _mm512_shuffle_f32x4::<0x44>(u[8 + k], u[12 + k]),
+                _mm512_shuffle_f32x4::<0xEE>(u[8 + k], u[12 + k]),
+            );
+            out[k] = _mm512_shuffle_f32x4::<0x88>(x0, y0);
+            out[4 + k] = _mm512_shuffle_f32x4::<0xDD>(x0, y0);
+            out[8 + k] = _mm512_shuffle_f32x4::<0x88>(x1, y1);
+            out[12 + k] = _mm512_shuffle_f32x4::<0xDD>(x1, y1);
+        }
+        out
     }
 
     /// `out[r][p] = Σ_c w[r][c] · xt[c][p]` for the `w.len() / cols` rows of `w` (`[rows,
@@ -845,7 +1356,16 @@ impl QuantLlama {
 
     fn rms_norm(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; x.len()];
-        kernels::rms_norm(x, w, self.cfg.eps as f32, &mut out);
+        let eps = self.cfg.eps as f32;
+        if x.len() < 2 * GEMM_ROWS * w.len() {
+            kernels::rms_norm(x, w, eps, &mut out);
+            return out;
+        }
+        // Many rows (a prompt, the verifier's pass) in parallel, like the rest of the step.
+        let chunk = GEMM_ROWS * w.len();
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(o, x)| kernels::rms_norm(x, w, eps, o));
         out
     }
 
@@ -881,6 +1401,7 @@ impl QuantLlama {
         seq: &[usize],
         caches: &mut [SeqCache],
         want: &[usize],
+        fast: bool,
     ) -> Result<Vec<f32>> {
         let c = self.cfg;
         let (n, d) = (tokens.len(), c.dim);
@@ -908,14 +1429,18 @@ impl QuantLlama {
         let scale = 1.0 / (hd as f32).sqrt();
         for (l, b) in self.blocks.iter().enumerate() {
             let h = self.rms_norm(&x, &b.attn_norm);
-            let (mut q, mut k, v) = match Xt::new(&h, n, d) {
+            let (mut q, mut k, v) = match Acts::new(&h, n, &[&b.wq, &b.wk, &b.wv], fast) {
                 Some(hx) => {
                     let [q, k, v] =
                         <[Vec<f32>; 3]>::try_from(matmul_xt(&[&b.wq, &b.wk, &b.wv], &hx))
                             .expect("three matrices");
                     (q, k, v)
                 }
-                None => (b.wq.matmul(&h, n), b.wk.matmul(&h, n), b.wv.matmul(&h, n)),
+                None => (
+                    b.wq.matmul(&h, n, fast),
+                    b.wk.matmul(&h, n, fast),
+                    b.wv.matmul(&h, n, fast),
+                ),
             };
             for r in 0..n {
                 self.rope(&mut q[r * d..(r + 1) * d], &angles[r]);
@@ -937,21 +1462,28 @@ impl QuantLlama {
                     kernels::attend(q, &cache.k[l], &cache.v[l], pos[r] + 1, rep, hd, scale, out);
                 });
             }
-            let o = b.wo.matmul(&att, n);
+            let o = b.wo.matmul(&att, n, fast);
             for (xi, oi) in x.iter_mut().zip(o) {
                 *xi += oi;
             }
             let h = self.rms_norm(&x, &b.ffn_norm);
-            let (mut gate, up) = match Xt::new(&h, n, d) {
+            let (mut gate, up) = match Acts::new(&h, n, &[&b.gate, &b.up], fast) {
                 Some(hx) => {
                     let [g, u] = <[Vec<f32>; 2]>::try_from(matmul_xt(&[&b.gate, &b.up], &hx))
                         .expect("two matrices");
                     (g, u)
                 }
-                None => (b.gate.matmul(&h, n), b.up.matmul(&h, n)),
+                None => (b.gate.matmul(&h, n, fast), b.up.matmul(&h, n, fast)),
             };
-            kernels::silu_mul(&mut gate, &up);
-            let down = b.down.matmul(&gate, n);
+            if n < 2 * GEMM_ROWS {
+                kernels::silu_mul(&mut gate, &up);
+            } else {
+                let chunk = GEMM_ROWS * c.ffn;
+                gate.par_chunks_mut(chunk)
+                    .zip(up.par_chunks(chunk))
+                    .for_each(|(g, u)| kernels::silu_mul(g, u));
+            }
+            let down = b.down.matmul(&gate, n, fast);
             for (xi, oi) in x.iter_mut().zip(down) {
                 *xi += oi;
             }
@@ -964,7 +1496,7 @@ impl QuantLlama {
             .flat_map(|&r| x[r * d..(r + 1) * d].iter().copied())
             .collect();
         let last = self.rms_norm(&rows, &self.norm);
-        Ok(self.embed.matmul(&last, want.len()))
+        Ok(self.embed.matmul(&last, want.len(), fast))
     }
 
     /// Causal attention of `n` consecutive rows of one sequence, the first at position `start`,
@@ -1038,9 +1570,23 @@ impl QuantLlama {
             .collect()
     }
 
-    /// Logits of every position of `ids`, for comparison with the reference.
+    /// Logits of every position of `ids` as the verifier computes them (16-bit activations in
+    /// the GEMMs where the CPU has AVX-512 VNNI), for comparison with the reference.
     pub fn forward_all(&self, ids: &[u32]) -> Result<Vec<f32>> {
         Decoder::forward_from(self, ids, 0)
+    }
+
+    /// Logits of every position of `ids` with f32 activations throughout, as prompts are
+    /// computed.
+    pub fn forward_all_exact(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::Input {
+                index: 0,
+                detail: "no positions".into(),
+            });
+        }
+        let rows: Vec<usize> = (0..ids.len()).collect();
+        self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows, false)
     }
 }
 
@@ -1059,7 +1605,8 @@ impl Session for QuantSession<'_> {
             });
         }
         let rows: Vec<usize> = (0..tokens.len()).collect();
-        self.model.step(tokens, seqs, &mut self.caches, &rows)
+        self.model
+            .step(tokens, seqs, &mut self.caches, &rows, false)
     }
 }
 
@@ -1089,7 +1636,7 @@ impl Decoder for QuantLlama {
             end += p.len();
             want.push(end - 1);
         }
-        let logits = self.step(&tokens, &seq, &mut caches, &want)?;
+        let logits = self.step(&tokens, &seq, &mut caches, &want, false)?;
         Ok((
             Box::new(QuantSession {
                 model: self,
@@ -1107,7 +1654,7 @@ impl Decoder for QuantLlama {
             });
         }
         let rows: Vec<usize> = (from..ids.len()).collect();
-        self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows)
+        self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows, true)
     }
 }
 
@@ -1177,12 +1724,96 @@ mod tests {
                         );
                     }
                 };
-                close(&m.matmul(&x, n), "matmul");
+                close(&m.matmul(&x, n, false), "matmul");
                 close(&m.matmul_gemm(&x, n), "gemm crate");
                 if let Some(xt) = Xt::new(&x, n, cols) {
-                    let twice = matmul_xt(&[&m, &m], &xt);
+                    let twice = matmul_xt(&[&m, &m], &Acts::F32(xt));
                     close(&twice[0], "avx512, first of two");
                     close(&twice[1], "avx512, second of two");
+                }
+            }
+        }
+    }
+
+    /// The verifier's 16-bit path (where this CPU has AVX-512 VNNI): every output within the
+    /// bound its activation rounding allows (`Σ |w| · s_b / 2` per block, plus f32 rounding) of
+    /// the exact product, for Q4_1 and Q8_0, every tile shape (rows in sixes and alone; 32 and
+    /// 16 positions; both SmolLM2 widths and others), activations from 1e-3 to 1e3 with an
+    /// all-zero block; a NaN activation poisons its own position only.
+    #[test]
+    fn int16_path_is_within_its_rounding_bound() {
+        let vnni = cfg!(target_arch = "x86_64") && {
+            #[cfg(target_arch = "x86_64")]
+            let has = std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512bw");
+            #[cfg(not(target_arch = "x86_64"))]
+            let has = false;
+            has
+        };
+        if !vnni {
+            eprintln!("int16 path: this CPU has no AVX-512 VNNI; the verifier uses f32 here");
+        }
+        for (ty, rows, cols) in [
+            (GgmlType::Q4_1, 200, 96),
+            (GgmlType::Q8_0, 40, 64),
+            (GgmlType::Q4_1, 24, 576),
+            (GgmlType::Q8_0, 30, 576),
+            (GgmlType::Q4_1, 13, 1536),
+        ] {
+            let m = matrix(ty, rows, cols, 7 + rows as u64);
+            let w: Vec<Vec<f32>> = (0..rows)
+                .map(|r| {
+                    let mut row = vec![0f32; cols];
+                    m.row(r, &mut row);
+                    row
+                })
+                .collect();
+            for n in [8, 21, 48, 107] {
+                let mut x: Vec<f32> = (0..n * cols)
+                    .map(|i| {
+                        let (p, c) = (i / cols, i % cols);
+                        let scale = 10f32.powi(((p + c / 32) % 7) as i32 - 3);
+                        (((i * 37) % 101) as f32 / 50.0 - 1.0) * scale
+                    })
+                    .collect();
+                x[..32].fill(0.0);
+                x[cols + 5] = 1e3;
+                let acts = Acts::new(&x, n, &[&m], true).expect("AVX-512 here");
+                assert_eq!(matches!(acts, Acts::I16(_)), vnni, "the path taken");
+                let got = matmul_xt(&[&m], &acts).pop().unwrap();
+                for i in 0..n {
+                    let xi = &x[i * cols..(i + 1) * cols];
+                    for (r, wr) in w.iter().enumerate() {
+                        let exact: f64 =
+                            wr.iter().zip(xi).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let mut bound = 0f64;
+                        for (wb, xb) in wr.chunks(32).zip(xi.chunks(32)) {
+                            let s = xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 32767.0;
+                            bound += wb.iter().map(|v| v.abs() as f64).sum::<f64>() * s * 0.5;
+                        }
+                        let mag: f64 = wr
+                            .iter()
+                            .zip(xi)
+                            .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                            .sum();
+                        let bound = bound * 1.01 + 1e-5 * mag + 1e-30;
+                        let g = got[i * rows + r] as f64;
+                        assert!(
+                            (g - exact).abs() <= bound,
+                            "{ty:?} {rows}×{cols}, n {n}, position {i}, row {r}: {g} vs {exact} (bound {bound:e})"
+                        );
+                    }
+                }
+                // A NaN activation: its position's outputs are NaN, the others' are not.
+                x[3 * cols + 1] = f32::NAN;
+                let acts = Acts::new(&x, n, &[&m], true).unwrap();
+                let got = matmul_xt(&[&m], &acts).pop().unwrap();
+                for (i, y) in got.chunks(rows).enumerate() {
+                    assert_eq!(
+                        y.iter().all(|v| v.is_nan()),
+                        i == 3,
+                        "{ty:?} n {n} position {i}"
+                    );
                 }
             }
         }

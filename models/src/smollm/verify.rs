@@ -9,9 +9,10 @@ use crate::{Error, Result};
 /// The logit margin within which the verifier accepts a claimed token: a greedy token must be
 /// within it of the top logit, a sampled one must be what the seeded sampler could take had
 /// every logit moved by half of it ([`gleaner_protocol::sampling::reachable`]). Calibration, from
-/// `gleaner bench generate`: our f32 backends differ from each other by ~1e-5 in a logit; the
-/// smallest top-2 gap on the reference prompt is 0.22, and candle's quantized-activation kernels
-/// flip that token; substituted tokens sit several logits below the top.
+/// `gleaner bench generate`: our f32 backends differ from each other by ~1e-5 in a logit, the
+/// quantized CPU verifier's 16-bit activations by ~1e-2; the smallest top-2 gap on the reference
+/// prompt is 0.22, and candle's 8-bit-activation kernels flip that token; substituted tokens sit
+/// several logits below the top.
 pub const GENERATE_MARGIN: f32 = 0.5;
 
 /// How a generation must have been decoded, for [`verify`].

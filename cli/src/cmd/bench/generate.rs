@@ -200,7 +200,8 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
             let (a, b) = (model.forward_all(&ids)?, q.forward_all(&ids)?);
             let d = max_abs_diff(&a, &b);
             calibration.push(format!(
-                "{qname} vs {name}: max |logit difference| {d:.2e} over {} positions",
+                "{qname} (the verifier's pass) vs {name}: max |logit difference| {d:.2e} over {} \
+                 positions",
                 ids.len()
             ));
         }
