@@ -365,7 +365,8 @@ pub(crate) mod kernels {
         // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
         const ROUND: f32 = 12_582_912.0;
         let x = x.clamp(-87.0, 88.0);
-        let n = (x * LOG2E + ROUND) - ROUND;
+        let t = x * LOG2E + ROUND;
+        let n = t - ROUND;
         let r = (x - n * LN2_HI) - n * LN2_LO;
         let mut p = 1.0 / 5040.0;
         p = p * r + 1.0 / 720.0;
@@ -375,7 +376,10 @@ pub(crate) mod kernels {
         p = p * r + 0.5;
         p = p * r + 1.0;
         p = p * r + 1.0;
-        let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+        // `n` as an integer from `t`'s bits (both lie in [2^23, 2^24), where bits count units):
+        // the same value as `n as i32`, without the saturating cast that stops vectorisation.
+        let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
+        let scale = f32::from_bits(((ni + 127) as u32) << 23);
         p * scale
     }
 

@@ -1442,9 +1442,21 @@ impl QuantLlama {
                     b.wv.matmul(&h, n, fast),
                 ),
             };
+            if n < 2 * GEMM_ROWS {
+                for r in 0..n {
+                    self.rope(&mut q[r * d..(r + 1) * d], &angles[r]);
+                    self.rope(&mut k[r * kvd..(r + 1) * kvd], &angles[r]);
+                }
+            } else {
+                q.par_chunks_mut(d)
+                    .zip(k.par_chunks_mut(kvd))
+                    .zip(&angles)
+                    .for_each(|((q, k), a)| {
+                        self.rope(q, a);
+                        self.rope(k, a);
+                    });
+            }
             for r in 0..n {
-                self.rope(&mut q[r * d..(r + 1) * d], &angles[r]);
-                self.rope(&mut k[r * kvd..(r + 1) * kvd], &angles[r]);
                 let cache = &mut caches[seq[r]];
                 cache.k[l].extend_from_slice(&k[r * kvd..(r + 1) * kvd]);
                 cache.v[l].extend_from_slice(&v[r * kvd..(r + 1) * kvd]);
@@ -1520,37 +1532,43 @@ impl QuantLlama {
         );
         let scale = 1.0 / (hd as f32).sqrt();
         let dst = SendPtr(att.as_mut_ptr());
-        (0..c.heads).into_par_iter().for_each(|h| {
+        // One task per head and 16 query rows (even shares for two threads); each reads only
+        // the keys its last row sees.
+        const ROWS: usize = 16;
+        let chunks = n.div_ceil(ROWS);
+        (0..c.heads * chunks).into_par_iter().for_each(|task| {
             let dst = &dst;
-            let g = h / rep;
-            let mut s = vec![0f32; n * t];
-            // SAFETY: `s` is `[n, t]` row-major; the query rows of head `h` are `n` rows of
-            // `hd` at stride `d` inside `q`; the keys of group `g` are `t` rows of `hd` at
-            // stride `kvd` inside `ks`, read transposed (lengths asserted above).
+            let (h, i0) = (task / chunks, task % chunks * ROWS);
+            let (m, g) = (ROWS.min(n - i0), h / rep);
+            let tk = start + i0 + m;
+            let mut s = vec![0f32; m * tk];
+            // SAFETY: `s` is `[m, tk]` row-major; the query rows `i0..i0 + m` of head `h` are
+            // rows of `hd` at stride `d` inside `q`; the first `tk <= t` keys of group `g` are
+            // rows of `hd` at stride `kvd` inside `ks`, read transposed (lengths asserted above).
             unsafe {
                 gemm_into(
-                    n,
-                    t,
+                    m,
+                    tk,
                     hd,
-                    (s.as_mut_ptr(), 1, t as isize),
-                    (q.as_ptr().add(h * hd), 1, d as isize),
+                    (s.as_mut_ptr(), 1, tk as isize),
+                    (q.as_ptr().add(i0 * d + h * hd), 1, d as isize),
                     (ks.as_ptr().add(g * hd), kvd as isize, 1),
                     scale,
                 );
             }
-            for (i, row) in s.chunks_exact_mut(t).enumerate() {
-                kernels::softmax_prefix(row, start + i + 1);
+            for (i, row) in s.chunks_exact_mut(tk).enumerate() {
+                kernels::softmax_prefix(row, start + i0 + i + 1);
             }
-            // SAFETY: the output is columns `h * hd..(h + 1) * hd` of `n` rows of `att` (stride
-            // `d`), which only this head writes, and `att` outlives the loop; the values of
-            // group `g` are `t` rows of `hd` at stride `kvd` inside `vs`.
+            // SAFETY: the output is columns `h * hd..(h + 1) * hd` of rows `i0..i0 + m` of
+            // `att` (stride `d`), which only this task writes, and `att` outlives the loop; the
+            // first `tk` values of group `g` are rows of `hd` at stride `kvd` inside `vs`.
             unsafe {
                 gemm_into(
-                    n,
+                    m,
                     hd,
-                    t,
-                    (dst.0.add(h * hd), 1, d as isize),
-                    (s.as_ptr(), 1, t as isize),
+                    tk,
+                    (dst.0.add(i0 * d + h * hd), 1, d as isize),
+                    (s.as_ptr(), 1, tk as isize),
                     (vs.as_ptr().add(g * hd), 1, kvd as isize),
                     1.0,
                 );
@@ -1654,7 +1672,7 @@ impl Decoder for QuantLlama {
             });
         }
         let rows: Vec<usize> = (from..ids.len()).collect();
-        self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows, true)
+        rayon::scope(|_| self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows, true))
     }
 }
 
