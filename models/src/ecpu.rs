@@ -421,6 +421,22 @@ pub(crate) mod kernels {
         }
     }
 
+    /// The largest value (NaNs skipped, as [`f32::max`] does) with eight independent partial
+    /// maxima, so that it vectorizes; `-inf` for an empty slice.
+    #[inline(always)]
+    pub(crate) fn max8(x: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; 8];
+        let chunks = x.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a = a.max(v);
+            }
+        }
+        let m = rest.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        acc.iter().fold(m, |a, &v| a.max(v))
+    }
+
     /// A sum with eight independent partial sums (vectorizes; also more accurate than one).
     #[inline(always)]
     pub(crate) fn sum8(it: impl Iterator<Item = f32>) -> f32 {
@@ -505,7 +521,22 @@ pub(crate) mod kernels {
 
 #[cfg(test)]
 mod tests {
-    use super::kernels::{erf, exp};
+    use super::kernels::{erf, exp, max8};
+
+    /// `max8` is `f32::max` folded, NaNs skipped, for every length around its chunks.
+    #[test]
+    fn max8_is_the_folded_max() {
+        for len in 0..40 {
+            let mut x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 37) as f32 - 18.0).collect();
+            let want = |x: &[f32]| x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max8(&x), want(&x), "length {len}");
+            if len > 3 {
+                x[len - 1] = 1e9;
+                x[2] = f32::NAN;
+                assert_eq!(max8(&x), 1e9, "length {len} with a NaN");
+            }
+        }
+    }
 
     /// erf in f64 by its Maclaurin series (|x| ≤ 3) or its asymptotic complement.
     fn erf64(x: f64) -> f64 {

@@ -1195,7 +1195,7 @@ mod kernels {
     #![allow(clippy::too_many_arguments)]
 
     use super::dot;
-    use crate::ecpu::kernels::{dispatch, exp, sum8};
+    use crate::ecpu::kernels::{dispatch, exp, max8, sum8};
 
     /// `gate = silu(gate) * up`.
     #[inline(always)]
@@ -1259,7 +1259,7 @@ mod kernels {
     #[inline(always)]
     fn softmax_prefix_impl(row: &mut [f32], len: usize) {
         let (live, masked) = row.split_at_mut(len);
-        let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = max8(live);
         for s in live.iter_mut() {
             *s = exp(*s - max);
         }

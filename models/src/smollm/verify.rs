@@ -108,7 +108,7 @@ pub fn verify<D: Decoder + ?Sized>(
     let mut reason = None;
     for (k, &tok) in claimed.iter().enumerate() {
         let row = &logits[k * v..(k + 1) * v];
-        let top = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let top = crate::ecpu::kernels::max8(row);
         let gap = top - row[tok as usize];
         gaps.push(gap);
         let ok = match (rule.sampling, rng.as_mut()) {
