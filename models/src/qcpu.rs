@@ -974,6 +974,130 @@ mod avx512 {
         }
     }
 
+    /// Attention scores of 16 query rows: `s[i][j] = scale · Σ_c q[i][c] · kt[c][j]` for the
+    /// first `tkp` keys (a multiple of 16) of `kt` (`[hd, tp]`); `q` is `[16, hd]`, `s` is
+    /// `[16, tkp]`. Tiles of 8 rows × 32 keys, summed over `c` in order.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scores(
+        q: &[f32],
+        hd: usize,
+        kt: &[f32],
+        tp: usize,
+        tkp: usize,
+        scale: f32,
+        s: &mut [f32],
+    ) {
+        assert!(
+            tkp.is_multiple_of(16)
+                && tkp <= tp
+                && q.len() >= 16 * hd
+                && kt.len() >= hd * tp
+                && s.len() >= 16 * tkp
+        );
+        let sc = _mm512_set1_ps(scale);
+        for r0 in [0, 8] {
+            let mut j = 0;
+            while j < tkp {
+                let two = tkp - j >= 32;
+                let mut acc = [_mm512_setzero_ps(); 16];
+                for c in 0..hd {
+                    // SAFETY: `c < hd`, `j + 16 (or 32) <= tkp <= tp` (asserted above).
+                    let (k0, k1) = unsafe {
+                        let row = kt.as_ptr().add(c * tp + j);
+                        (
+                            _mm512_loadu_ps(row),
+                            if two {
+                                _mm512_loadu_ps(row.add(16))
+                            } else {
+                                _mm512_setzero_ps()
+                            },
+                        )
+                    };
+                    for r in 0..8 {
+                        let qv = _mm512_set1_ps(q[(r0 + r) * hd + c]);
+                        acc[2 * r] = _mm512_fmadd_ps(qv, k0, acc[2 * r]);
+                        if two {
+                            acc[2 * r + 1] = _mm512_fmadd_ps(qv, k1, acc[2 * r + 1]);
+                        }
+                    }
+                }
+                for r in 0..8 {
+                    // SAFETY: row `r0 + r < 16` of `s` holds keys `j..j + 16 (or 32)`.
+                    unsafe {
+                        let o = s.as_mut_ptr().add((r0 + r) * tkp + j);
+                        _mm512_storeu_ps(o, _mm512_mul_ps(acc[2 * r], sc));
+                        if two {
+                            _mm512_storeu_ps(o.add(16), _mm512_mul_ps(acc[2 * r + 1], sc));
+                        }
+                    }
+                }
+                j += if two { 32 } else { 16 };
+            }
+        }
+    }
+
+    /// `o[i] = Σ_j p[i][j] · v_j` for 16 rows of probabilities `p` (`[16, tkp]`, the first `tk`
+    /// keys read) and `tk` value rows of `hd` at stride `vs_stride` from `v`; `o` is `[16, hd]`.
+    /// Tiles of 4 rows × 64 values, summed over `j` in order.
+    ///
+    /// # Safety
+    /// AVX-512F; `hd` is a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weighted_values(
+        p: &[f32],
+        tkp: usize,
+        tk: usize,
+        v: &[f32],
+        vs_stride: usize,
+        hd: usize,
+        o: &mut [f32],
+    ) {
+        assert!(
+            hd.is_multiple_of(16)
+                && tk <= tkp
+                && p.len() >= 16 * tkp
+                && o.len() >= 16 * hd
+                && (tk == 0 || v.len() >= (tk - 1) * vs_stride + hd)
+        );
+        for r0 in (0..16).step_by(4) {
+            for c0 in (0..hd).step_by(64) {
+                let nv = ((hd - c0) / 16).min(4);
+                let mut acc = [_mm512_setzero_ps(); 16];
+                for j in 0..tk {
+                    // SAFETY: value row `j < tk` holds `hd` values from `j * vs_stride`
+                    // (asserted above), of which `c0..c0 + 16 nv`.
+                    let vv: [__m512; 4] = std::array::from_fn(|k| {
+                        if k < nv {
+                            unsafe { _mm512_loadu_ps(v.as_ptr().add(j * vs_stride + c0 + 16 * k)) }
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    });
+                    for r in 0..4 {
+                        let pv = _mm512_set1_ps(p[(r0 + r) * tkp + j]);
+                        for k in 0..nv {
+                            acc[4 * r + k] = _mm512_fmadd_ps(pv, vv[k], acc[4 * r + k]);
+                        }
+                    }
+                }
+                for r in 0..4 {
+                    for k in 0..nv {
+                        // SAFETY: row `r0 + r < 16` of `o` holds `hd` values.
+                        unsafe {
+                            _mm512_storeu_ps(
+                                o.as_mut_ptr().add((r0 + r) * hd + c0 + 16 * k),
+                                acc[4 * r + k],
+                            )
+                        };
+                    }
+                }
+            }
+        }
+    }
+
     /// The `k` rows of `slab` (`[k, np]`) as columns of `dst` (`n` rows, `stride` apart):
     /// `dst[i * stride + r] = slab[r * np + i]` for `i < n`, in 16 × 16 tiles transposed in
     /// registers.
@@ -1536,6 +1660,59 @@ impl QuantLlama {
         // the keys its last row sees.
         const ROWS: usize = 16;
         let chunks = n.div_ceil(ROWS);
+        #[cfg(target_arch = "x86_64")]
+        if hd.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+            // Each key group's keys transposed once (`[hd, tp]`, zero-padded to 16 keys), so
+            // that scores are rows of 16 keys.
+            let tp = t.next_multiple_of(16);
+            let kts: Vec<Vec<f32>> = (0..c.kv_heads)
+                .into_par_iter()
+                .map(|g| {
+                    let mut kt = vec![0f32; hd * tp];
+                    for (j, k) in ks.chunks_exact(kvd).take(t).enumerate() {
+                        for (cc, &v) in k[g * hd..(g + 1) * hd].iter().enumerate() {
+                            kt[cc * tp + j] = v;
+                        }
+                    }
+                    kt
+                })
+                .collect();
+            (0..c.heads * chunks).into_par_iter().for_each(|task| {
+                let dst = &dst;
+                let (h, i0) = (task / chunks, task % chunks * ROWS);
+                let (m, g) = (ROWS.min(n - i0), h / rep);
+                let tk = start + i0 + m;
+                let mut qb = vec![0f32; ROWS * hd];
+                for (i, row) in qb.chunks_exact_mut(hd).take(m).enumerate() {
+                    let at = (i0 + i) * d + h * hd;
+                    row.copy_from_slice(&q[at..at + hd]);
+                }
+                let tkp = tk.next_multiple_of(16);
+                let mut s = vec![0f32; ROWS * tkp];
+                let mut o = vec![0f32; ROWS * hd];
+                // SAFETY: AVX-512F was detected; `qb` is `[16, hd]`, `kts[g]` is `[hd, tp]` with
+                // `tkp <= tp`, `s` is `[16, tkp]`, `o` is `[16, hd]`, the values of group `g`
+                // are `tk <= t` rows of `hd` at stride `kvd` inside `vs`, and `hd` is a
+                // multiple of 16.
+                unsafe {
+                    avx512::scores(&qb, hd, &kts[g], tp, tkp, scale, &mut s);
+                    for (i, row) in s.chunks_exact_mut(tkp).take(m).enumerate() {
+                        kernels::softmax_prefix(row, start + i0 + i + 1);
+                    }
+                    avx512::weighted_values(&s, tkp, tk, &vs[g * hd..], kvd, hd, &mut o);
+                }
+                for (i, row) in o.chunks_exact(hd).take(m).enumerate() {
+                    // SAFETY: columns `h * hd..(h + 1) * hd` of row `i0 + i` of `att` (asserted
+                    // above to hold `n` rows of `d`), which only this task writes; `att`
+                    // outlives the loop.
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut(dst.0.add((i0 + i) * d + h * hd), hd)
+                    };
+                    out.copy_from_slice(row);
+                }
+            });
+            return;
+        }
         (0..c.heads * chunks).into_par_iter().for_each(|task| {
             let dst = &dst;
             let (h, i0) = (task / chunks, task % chunks * ROWS);
@@ -1831,6 +2008,57 @@ mod tests {
                         y.iter().all(|v| v.is_nan()),
                         i == 3,
                         "{ty:?} n {n} position {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Attention of many rows of one sequence (the AVX-512 tiles where this CPU has them, the
+    /// gemm crate elsewhere) equals the decoding path's one row at a time, for SmolLM2's head
+    /// shape and a small one, rows in chunks of 16 and a partial one, after cached keys.
+    #[test]
+    fn attention_of_many_rows_equals_one_row_at_a_time() {
+        for (dim, heads, kv_heads, start, n) in [(576, 9, 3, 5, 37), (64, 4, 2, 0, 19)] {
+            let cfg = LlamaConfig {
+                dim,
+                heads,
+                kv_heads,
+                ..LlamaConfig::new()
+            };
+            let model = QuantLlama {
+                cfg,
+                embed: matrix(GgmlType::Q8_0, 1, 32, 1),
+                blocks: Vec::new(),
+                norm: Vec::new(),
+                inv_freq: Vec::new(),
+            };
+            let (hd, t) = (dim / heads, start + n);
+            let kvd = kv_heads * hd;
+            let val = |i: usize, k: usize| ((i * 7919 + k * 104_729) % 1000) as f32 / 500.0 - 1.0;
+            let q: Vec<f32> = (0..n * dim).map(|i| val(i, 1)).collect();
+            let ks: Vec<f32> = (0..t * kvd).map(|i| val(i, 2)).collect();
+            let vs: Vec<f32> = (0..t * kvd).map(|i| val(i, 3)).collect();
+            let mut att = vec![f32::NAN; n * dim];
+            model.attend_rows(&q, &ks, &vs, start, n, &mut att);
+            let scale = 1.0 / (hd as f32).sqrt();
+            for i in 0..n {
+                let mut want = vec![0f32; dim];
+                let qi = &q[i * dim..(i + 1) * dim];
+                kernels::attend(
+                    qi,
+                    &ks,
+                    &vs,
+                    start + i + 1,
+                    heads / kv_heads,
+                    hd,
+                    scale,
+                    &mut want,
+                );
+                for (c, (g, w)) in att[i * dim..(i + 1) * dim].iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "{dim}/{heads}: row {i}, value {c}: {g} vs {w}"
                     );
                 }
             }
