@@ -24,9 +24,11 @@
 //! Many rows at once (a prompt; the verifier's teacher-forced pass over prompt and output) are
 //! compute-bound, not memory-bound: there each matmul is a GEMM. On CPUs with AVX-512 it is our
 //! own kernel ([`matmul_xt`]): the activations transposed once, each chunk of weight rows
-//! dequantised into an f32 block that stays in cache, 12 rows × 32 positions of accumulators;
-//! the query, key and value projections run in one parallel loop, as do gate and up. Attention
-//! over one sequence's rows is two GEMMs per head. Elsewhere the `gemm` crate multiplies.
+//! dequantised into an f32 block that stays in cache, 12 rows × 32 positions of accumulators
+//! (the verifier's 16-bit kernel: 6 rows × 32 positions, see [`avx512q`]); the query, key and
+//! value projections run in one parallel loop, as do gate and up. Attention over one
+//! sequence's rows is tiles of scores and weighted values per head and 16 query rows.
+//! Elsewhere the `gemm` crate multiplies.
 
 use std::path::Path;
 
@@ -299,7 +301,8 @@ impl QMat {
 
     /// `y[i] = W · x[i]` for `n` rows of `x` (`[n, cols]` → `[n, rows]`). For `n > 1` each
     /// weight row is dequantised once and used for all rows; from [`GEMM_ROWS`] rows on, as a
-    /// GEMM: [`matmul_xt`] where the CPU has AVX-512, [`QMat::matmul_gemm`] elsewhere.
+    /// GEMM: [`matmul_xt`] where the CPU has AVX-512 (with 16-bit activations when `fast` and
+    /// the CPU has VNNI, see [`Acts::new`]), [`QMat::matmul_gemm`] elsewhere.
     fn matmul(&self, x: &[f32], n: usize, fast: bool) -> Vec<f32> {
         if let Some(a) = Acts::new(x, n, &[self], fast) {
             return matmul_xt(&[self], &a).pop().expect("one matrix");
@@ -1518,7 +1521,8 @@ impl QuantLlama {
     }
 
     /// Runs one step: `tokens[r]` is appended to sequence `seq[r]` (rows of one sequence in
-    /// order). Returns the logits of the rows listed in `want` (`[want.len(), vocab]`).
+    /// order). Returns the logits of the rows listed in `want` (`[want.len(), vocab]`). `fast`:
+    /// the verifier's pass, whose GEMMs may take 16-bit activations ([`Acts::new`]).
     fn step(
         &self,
         tokens: &[u32],
