@@ -495,6 +495,37 @@ impl Xt {
     }
 }
 
+/// The order both AVX-512 kernels walk a block of `rows` weight rows against `np` positions:
+/// columns in blocks of `kb` (the activations' slice for 32 positions stays in L1), then 32
+/// positions at a time (16 for a last odd vector), then `rmax` rows at a time (one at a time
+/// for the remainder). `f` gets each tile's first column and column count, first position and
+/// vector count (1 or 2), first row, and whether it has `rmax` rows (else one).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn for_each_tile(
+    cols: usize,
+    np: usize,
+    rows: usize,
+    kb: usize,
+    rmax: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize, bool),
+) {
+    for c0 in (0..cols).step_by(kb) {
+        let len = kb.min(cols - c0);
+        let mut p = 0;
+        while p < np {
+            let v = if np - p >= 32 { 2 } else { 1 };
+            let mut r = 0;
+            while r < rows {
+                let full = rows - r >= rmax;
+                f(c0, len, p, v, r, full);
+                r += if full { rmax } else { 1 };
+            }
+            p += 16 * v;
+        }
+    }
+}
+
 /// A GEMM step's activations, in the layout of one of the AVX-512 kernels.
 enum Acts {
     /// Exact f32 values ([`avx512`]): prompts, and every pass on CPUs without VNNI.
@@ -747,56 +778,44 @@ mod avx512q {
                 && first + rows <= m.rows
         );
         let sw = if m.ty == GgmlType::Q4_1 { 2 } else { 1 };
-        let mut c0 = 0;
-        while c0 < cols {
-            let len = KB.min(cols - c0);
-            let mut p = 0;
-            while p < np {
-                let v = if np - p >= 32 { 2 } else { 1 };
-                let mut r = 0;
-                while r < rows {
-                    // SAFETY: rows `r..r + R` (or `r` alone) of `w` and of `out`, blocks
-                    // `c0 / 32..(c0 + len) / 32` of the rows' scales, and positions `p..p + 16 v`
-                    // of `x` lie inside them (asserted above).
-                    unsafe {
-                        let a = Args {
-                            w: w.as_ptr().add(r * cols + c0).cast(),
-                            cpairs: cols / 2,
-                            x: x.words.as_ptr().add(c0 / 2 * np + p),
-                            xs: x.scale.as_ptr().add(c0 / 32 * np + p),
-                            xsum: x.sums.as_ptr().add(c0 / 32 * np + p),
-                            np,
-                            sc: m.scales.as_ptr().add(((first + r) * nb + c0 / 32) * sw),
-                            sc_row: nb * sw,
-                            out: out.as_mut_ptr().add(r * np + p),
-                            blocks: len / 32,
-                            first: c0 == 0,
-                        };
-                        for _ in 0..per {
-                            prefetch(line);
-                            line += 1;
-                        }
-                        // SmolLM2's two widths as constants, as in the f32 kernel.
-                        match (rows - r >= R, v, sw, cols) {
-                            (true, 2, 2, 576) => micro::<R, 2, true, 288>(&a),
-                            (true, 2, 2, 1536) => micro::<R, 2, true, 768>(&a),
-                            (true, 2, 1, 576) => micro::<R, 2, false, 288>(&a),
-                            (true, 2, 2, _) => micro::<R, 2, true, 0>(&a),
-                            (true, 2, _, _) => micro::<R, 2, false, 0>(&a),
-                            (true, _, 2, _) => micro::<R, 1, true, 0>(&a),
-                            (true, _, _, _) => micro::<R, 1, false, 0>(&a),
-                            (false, 2, 2, _) => micro::<1, 2, true, 0>(&a),
-                            (false, _, 2, _) => micro::<1, 1, true, 0>(&a),
-                            (false, 2, _, _) => micro::<1, 2, false, 0>(&a),
-                            (false, _, _, _) => micro::<1, 1, false, 0>(&a),
-                        }
-                    }
-                    r += if rows - r >= R { R } else { 1 };
+        super::for_each_tile(cols, np, rows, KB, R, |c0, len, p, v, r, full| {
+            // SAFETY: rows `r..r + R` (or `r` alone) of `w` and of `out`, blocks
+            // `c0 / 32..(c0 + len) / 32` of the rows' scales, and positions `p..p + 16 v` of `x`
+            // lie inside them (asserted above).
+            unsafe {
+                let a = Args {
+                    w: w.as_ptr().add(r * cols + c0).cast(),
+                    cpairs: cols / 2,
+                    x: x.words.as_ptr().add(c0 / 2 * np + p),
+                    xs: x.scale.as_ptr().add(c0 / 32 * np + p),
+                    xsum: x.sums.as_ptr().add(c0 / 32 * np + p),
+                    np,
+                    sc: m.scales.as_ptr().add(((first + r) * nb + c0 / 32) * sw),
+                    sc_row: nb * sw,
+                    out: out.as_mut_ptr().add(r * np + p),
+                    blocks: len / 32,
+                    first: c0 == 0,
+                };
+                for _ in 0..per {
+                    prefetch(line);
+                    line += 1;
                 }
-                p += 16 * v;
+                // SmolLM2's two widths as constants, as in the f32 kernel.
+                match (full, v, sw, cols) {
+                    (true, 2, 2, 576) => micro::<R, 2, true, 288>(&a),
+                    (true, 2, 2, 1536) => micro::<R, 2, true, 768>(&a),
+                    (true, 2, 1, 576) => micro::<R, 2, false, 288>(&a),
+                    (true, 2, 2, _) => micro::<R, 2, true, 0>(&a),
+                    (true, 2, _, _) => micro::<R, 2, false, 0>(&a),
+                    (true, _, 2, _) => micro::<R, 1, true, 0>(&a),
+                    (true, _, _, _) => micro::<R, 1, false, 0>(&a),
+                    (false, 2, 2, _) => micro::<1, 2, true, 0>(&a),
+                    (false, _, 2, _) => micro::<1, 1, true, 0>(&a),
+                    (false, 2, _, _) => micro::<1, 2, false, 0>(&a),
+                    (false, _, _, _) => micro::<1, 1, false, 0>(&a),
+                }
             }
-            c0 += len;
-        }
+        });
     }
 
     /// One micro-kernel call's pointers, each at its tile's first row, position and block.
@@ -1199,47 +1218,31 @@ mod avx512 {
         // Columns in blocks of `KB`: one block of 32 positions of `xt` (24 KiB) stays in L1
         // while every row group of `w` passes over it. Each sum still runs over c = 0, 1, ... in
         // order (the accumulators are stored and reloaded between blocks): the same result.
-        let mut c0 = 0;
-        while c0 < cols {
-            let len = KB.min(cols - c0);
-            let mut p = 0;
-            while p < np {
-                let v = if np - p >= 32 { 2 } else { 1 };
-                let mut r = 0;
-                while r < rows {
-                    // SAFETY: rows `r..r + R` (or `r` alone) and columns `c0..c0 + len` of `w`,
-                    // those columns' positions `p..p + 16 v` of `xt`, and the rows' positions of
-                    // `out` lie inside them (asserted above).
-                    unsafe {
-                        let (wp, xp, op) = (
-                            w.as_ptr().add(r * cols + c0),
-                            xt.as_ptr().add(c0 * np + p),
-                            out.as_mut_ptr().add(r * np + p),
-                        );
-                        let first = c0 == 0;
-                        // SmolLM2's two widths as constants, so that each row's weights are a
-                        // fixed offset from one pointer (no address arithmetic per row).
-                        match (rows - r >= R, v, cols) {
-                            (true, 2, 576) => micro::<R, 2, 576>(wp, cols, xp, np, op, len, first),
-                            (true, 2, 1536) => {
-                                micro::<R, 2, 1536>(wp, cols, xp, np, op, len, first)
-                            }
-                            (true, 1, 576) => micro::<R, 1, 576>(wp, cols, xp, np, op, len, first),
-                            (true, 1, 1536) => {
-                                micro::<R, 1, 1536>(wp, cols, xp, np, op, len, first)
-                            }
-                            (true, 2, _) => micro::<R, 2, 0>(wp, cols, xp, np, op, len, first),
-                            (true, _, _) => micro::<R, 1, 0>(wp, cols, xp, np, op, len, first),
-                            (false, 2, _) => micro::<1, 2, 0>(wp, cols, xp, np, op, len, first),
-                            (false, _, _) => micro::<1, 1, 0>(wp, cols, xp, np, op, len, first),
-                        }
-                    }
-                    r += if rows - r >= R { R } else { 1 };
+        super::for_each_tile(cols, np, rows, KB, R, |c0, len, p, v, r, full| {
+            // SAFETY: rows `r..r + R` (or `r` alone) and columns `c0..c0 + len` of `w`, those
+            // columns' positions `p..p + 16 v` of `xt`, and the rows' positions of `out` lie
+            // inside them (asserted above).
+            unsafe {
+                let (wp, xp, op) = (
+                    w.as_ptr().add(r * cols + c0),
+                    xt.as_ptr().add(c0 * np + p),
+                    out.as_mut_ptr().add(r * np + p),
+                );
+                let first = c0 == 0;
+                // SmolLM2's two widths as constants, so that each row's weights are a fixed
+                // offset from one pointer (no address arithmetic per row).
+                match (full, v, cols) {
+                    (true, 2, 576) => micro::<R, 2, 576>(wp, cols, xp, np, op, len, first),
+                    (true, 2, 1536) => micro::<R, 2, 1536>(wp, cols, xp, np, op, len, first),
+                    (true, 1, 576) => micro::<R, 1, 576>(wp, cols, xp, np, op, len, first),
+                    (true, 1, 1536) => micro::<R, 1, 1536>(wp, cols, xp, np, op, len, first),
+                    (true, 2, _) => micro::<R, 2, 0>(wp, cols, xp, np, op, len, first),
+                    (true, _, _) => micro::<R, 1, 0>(wp, cols, xp, np, op, len, first),
+                    (false, 2, _) => micro::<1, 2, 0>(wp, cols, xp, np, op, len, first),
+                    (false, _, _) => micro::<1, 1, 0>(wp, cols, xp, np, op, len, first),
                 }
-                p += 16 * v;
             }
-            c0 += len;
-        }
+        });
     }
 
     /// Columns per block of [`block`].
