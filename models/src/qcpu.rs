@@ -304,9 +304,12 @@ impl QMat {
     /// GEMM: [`matmul_xt`] where the CPU has AVX-512 (with 16-bit activations when `fast` and
     /// the CPU has VNNI, see [`Acts::new`]), [`QMat::matmul_gemm`] elsewhere.
     fn matmul(&self, x: &[f32], n: usize, fast: bool) -> Vec<f32> {
-        if let Some(a) = Acts::new(x, n, &[self], fast) {
-            return matmul_xt(&[self], &a).pop().expect("one matrix");
-        }
+        let [y] = matmul_many([self], x, n, fast);
+        y
+    }
+
+    /// [`QMat::matmul`] where [`matmul_xt`] does not run.
+    fn matmul_rows(&self, x: &[f32], n: usize) -> Vec<f32> {
         if n >= GEMM_ROWS {
             return self.matmul_gemm(x, n);
         }
@@ -387,11 +390,20 @@ unsafe fn gemm_into(
 const GEMM_ROWS: usize = 8;
 
 thread_local! {
-    /// Each pool thread's dequantised weight block and result slab for [`matmul_xt`] (the block
-    /// also for [`QMat::matmul_gemm`]), reused from call to call: a fresh pair per task cost
-    /// page faults and zeroing.
+    /// Each pool thread's f32 weight block, result slab and 16-bit weight block for
+    /// [`matmul_xt`] (the f32 block also for [`QMat::matmul_gemm`]), reused from call to call:
+    /// fresh ones per task cost page faults and zeroing.
     static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<i16>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// `x · W_jᵀ` for each of `mats` (all as wide as `x`): in one parallel loop ([`matmul_xt`])
+/// where an AVX-512 kernel runs, else one matrix at a time.
+fn matmul_many<const M: usize>(mats: [&QMat; M], x: &[f32], n: usize, fast: bool) -> [Vec<f32>; M] {
+    match Acts::new(x, n, &mats, fast) {
+        Some(a) => <[Vec<f32>; M]>::try_from(matmul_xt(&mats, &a)).expect("one result per matrix"),
+        None => mats.map(|m| m.matmul_rows(x, n)),
+    }
 }
 
 /// `y_j = x · W_jᵀ` (`[n, rows_j]`) for every matrix of `mats`, all as wide as `x`, from `x`
@@ -1534,6 +1546,20 @@ impl QuantLlama {
         want: &[usize],
         fast: bool,
     ) -> Result<Vec<f32>> {
+        // On a pool thread, so that the step's many parallel loops start from inside the pool
+        // instead of each waking it from outside.
+        rayon::scope(|_| self.step_in_pool(tokens, seq, caches, want, fast))
+    }
+
+    /// [`Self::step`]'s work.
+    fn step_in_pool(
+        &self,
+        tokens: &[u32],
+        seq: &[usize],
+        caches: &mut [SeqCache],
+        want: &[usize],
+        fast: bool,
+    ) -> Result<Vec<f32>> {
         let c = self.cfg;
         let (n, d) = (tokens.len(), c.dim);
         let hd = d / c.heads;
@@ -1560,19 +1586,7 @@ impl QuantLlama {
         let scale = 1.0 / (hd as f32).sqrt();
         for (l, b) in self.blocks.iter().enumerate() {
             let h = self.rms_norm(&x, &b.attn_norm);
-            let (mut q, mut k, v) = match Acts::new(&h, n, &[&b.wq, &b.wk, &b.wv], fast) {
-                Some(hx) => {
-                    let [q, k, v] =
-                        <[Vec<f32>; 3]>::try_from(matmul_xt(&[&b.wq, &b.wk, &b.wv], &hx))
-                            .expect("three matrices");
-                    (q, k, v)
-                }
-                None => (
-                    b.wq.matmul(&h, n, fast),
-                    b.wk.matmul(&h, n, fast),
-                    b.wv.matmul(&h, n, fast),
-                ),
-            };
+            let [mut q, mut k, v] = matmul_many([&b.wq, &b.wk, &b.wv], &h, n, fast);
             if n < 2 * GEMM_ROWS {
                 for r in 0..n {
                     self.rope(&mut q[r * d..(r + 1) * d], &angles[r]);
@@ -1610,14 +1624,7 @@ impl QuantLlama {
                 *xi += oi;
             }
             let h = self.rms_norm(&x, &b.ffn_norm);
-            let (mut gate, up) = match Acts::new(&h, n, &[&b.gate, &b.up], fast) {
-                Some(hx) => {
-                    let [g, u] = <[Vec<f32>; 2]>::try_from(matmul_xt(&[&b.gate, &b.up], &hx))
-                        .expect("two matrices");
-                    (g, u)
-                }
-                None => (b.gate.matmul(&h, n, fast), b.up.matmul(&h, n, fast)),
-            };
+            let [mut gate, up] = matmul_many([&b.gate, &b.up], &h, n, fast);
             if n < 2 * GEMM_ROWS {
                 kernels::silu_mul(&mut gate, &up);
             } else {
@@ -1643,9 +1650,11 @@ impl QuantLlama {
     }
 
     /// Causal attention of `n` consecutive rows of one sequence, the first at position `start`,
-    /// whose keys and values (`[start + n, kv_heads * hd]`) are cached: per head, the scores as
-    /// one GEMM (`q · kᵀ`, the masked upper triangle included), a softmax over each row's
-    /// prefix, and the output as a second GEMM (`p · v`), written into `att` (`[n, dim]`).
+    /// whose keys and values (`[start + n, kv_heads * hd]`) are cached, into `att` (`[n, dim]`):
+    /// per head and 16 query rows, the scores (`q · kᵀ` over the keys the last row sees, the
+    /// masked part included), a softmax over each row's prefix, and the output (`p · v`). On
+    /// AVX-512 tiles ([`avx512::scores`], [`avx512::weighted_values`]) where the CPU has them and
+    /// heads are a multiple of 16 wide, else as two gemm-crate calls.
     fn attend_rows(
         &self,
         q: &[f32],
@@ -1654,6 +1663,26 @@ impl QuantLlama {
         start: usize,
         n: usize,
         att: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        let tiles = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let tiles = false;
+        self.attend_rows_with(q, ks, vs, start, n, att, tiles);
+    }
+
+    /// [`Self::attend_rows`], on the AVX-512 tiles when `tiles` (which the caller has checked
+    /// the CPU runs) and the head width allows, else on the gemm crate.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_rows_with(
+        &self,
+        q: &[f32],
+        ks: &[f32],
+        vs: &[f32],
+        start: usize,
+        n: usize,
+        att: &mut [f32],
+        tiles: bool,
     ) {
         let c = self.cfg;
         let (d, hd) = (c.dim, c.dim / c.heads);
@@ -1667,8 +1696,10 @@ impl QuantLlama {
         // the keys its last row sees.
         const ROWS: usize = 16;
         let chunks = n.div_ceil(ROWS);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = tiles;
         #[cfg(target_arch = "x86_64")]
-        if hd.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+        if tiles && hd.is_multiple_of(16) {
             // Each key group's keys transposed once (`[hd, tp]`, zero-padded to 16 keys), so
             // that scores are rows of 16 keys.
             let tp = t.next_multiple_of(16);
@@ -1697,7 +1728,7 @@ impl QuantLlama {
                 let tkp = tk.next_multiple_of(16);
                 let mut s = vec![0f32; ROWS * tkp];
                 let mut o = vec![0f32; ROWS * hd];
-                // SAFETY: AVX-512F was detected; `qb` is `[16, hd]`, `kts[g]` is `[hd, tp]` with
+                // SAFETY: AVX-512F was detected (`tiles`); `qb` is `[16, hd]`, `kts[g]` is `[hd, tp]` with
                 // `tkp <= tp`, `s` is `[16, tkp]`, `o` is `[16, hd]`, the values of group `g`
                 // are `tk <= t` rows of `hd` at stride `kvd` inside `vs`, and `hd` is a
                 // multiple of 16.
@@ -1781,14 +1812,19 @@ impl QuantLlama {
     /// Logits of every position of `ids` with f32 activations throughout, as prompts are
     /// computed.
     pub fn forward_all_exact(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        if ids.is_empty() {
+        self.teacher_forced(ids, 0, false)
+    }
+
+    /// The logits of positions `from..` of `ids` in one step over all of `ids`.
+    fn teacher_forced(&self, ids: &[u32], from: usize, fast: bool) -> Result<Vec<f32>> {
+        if from >= ids.len() {
             return Err(Error::Input {
-                index: 0,
-                detail: "no positions".into(),
+                index: from,
+                detail: format!("no positions from {from} of {}", ids.len()),
             });
         }
-        let rows: Vec<usize> = (0..ids.len()).collect();
-        self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows, false)
+        let rows: Vec<usize> = (from..ids.len()).collect();
+        self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows, fast)
     }
 }
 
@@ -1849,14 +1885,7 @@ impl Decoder for QuantLlama {
     }
 
     fn forward_from(&self, ids: &[u32], from: usize) -> Result<Vec<f32>> {
-        if from >= ids.len() {
-            return Err(Error::Input {
-                index: from,
-                detail: format!("no positions from {from} of {}", ids.len()),
-            });
-        }
-        let rows: Vec<usize> = (from..ids.len()).collect();
-        rayon::scope(|_| self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows, true))
+        self.teacher_forced(ids, from, true)
     }
 }
 
@@ -2021,8 +2050,8 @@ mod tests {
         }
     }
 
-    /// Attention of many rows of one sequence (the AVX-512 tiles where this CPU has them, the
-    /// gemm crate elsewhere) equals the decoding path's one row at a time, for SmolLM2's head
+    /// Attention of many rows of one sequence (the gemm-crate path, and the AVX-512 tiles where
+    /// this CPU has them) equals the decoding path's one row at a time, for SmolLM2's head
     /// shape and a small one, rows in chunks of 16 and a partial one, after cached keys.
     #[test]
     fn attention_of_many_rows_equals_one_row_at_a_time() {
@@ -2046,27 +2075,36 @@ mod tests {
             let q: Vec<f32> = (0..n * dim).map(|i| val(i, 1)).collect();
             let ks: Vec<f32> = (0..t * kvd).map(|i| val(i, 2)).collect();
             let vs: Vec<f32> = (0..t * kvd).map(|i| val(i, 3)).collect();
-            let mut att = vec![f32::NAN; n * dim];
-            model.attend_rows(&q, &ks, &vs, start, n, &mut att);
+            #[cfg(target_arch = "x86_64")]
+            let tiles = std::arch::is_x86_feature_detected!("avx512f");
+            #[cfg(not(target_arch = "x86_64"))]
+            let tiles = false;
+            if !tiles {
+                eprintln!("attention: no AVX-512 here; only the gemm-crate path is checked");
+            }
             let scale = 1.0 / (hd as f32).sqrt();
-            for i in 0..n {
-                let mut want = vec![0f32; dim];
-                let qi = &q[i * dim..(i + 1) * dim];
-                kernels::attend(
-                    qi,
-                    &ks,
-                    &vs,
-                    start + i + 1,
-                    heads / kv_heads,
-                    hd,
-                    scale,
-                    &mut want,
-                );
-                for (c, (g, w)) in att[i * dim..(i + 1) * dim].iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                        "{dim}/{heads}: row {i}, value {c}: {g} vs {w}"
+            for path in [false, tiles] {
+                let mut att = vec![f32::NAN; n * dim];
+                model.attend_rows_with(&q, &ks, &vs, start, n, &mut att, path);
+                for i in 0..n {
+                    let mut want = vec![0f32; dim];
+                    let qi = &q[i * dim..(i + 1) * dim];
+                    kernels::attend(
+                        qi,
+                        &ks,
+                        &vs,
+                        start + i + 1,
+                        heads / kv_heads,
+                        hd,
+                        scale,
+                        &mut want,
                     );
+                    for (c, (g, w)) in att[i * dim..(i + 1) * dim].iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                            "{dim}/{heads}, tiles {path}: row {i}, value {c}: {g} vs {w}"
+                        );
+                    }
                 }
             }
         }
