@@ -202,6 +202,9 @@ pub struct ModelArgs {
     /// Where the model runs: auto, wgpu, cpu, flex or ndarray.
     #[arg(long, env = "GLEANER_BACKEND", default_value = "auto")]
     pub backend: gleaner_models::BackendChoice,
+    /// Float type of the models on wgpu: f32 or f16 (CPU backends refuse f16).
+    #[arg(long, env = "GLEANER_PRECISION", default_value = "f32")]
+    pub precision: gleaner_models::Precision,
     /// Directory with MiniLM's model.safetensors and tokenizer.json
     /// [default: HOME/models/all-minilm-l6-v2].
     #[arg(long, env = "GLEANER_MINILM_DIR")]
@@ -230,7 +233,7 @@ impl ModelArgs {
         &self,
         setup: &gleaner_kinds::ModelSetup,
     ) -> anyhow::Result<(gleaner_kinds::Registry, gleaner_models::SelectedDevice)> {
-        let device = gleaner_models::select_device(self.backend)?;
+        let device = gleaner_models::select_device(self.backend)?.with_precision(self.precision)?;
         tracing::info!(target: "gleaner", "{}", device.describe());
         Ok((
             gleaner_kinds::Registry::standard(setup, device.clone()),

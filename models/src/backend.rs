@@ -60,6 +60,79 @@ impl fmt::Display for BackendChoice {
     }
 }
 
+/// The float type a Burn model's weights and activations use on a device (`--precision`).
+///
+/// `f16` halves the memory traffic of every weight read and of the activations between kernels,
+/// what small-batch GPU inference is bound by. It is offered on wgpu only: CPU backends compute
+/// in f32 (our CPU kernels have their own exact integer paths).
+/// Normalisation statistics, pooling and the outputs stay in f32 (see [`crate::Bert::embed`]
+/// and [`crate::Llama`]), so what a verifier compares loses only the f16 rounding of the
+/// weights and of the activations between layers. Measured gaps, and the comparators' margins
+/// above them, are in the docs of [`crate::EMBED_MIN_COSINE`] and [`crate::GENERATE_MARGIN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats everywhere: the reference.
+    #[default]
+    F32,
+    /// 16-bit IEEE floats for weights and activations (wgpu only).
+    F16,
+}
+
+impl Precision {
+    /// The names [`FromStr`] accepts.
+    pub const NAMES: [&'static str; 2] = ["f32", "f16"];
+
+    /// Burn's float type for this precision.
+    pub fn dtype(self) -> burn::tensor::FloatDType {
+        match self {
+            Self::F32 => burn::tensor::FloatDType::F32,
+            Self::F16 => burn::tensor::FloatDType::F16,
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
+            other => Err(format!(
+                "unknown precision {other:?}; expected one of {}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        })
+    }
+}
+
+/// `module` with every float parameter cast to `dtype` (parameters already in it are kept).
+pub(crate) fn cast_params<M: burn::module::Module>(
+    module: M,
+    dtype: burn::tensor::FloatDType,
+) -> M {
+    struct Cast(burn::tensor::FloatDType);
+    impl burn::module::ModuleMapper for Cast {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<D>>,
+        ) -> burn::module::Param<Tensor<D>> {
+            let dtype = self.0;
+            param.map(|t| t.cast(dtype))
+        }
+    }
+    module.map(&mut Cast(dtype))
+}
+
 /// The CPU backends: ours, and the two Burn 0.22 offers without native libraries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuKind {
@@ -108,6 +181,8 @@ pub struct SelectedDevice {
     pub adapter: Option<AdapterSummary>,
     /// Why this backend was chosen.
     pub reason: String,
+    /// The float type Burn models use on it ([`SelectedDevice::with_precision`]).
+    pub precision: Precision,
 }
 
 impl SelectedDevice {
@@ -124,7 +199,24 @@ impl SelectedDevice {
             backend,
             adapter: None,
             reason: reason.into(),
+            precision: Precision::F32,
         }
+    }
+
+    /// The same device with models in `precision`. `f16` is refused on CPU backends (they
+    /// compute in f32), with an error that says so, rather than silently ignored.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        if precision != Precision::F32 && self.adapter.is_none() {
+            return Err(Error::Backend {
+                backend: self.backend,
+                detail: format!(
+                    "precision {precision} runs on wgpu only; CPU backends compute in f32 \
+                     (use --backend wgpu, or --precision f32)"
+                ),
+            });
+        }
+        self.precision = precision;
+        Ok(self)
     }
 
     /// Whether models with kernels of ours run on them ([`CpuKind::Native`]).
@@ -132,11 +224,19 @@ impl SelectedDevice {
         self.backend == "cpu"
     }
 
-    /// One line for logs: `backend=wgpu adapter=... (reason)`.
+    /// One line for logs: `backend=wgpu adapter=... precision=f16 (reason)`; the precision is
+    /// named only when it is not f32.
     pub fn describe(&self) -> String {
+        let precision = match self.precision {
+            Precision::F32 => String::new(),
+            p => format!(" precision={p}"),
+        };
         match &self.adapter {
-            Some(a) => format!("backend={} adapter={a} ({})", self.backend, self.reason),
-            None => format!("backend={} ({})", self.backend, self.reason),
+            Some(a) => format!(
+                "backend={} adapter={a}{precision} ({})",
+                self.backend, self.reason
+            ),
+            None => format!("backend={}{precision} ({})", self.backend, self.reason),
         }
     }
 }
@@ -212,6 +312,7 @@ fn init_wgpu(reason: &str) -> Result<SelectedDevice> {
             backend: "wgpu",
             adapter: Some(adapter.clone()),
             reason: reason.to_owned(),
+            precision: Precision::F32,
         }),
         Err(detail) => Err(Error::Backend {
             backend: "wgpu",
@@ -257,5 +358,54 @@ mod tests {
         }
         let err = "cuda".parse::<BackendChoice>().unwrap_err();
         assert!(err.contains("expected auto, wgpu, cpu"), "{err}");
+        for p in [Precision::F32, Precision::F16] {
+            assert_eq!(p.to_string().parse::<Precision>().unwrap(), p);
+        }
+        assert_eq!(" FP16 ".parse::<Precision>().unwrap(), Precision::F16);
+        let err = "bf16".parse::<Precision>().unwrap_err();
+        assert!(err.contains("expected one of f32, f16"), "{err}");
+    }
+
+    #[test]
+    fn f16_is_refused_on_cpu_backends_and_named_in_the_log_line() {
+        for kind in [CpuKind::Native, CpuKind::Flex, CpuKind::NdArray] {
+            let err = SelectedDevice::cpu(kind, "test")
+                .with_precision(Precision::F16)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("wgpu only"), "{err}");
+            let same = SelectedDevice::cpu(kind, "test")
+                .with_precision(Precision::F32)
+                .unwrap();
+            assert_eq!(same.precision, Precision::F32);
+            assert!(
+                !same.describe().contains("precision"),
+                "{}",
+                same.describe()
+            );
+        }
+    }
+
+    /// Casting a module's parameters changes their float type and rounds their values as f16
+    /// does, and casting back to f32 keeps what f16 kept.
+    #[test]
+    fn cast_params_rounds_every_parameter() {
+        use burn::tensor::FloatDType;
+        let device = Device::flex();
+        let model = crate::LlamaConfig::tiny().init(&device);
+        let before = model.forward_all(&[1, 2, 3]).unwrap();
+        let half = model.into_precision(FloatDType::F16);
+        assert_eq!(half.precision(), FloatDType::F16);
+        let back = half.into_precision(FloatDType::F32);
+        assert_eq!(back.precision(), FloatDType::F32);
+        let after = back.forward_all(&[1, 2, 3]).unwrap();
+        let d = before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // Random weights of σ 0.02 rounded to 11 significant bits move the logits a little,
+        // and always somewhat.
+        assert!(d > 0.0 && d < 1e-2, "{d}");
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 
-use crate::backend::SelectedDevice;
+use crate::backend::{SelectedDevice, cast_params};
 use crate::cache::MiniLmFiles;
 use crate::ecpu::CpuBert;
 use crate::minilm::{Bert, BertConfig};
@@ -42,7 +42,9 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    /// Loads all-MiniLM-L6-v2 from `files` onto `device`.
+    /// Loads all-MiniLM-L6-v2 from `files` onto `device`, in the device's
+    /// [`precision`](SelectedDevice::precision) (the file's f32 weights rounded once to f16 when
+    /// that is `f16`).
     pub fn load(files: &MiniLmFiles, device: SelectedDevice) -> Result<Self> {
         files.ensure_present()?;
         let tokenizer = TextTokenizer::from_file(&files.tokenizer)?;
@@ -51,7 +53,7 @@ impl Embedder {
         let model = if device.native_cpu() {
             Engine::Native(CpuBert::from_bert(&bert, &cfg)?)
         } else {
-            Engine::Burn(Box::new(bert))
+            Engine::Burn(Box::new(cast_params(bert, device.precision.dtype())))
         };
         Ok(Self {
             model,
@@ -61,7 +63,8 @@ impl Embedder {
         })
     }
 
-    /// Wraps an already-built Burn model, run by Burn on `device` (tests use tiny random models).
+    /// Wraps an already-built Burn model, run by Burn on `device` in its precision (tests use
+    /// tiny random models).
     pub fn from_parts(
         model: Bert,
         tokenizer: TextTokenizer,
@@ -69,7 +72,7 @@ impl Embedder {
         dim: usize,
     ) -> Self {
         Self {
-            model: Engine::Burn(Box::new(model)),
+            model: Engine::Burn(Box::new(cast_params(model, device.precision.dtype()))),
             tokenizer,
             device,
             dim,

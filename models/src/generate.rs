@@ -125,7 +125,7 @@ impl Generator {
         let g = Gguf::open(path)?;
         let weights_sha256 = g.sha256();
         let (model, tokenizer) = Llama::from_gguf(&g, &device.device)?;
-        let model = Arc::new(model);
+        let model = Arc::new(model.into_precision(device.precision.dtype()));
         let quantized = choice.quantized_on(&device);
         let q: Option<Arc<dyn Decoder>> = if quantized || device.native_cpu() {
             Some(Arc::new(QuantLlama::from_gguf(&g, model.config())?))

@@ -207,8 +207,8 @@ impl Bert {
     ///
     /// # Shapes
     /// - `ids`: `[batch, seq]` token ids, padded with any id where `mask` is 0.
-    /// - `mask`: `[batch, seq]`, 1 for tokens, 0 for padding.
-    /// - returns `[batch, seq, hidden]`.
+    /// - `mask`: `[batch, seq]`, 1 for tokens, 0 for padding, any float type.
+    /// - returns `[batch, seq, hidden]`, in the parameters' float type.
     pub fn hidden_states(&self, ids: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<3> {
         let device = ids.device();
         let [batch, seq] = ids.dims();
@@ -222,11 +222,13 @@ impl Bert {
             + e.token_type_embeddings.forward(types);
         let mut x = e.layer_norm.forward(x);
 
-        // Additive attention bias: 0 for tokens, -10000 for padding (exp underflows to 0 in f32),
-        // broadcast over heads and query positions.
+        // Additive attention bias: 0 for tokens, -10000 for padding (exp underflows to 0 in f32
+        // and in f16, whose largest value is 65504), broadcast over heads and query positions,
+        // in the model's float type.
         let bias = (mask.clone() - 1.0)
             .mul_scalar(10_000.0)
-            .reshape([batch, 1, 1, seq]);
+            .reshape([batch, 1, 1, seq])
+            .cast(x.dtype());
         for layer in &self.encoder.layer {
             x = layer.forward(x, bias.clone(), self.num_heads);
         }
@@ -240,7 +242,11 @@ impl Bert {
     /// - returns `[batch, hidden]`, each row of unit length.
     pub fn embed(&self, ids: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
         let [batch, seq] = mask.dims();
-        let h = self.hidden_states(ids, mask.clone());
+        // Pooling and normalisation in f32 whatever the model's precision: a sum over up to
+        // 256 positions is where f16 would lose most.
+        let h = self
+            .hidden_states(ids, mask.clone())
+            .cast(burn::tensor::FloatDType::F32);
         let m = mask.reshape([batch, seq, 1]);
         let summed = (h * m.clone()).sum_dim(1).squeeze_dim::<2>(1);
         let count = m.sum_dim(1).squeeze_dim::<2>(1).clamp_min(1e-9);

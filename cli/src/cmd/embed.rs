@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use gleaner_models::{BackendChoice, Embedder, MiniLmFiles, select_device};
+use gleaner_models::{BackendChoice, Embedder, MiniLmFiles, Precision, select_device};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::{HomeArgs, read_all};
@@ -24,6 +24,7 @@ use crate::output::{write_jsonl, write_safetensors};
 ///   gleaner embed --input corpus.txt --batch 64 > vectors.jsonl
 ///   gleaner embed --input corpus.txt --format safetensors --out vectors.safetensors
 ///   gleaner embed --backend wgpu < corpus.txt
+///   gleaner embed --backend wgpu --precision f16 < corpus.txt
 ///
 /// The weights come from `scripts/setup` (into <home>/models: --home or GLEANER_HOME, default
 /// ~/.cache/gleaner).
@@ -34,6 +35,10 @@ pub struct EmbedArgs {
     /// ndarray.
     #[arg(long, env = "GLEANER_BACKEND", default_value = "auto")]
     pub backend: BackendChoice,
+    /// Float type of the model on wgpu: f32 (the reference) or f16 (half the memory traffic,
+    /// faster matmuls on GPUs; outputs within the verifier's margins). CPU backends refuse f16.
+    #[arg(long, env = "GLEANER_PRECISION", default_value = "f32")]
+    pub precision: Precision,
     /// Texts per forward pass.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
@@ -76,7 +81,12 @@ pub(crate) fn run(args: EmbedArgs) -> anyhow::Result<()> {
             read_all(std::io::stdin().lock()).context("in stdin")?
         }
     };
-    let embedder = load_embedder(args.backend, args.model_dir.as_deref(), &args.home)?;
+    let embedder = load_embedder(
+        args.backend,
+        args.precision,
+        args.model_dir.as_deref(),
+        &args.home,
+    )?;
 
     let progress = if texts.len() > 256 {
         let bar = ProgressBar::new(texts.len() as u64);
@@ -128,15 +138,16 @@ pub(crate) fn minilm_files(model_dir: Option<&std::path::Path>, home: &HomeArgs)
     model_dir.map_or_else(|| home.models().minilm(), MiniLmFiles::in_dir)
 }
 
-/// Loads the encoder on the chosen backend and logs the choice.
+/// Loads the encoder on the chosen backend in `precision` and logs the choice.
 pub(crate) fn load_embedder(
     backend: BackendChoice,
+    precision: Precision,
     model_dir: Option<&std::path::Path>,
     home: &HomeArgs,
 ) -> anyhow::Result<Embedder> {
     let files = minilm_files(model_dir, home);
     files.ensure_present()?;
-    let device = select_device(backend)?;
+    let device = select_device(backend)?.with_precision(precision)?;
     tracing::info!("{}", device.describe());
     Ok(Embedder::load(&files, device)?)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use gleaner_models::smollm::{Decoding, GENERATE_MARGIN, Sampling, chat_prompt};
-use gleaner_models::{BackendChoice, DecoderChoice, Generator, select_device};
+use gleaner_models::{BackendChoice, DecoderChoice, Generator, Precision, select_device};
 
 use crate::common::HomeArgs;
 
@@ -54,6 +54,10 @@ pub struct GenerateArgs {
     /// Where the model runs: auto, wgpu, cpu, flex or ndarray.
     #[arg(long, env = "GLEANER_BACKEND", default_value = "auto")]
     pub backend: BackendChoice,
+    /// Float type of the model on wgpu: f32 (the reference) or f16 (half the memory traffic,
+    /// faster matmuls on GPUs; outputs within the verifier's margins). CPU backends refuse f16.
+    #[arg(long, env = "GLEANER_PRECISION", default_value = "f32")]
+    pub precision: Precision,
     /// What generates: auto (quantized on a CPU, Burn on a GPU), quantized or burn.
     #[arg(long, env = "GLEANER_DECODER", default_value = "auto")]
     pub decoder: DecoderChoice,
@@ -87,7 +91,7 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<()> {
         bail!("--top-p must be in (0, 1]");
     }
     let path = a.model.unwrap_or_else(|| a.home.models().smollm_gguf());
-    let device = select_device(a.backend)?;
+    let device = select_device(a.backend)?.with_precision(a.precision)?;
     tracing::info!("{}", device.describe());
     let generator = Generator::load_with(&path, device, a.decoder)?;
     tracing::info!(decoder = generator.decoder(), "SmolLM2 loaded");

@@ -12,8 +12,8 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Distribution, FloatDType};
 use tokenizers::Tokenizer;
 
 use super::tokenizer::tokenizer_from_gguf;
@@ -21,14 +21,19 @@ use super::{LlamaConfig, bad};
 use crate::gguf::Gguf;
 use crate::{Error, Result};
 
-/// Added to the scores of masked keys: finite, so a padded query row (which may see no key)
-/// stays finite, yet `exp` of it underflows to exactly 0 beside any real key.
-const MASKED: f32 = -1e9;
+/// Added to the scores of masked keys: finite in f32 and in f16 (largest 65504), so a padded
+/// query row (which may see no key) stays finite, yet `exp` of it underflows to exactly 0
+/// beside any real key in both.
+const MASKED: f32 = -30_000.0;
 
-/// `x / rms(x) * w` over the last dimension.
+/// `x / rms(x) * w` over the last dimension, computed in f32 and returned in `x`'s float type:
+/// a sum of 576 squares can pass f16's largest value.
 fn rms_norm(x: Tensor<2>, w: &Param<Tensor<1>>, eps: f64) -> Tensor<2> {
+    let dtype = x.dtype();
+    let x = x.cast(FloatDType::F32);
     let ms = x.clone().powf_scalar(2.0).mean_dim(1);
-    x * (ms + eps).sqrt().recip() * w.val().unsqueeze_dim::<2>(0)
+    let w = w.val().cast(FloatDType::F32).unsqueeze_dim::<2>(0);
+    (x * (ms + eps).sqrt().recip() * w).cast(dtype)
 }
 
 /// cos and sin of the rope angles of a step's positions, `[b, 1, s, head_dim / 2, 1]` each.
@@ -38,8 +43,14 @@ struct Rope {
 }
 
 impl Rope {
-    /// The angles of `positions` (row-major `[b, s]`).
-    fn new(cfg: &LlamaConfig, positions: &[usize], b: usize, s: usize, device: &Device) -> Self {
+    /// The angles of `positions` (row-major `[b, s]`), in `dtype`.
+    fn new(
+        cfg: &LlamaConfig,
+        positions: &[usize],
+        (b, s): (usize, usize),
+        dtype: FloatDType,
+        device: &Device,
+    ) -> Self {
         let d = cfg.head_dim();
         let half = d / 2;
         let mut cos = Vec::with_capacity(b * s * half);
@@ -54,6 +65,7 @@ impl Rope {
         let t = |v: Vec<f32>| {
             Tensor::<4>::from_data(TensorData::new(v, [b, 1, s, half]), device)
                 .unsqueeze_dim::<5>(4)
+                .cast(dtype)
         };
         Self {
             cos: t(cos),
@@ -366,6 +378,20 @@ impl Llama {
         self.norm.device()
     }
 
+    /// The same model with its weights in `dtype` (rounded once; a no-op for f32). Activations
+    /// follow the weights; RMSNorm statistics and the logits stay f32 ([`rms_norm`]).
+    pub fn into_precision(self, dtype: FloatDType) -> Self {
+        // `embed_t` is derived, not a parameter: the mapper does not see it.
+        let mut model = crate::backend::cast_params(self, dtype);
+        model.embed_t = model.embed_t.cast(dtype);
+        model
+    }
+
+    /// The float type of the weights and activations.
+    pub fn precision(&self) -> FloatDType {
+        self.norm.val().dtype().into()
+    }
+
     /// An empty cache for one sequence.
     pub fn cache(&self) -> KvCache {
         self.batch_cache(vec![0])
@@ -438,6 +464,7 @@ impl Llama {
             });
         }
         let rep = c.heads / c.kv_heads;
+        let dtype = self.precision();
         let start = cache.len;
         let t = start + s;
         let positions: Vec<usize> = (0..b)
@@ -460,10 +487,9 @@ impl Llama {
                     }
                 }
             }
-            Some(Tensor::<4>::from_data(
-                TensorData::new(m, [b, 1, rep * s, t]),
-                &device,
-            ))
+            Some(
+                Tensor::<4>::from_data(TensorData::new(m, [b, 1, rep * s, t]), &device).cast(dtype),
+            )
         } else {
             None
         };
@@ -471,7 +497,7 @@ impl Llama {
             cfg: c,
             b,
             s,
-            rope: Rope::new(c, &positions, b, s, &device),
+            rope: Rope::new(c, &positions, (b, s), dtype, &device),
             mask,
         };
         let idx: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
@@ -491,6 +517,7 @@ impl Llama {
         };
         let last = rms_norm(rows, &self.norm, c.eps);
         last.matmul(self.embed_t.clone())
+            .cast(FloatDType::F32)
             .into_data()
             .try_into_vec::<f32>()
             .map_err(|e| Error::Data(format!("{e:?}")))

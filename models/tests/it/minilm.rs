@@ -1,7 +1,8 @@
 //! The real checkpoint. Needs `scripts/setup` (weights) — a missing model fails with that command.
 
 use gleaner_models::{
-    BackendChoice, Embedder, MiniLmFiles, compare_embeddings, cosine, select_device,
+    BackendChoice, EMBED_MIN_COSINE, Embedder, MiniLmFiles, Precision, compare_embeddings, cosine,
+    select_device,
 };
 
 #[derive(serde::Deserialize)]
@@ -167,4 +168,32 @@ fn wgpu_matches_reference() {
         .collect();
     assert!(short.len() >= 4);
     assert_matches_reference(&e, &short, 0.9999);
+}
+
+/// f16 on wgpu (lavapipe here, through cubecl's SPIR-V compiler): every reference sentence stays
+/// ten times closer to the float64 reference than the comparator's threshold asks, so an honest
+/// f16 worker agrees with an f32 one. The worst cosine is printed for the docs.
+#[test]
+fn wgpu_f16_stays_far_inside_the_comparator() {
+    let r = reference();
+    let device = select_device(BackendChoice::Wgpu)
+        .and_then(|d| d.with_precision(Precision::F16))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = Embedder::load(&files(), device).unwrap();
+    let short: Vec<&RefSentence> = r.sentences.iter().filter(|s| s.ids.len() <= 12).collect();
+    assert!(short.len() >= 4);
+    let texts: Vec<&str> = short.iter().map(|s| s.text.as_str()).collect();
+    let got = e.embed(&texts, 4, |_| {}).unwrap();
+    let mut worst = 1f32;
+    let mut differs = false;
+    for (s, row) in short.iter().zip(got.chunks_exact(384)) {
+        worst = worst.min(cosine(row, &s.embedding));
+        differs |= row.iter().zip(&s.embedding).any(|(a, b)| a != b);
+    }
+    eprintln!("wgpu f16 vs the float64 reference: worst cosine {worst:.7}");
+    // The f16 path really ran: f32 values would not all match a float64 reference either, but
+    // f16 rounding moves them by far more than 1e-7 in cosine.
+    assert!(differs);
+    let bound = 1.0 - (1.0 - EMBED_MIN_COSINE) / 10.0;
+    assert!(worst >= bound, "worst cosine {worst} < {bound}");
 }

@@ -214,6 +214,42 @@ fn wgpu_decodes_the_reference_and_the_cpu_check_accepts_it() {
     assert!(check.accepted && check.max_gap < 1e-2, "{check:?}");
 }
 
+/// f16 on wgpu (lavapipe here): an honest f16 worker's greedy output is accepted by the f32 CPU
+/// verifier, and its teacher-forced logits stay within a fifth of the verifier's margin of the
+/// f32 reference's. The gaps are printed for the docs.
+#[test]
+fn wgpu_f16_output_is_accepted_by_the_cpu_check() {
+    use gleaner_models::{GENERATE_MARGIN, Generator, Precision};
+    let path = gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).smollm_gguf();
+    let device = select_device(BackendChoice::Wgpu)
+        .and_then(|d| d.with_precision(Precision::F16))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let half = Generator::load(&path, device).unwrap_or_else(|e| panic!("{e}"));
+    let prompt = "The capital of France is";
+    let rule = half.decoding(5, None, 0, 0);
+    let out = half.generate(prompt, &rule).unwrap();
+    let cpu = Generator::load(&path, select_device(BackendChoice::Flex).unwrap()).unwrap();
+    let check = cpu.verify(prompt, &out, &rule).unwrap();
+    eprintln!("f16 ids {:?}; the f32 check: {check:?}", out.ids);
+    assert!(check.accepted, "{check:?}");
+    let mut ids = half.prompt_ids(prompt).unwrap();
+    ids.extend(&out.ids);
+    let want = cpu.model().forward_all(&ids).unwrap();
+    let got = half.model().forward_all(&ids).unwrap();
+    assert_eq!(want.len(), got.len());
+    let d = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!(
+        "wgpu f16 vs flex f32: max |logit difference| {d:.3e} over {} positions",
+        ids.len()
+    );
+    // Non-zero: the f16 path ran; well inside the margin: it cannot get an honest worker slashed.
+    assert!(d > 1e-4 && d < GENERATE_MARGIN / 5.0, "{d}");
+}
+
 /// The quantized CPU decoder (what CPU workers generate with) keeps the reference semantics:
 /// the reference ids, logits within 1e-3 of the Burn model's, batched rows equal to single
 /// ones, and the Burn verifier accepts its sampled output.
