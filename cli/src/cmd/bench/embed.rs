@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use gleaner_models::{BackendChoice, EMBED_MIN_COSINE, compare_embeddings};
+use gleaner_models::{BackendChoice, EMBED_MIN_COSINE, Precision, compare_embeddings};
 
 use crate::common::{HomeArgs, read_all};
 
@@ -23,6 +23,10 @@ pub struct EmbedBench {
     /// The first is the one the others' vectors are compared with.
     #[arg(long, value_delimiter = ',', default_value = "cpu,flex,wgpu")]
     pub backends: Vec<BackendChoice>,
+    /// Float types to measure on wgpu, comma-separated (f32, f16); CPU backends run f32 only.
+    /// Each f16 row is compared with the first measured backend like any other.
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    pub precisions: Vec<Precision>,
     /// Also time whole processes (`gleaner embed` on each CPU backend, and the peer): start,
     /// load, embed the corpus, write, exit.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -49,6 +53,8 @@ pub struct EmbedBench {
 #[derive(Debug, serde::Serialize)]
 struct Row {
     implementation: String,
+    /// The model's float type (`f32`, or `f16` on wgpu); `f32` for the peer.
+    precision: Precision,
     batch: u32,
     /// `first`: the first pass of this configuration after the miner's start-up warm-up (a job's
     /// first sentences; for the peer, its first pass); `warm`: the same pass again; `process`: a
@@ -67,6 +73,7 @@ impl Row {
     fn new(implementation: &str, batch: u32, pass: &'static str, n: usize, secs: f64) -> Self {
         Self {
             implementation: implementation.to_owned(),
+            precision: Precision::F32,
             batch,
             pass,
             sentences: n,
@@ -87,15 +94,16 @@ pub(super) fn embed(args: EmbedBench) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut first: Option<Vec<f32>> = None;
     let mut cpu_backends = Vec::new();
-    for &backend in &args.backends {
+    for (backend, precision) in super::configs(&args.backends, &args.precisions) {
         let embedder = match crate::cmd::embed::load_embedder(
             backend,
+            precision,
             args.model_dir.as_deref(),
             &args.home,
         ) {
             Ok(e) => e,
             Err(err) if backend == BackendChoice::Wgpu => {
-                eprintln!("skipping wgpu: {err:#}");
+                eprintln!("skipping wgpu {precision}: {err:#}");
                 continue;
             }
             Err(err) => return Err(err),
@@ -110,8 +118,12 @@ pub(super) fn embed(args: EmbedBench) -> anyhow::Result<()> {
         if dev.adapter.is_none() {
             cpu_backends.push((backend, format!("gleaner/{}", dev.backend)));
         }
+        let suffix = match precision {
+            Precision::F32 => String::new(),
+            p => format!("-{p}"),
+        };
         let name = match &dev.adapter {
-            Some(a) => format!("gleaner/{} ({})", dev.backend, a.name),
+            Some(a) => format!("gleaner/{}{suffix} ({})", dev.backend, a.name),
             None => format!("gleaner/{}", dev.backend),
         };
         // What a miner does at start: on a GPU, every padded shape the corpus can use runs once
@@ -137,6 +149,7 @@ pub(super) fn embed(args: EmbedBench) -> anyhow::Result<()> {
                 let start = Instant::now();
                 let v = embedder.embed(&texts[..n], batch as usize, |_| {})?;
                 let mut row = Row::new(&name, batch, pass, n, start.elapsed().as_secs_f64());
+                row.precision = precision;
                 match &first {
                     None => first = Some(v),
                     Some(f) => {

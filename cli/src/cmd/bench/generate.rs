@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use gleaner_models::smollm::GENERATE_MARGIN;
-use gleaner_models::{BackendChoice, Decoder};
+use gleaner_models::{BackendChoice, Decoder, Precision};
 
 use crate::common::HomeArgs;
 
@@ -17,6 +17,11 @@ pub struct GenerateBench {
     /// Backends to measure, comma-separated (wgpu is skipped with a note when no adapter exists).
     #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
     pub backends: Vec<BackendChoice>,
+    /// Float types to measure on wgpu, comma-separated (f32, f16); CPU backends run f32 only.
+    /// Each configuration's logits are compared with the first's, and the first's verifier
+    /// checks its greedy output (what an honest worker of that precision would be judged by).
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    pub precisions: Vec<Precision>,
     /// Batch sizes (copies of the prompt decoded together), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     pub batches: Vec<usize>,
@@ -34,6 +39,9 @@ pub struct GenerateBench {
     /// Also measure the quantized CPU decoder (with the first CPU backend verifying it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub quantized: bool,
+    /// Print JSON lines (one per row, then one per calibration) instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 type GenFn<'a> = dyn Fn(&[&[u32]], usize) -> gleaner_models::Result<Vec<Vec<u32>>> + 'a;
@@ -85,6 +93,7 @@ fn measure(
         }
         let row = GenRow {
             implementation: name.to_owned(),
+            precision: Precision::F32,
             batch: b,
             prompt: prompt.len(),
             prefill_secs: prefill,
@@ -111,6 +120,7 @@ anyone is paid. Explain in simple words why redundancy matters:";
 /// One measured configuration of `bench generate`.
 struct GenRow {
     implementation: String,
+    precision: Precision,
     batch: usize,
     prompt: usize,
     prefill_secs: f64,
@@ -120,6 +130,30 @@ struct GenRow {
     cold_secs: f64,
     /// Teacher-forced check of the batch-1 output, seconds: the first check, and a second.
     verify_secs: Option<(f64, f64)>,
+}
+
+impl GenRow {
+    /// One JSON object: the measured seconds and the rates derived from them.
+    fn json(&self) -> serde_json::Value {
+        let gen_secs = self.prefill_secs + self.decode_secs;
+        let (vc, vw) = self.verify_secs.unzip();
+        serde_json::json!({
+            "implementation": self.implementation,
+            "precision": self.precision,
+            "batch": self.batch,
+            "prompt": self.prompt,
+            "prefill_secs": self.prefill_secs,
+            "prefill_tok_per_s": (self.batch * self.prompt) as f64 / self.prefill_secs,
+            "new": self.new,
+            "decode_secs": self.decode_secs,
+            "new_tok_per_s": (self.batch * self.new) as f64 / self.decode_secs,
+            "cold_secs": (self.cold_secs > 0.0).then_some(self.cold_secs),
+            "verify_cold_secs": vc,
+            "verify_warm_secs": vw,
+            "verify_over_gen_cold": vc.map(|v| v / gen_secs),
+            "verify_over_gen_warm": vw.map(|v| v / gen_secs),
+        })
+    }
 }
 
 /// The largest element-wise difference of two logit arrays.
@@ -160,21 +194,27 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
     }
     let mut rows = Vec::new();
     let mut calibration = Vec::new();
-    // The first backend's teacher-forced pass (name, prompt + greedy output, logits).
-    let mut reference: Option<(String, Vec<u32>, Vec<f32>)> = None;
+    // The first configuration's model and teacher-forced pass (prompt + its greedy output).
+    let mut reference: Option<Reference> = None;
     let mut prompt_ids = Vec::new();
     let mut quantized_done = false;
-    for &backend in &args.backends {
-        let dev = match gleaner_models::select_device(backend) {
+    for (backend, precision) in super::configs(&args.backends, &args.precisions) {
+        let dev = match gleaner_models::select_device(backend)
+            .and_then(|d| d.with_precision(precision))
+        {
             Ok(d) => d,
             Err(e) if backend == BackendChoice::Wgpu => {
-                eprintln!("skipping wgpu: {e}");
+                eprintln!("skipping wgpu {precision}: {e}");
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
-        let name = format!("gleaner/{}", dev.backend);
+        let name = match precision {
+            Precision::F32 => format!("gleaner/{}", dev.backend),
+            p => format!("gleaner/{}-{p}", dev.backend),
+        };
         let (model, tok) = Llama::load(&path, &dev.device)?;
+        let model = model.into_precision(precision.dtype());
         let prompt = tok
             .encode(GEN_PROMPT, false)
             .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -184,7 +224,11 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
         let burn_gen = |refs: &[&[u32]], n: usize| {
             model.generate_batch(refs, n, None, &vec![None; refs.len()])
         };
+        let first_row = rows.len();
         let greedy = measure(&name, &args, &prompt, &burn_gen, &model, &mut rows)?;
+        for row in &mut rows[first_row..] {
+            row.precision = precision;
+        }
         // The quantized CPU decoder (what CPU workers generate with, and what a `cpu` verifier
         // checks with), once, verifying itself as a `cpu` verifier does.
         if args.quantized && dev.adapter.is_none() && !quantized_done {
@@ -198,34 +242,50 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
             let mut ids = prompt.clone();
             ids.extend(greedy.clone().unwrap_or_default());
             let (a, b) = (model.forward_all(&ids)?, q.forward_all(&ids)?);
-            let d = max_abs_diff(&a, &b);
-            calibration.push(format!(
-                "{qname} (the verifier's pass) vs {name}: max |logit difference| {d:.2e} over {} \
-                 positions",
-                ids.len()
-            ));
+            calibration.push(Calibration {
+                implementation: format!("{qname} (the verifier's pass)"),
+                against: name.clone(),
+                positions: ids.len(),
+                max_logit_diff: Some(max_abs_diff(&a, &b)),
+                min_top2_gap: None,
+                reference_accepts: None,
+            });
         }
-        // Calibration: the same teacher-forced pass on each backend.
+        // Calibration: the same teacher-forced pass on each configuration, and the reference
+        // verifier's judgement of this configuration's greedy output.
         let v = model.config().vocab;
+        let greedy = greedy.unwrap_or_default();
         match &reference {
             None => {
                 let mut ids = prompt.clone();
-                ids.extend(greedy.unwrap_or_default());
+                ids.extend(&greedy);
                 let logits = model.forward_all(&ids)?;
-                calibration.push(format!(
-                    "{name}: smallest top-2 logit gap along its greedy output {:.3}",
-                    min_top2_gap(&logits, v, prompt.len() - 1)
-                ));
-                reference = Some((name, ids, logits));
+                calibration.push(Calibration {
+                    implementation: name.clone(),
+                    against: name.clone(),
+                    positions: ids.len(),
+                    max_logit_diff: None,
+                    min_top2_gap: Some(min_top2_gap(&logits, v, prompt.len() - 1)),
+                    reference_accepts: None,
+                });
+                reference = Some(Reference {
+                    name,
+                    model,
+                    ids,
+                    logits,
+                });
             }
-            Some((first, ids, want)) => {
-                let logits = model.forward_all(ids)?;
-                let d = max_abs_diff(want, &logits);
-                calibration.push(format!(
-                    "{name} vs {first}: max |logit difference| {d:.2e} over {} positions \
-                     (verifier margin {GENERATE_MARGIN})",
-                    ids.len()
-                ));
+            Some(r) => {
+                let logits = model.forward_all(&r.ids)?;
+                let check = r.model.check_greedy(&prompt, &greedy, GENERATE_MARGIN)?;
+                calibration.push(Calibration {
+                    implementation: name,
+                    against: r.name.clone(),
+                    positions: r.ids.len(),
+                    max_logit_diff: Some(max_abs_diff(&r.logits, &logits)),
+                    min_top2_gap: None,
+                    reference_accepts: Some((check.accepted, check.max_gap)),
+                });
             }
         }
     }
@@ -240,11 +300,92 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
             )?);
         }
     }
+    if args.json {
+        for r in &rows {
+            println!("{}", r.json());
+        }
+        for c in &calibration {
+            println!("{}", c.json());
+        }
+        return Ok(());
+    }
     print_gen_rows(&rows);
-    for c in calibration {
+    for c in &calibration {
         println!("{c}");
     }
     Ok(())
+}
+
+/// The first configuration of a run: what every later one is compared with.
+struct Reference {
+    name: String,
+    model: gleaner_models::smollm::Llama,
+    /// Prompt + the reference's greedy output.
+    ids: Vec<u32>,
+    /// The reference's teacher-forced logits of `ids`.
+    logits: Vec<f32>,
+}
+
+/// How one configuration's logits compare with the reference's.
+struct Calibration {
+    implementation: String,
+    against: String,
+    positions: usize,
+    /// Largest |logit difference| against `against` over `positions` teacher-forced positions.
+    max_logit_diff: Option<f32>,
+    /// The reference's smallest top-2 logit gap along its own greedy output.
+    min_top2_gap: Option<f32>,
+    /// Whether the reference's verifier accepts this configuration's greedy output, and the
+    /// largest logit gap it saw.
+    reference_accepts: Option<(bool, f32)>,
+}
+
+impl Calibration {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "calibration": self.implementation,
+            "against": self.against,
+            "positions": self.positions,
+            "max_logit_diff": self.max_logit_diff,
+            "min_top2_gap": self.min_top2_gap,
+            "margin": GENERATE_MARGIN,
+            "reference_accepts": self.reference_accepts.map(|(a, _)| a),
+            "reference_max_gap": self.reference_accepts.map(|(_, g)| g),
+        })
+    }
+}
+
+impl std::fmt::Display for Calibration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.positions;
+        if let Some(gap) = self.min_top2_gap {
+            return write!(
+                f,
+                "{}: smallest top-2 logit gap along its greedy output {gap:.3}",
+                self.implementation
+            );
+        }
+        write!(f, "{} vs {}:", self.implementation, self.against)?;
+        if let Some(d) = self.max_logit_diff {
+            write!(
+                f,
+                " max |logit difference| {d:.2e} over {n} positions (verifier margin \
+                 {GENERATE_MARGIN})"
+            )?;
+        }
+        match self.reference_accepts {
+            Some((true, gap)) => write!(
+                f,
+                "; its verifier accepts the greedy output (gap {gap:.2e})"
+            ),
+            Some((false, gap)) => write!(
+                f,
+                "; ITS VERIFIER REJECTS the greedy output (gap {gap:.2e}): an honest worker \
+                 of this configuration would be slashed"
+            ),
+            None => Ok(()),
+        }
+    }
 }
 
 fn run_generate_peer(
@@ -269,6 +410,7 @@ fn run_generate_peer(
     };
     Ok(GenRow {
         implementation: v["implementation"].as_str().unwrap_or("peer").to_owned(),
+        precision: Precision::F32,
         batch,
         prompt: f("prompt_tokens")? as usize,
         prefill_secs: f("prefill_secs")?,

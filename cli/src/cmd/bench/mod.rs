@@ -3,6 +3,7 @@
 mod coordinator;
 mod embed;
 mod generate;
+mod kernels;
 mod sim;
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use clap::Subcommand;
 pub(crate) use coordinator::CoordinatorBench;
 pub(crate) use embed::EmbedBench;
 pub(crate) use generate::GenerateBench;
+pub(crate) use kernels::KernelsBench;
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
@@ -47,6 +49,20 @@ pub enum BenchCommand {
     ///   scripts/bench generate
     #[command(verbatim_doc_comment)]
     Generate(GenerateBench),
+    /// GPU kernel launches per MiniLM forward and per decoded SmolLM2 token, on wgpu (a GPU,
+    /// or lavapipe), for each precision, with the shader compiler cubecl used (SPIR-V or WGSL)
+    /// and the most launched kernels.
+    ///
+    /// Runs itself as a child with cubecl's log on, once with one measured forward and once
+    /// with three after the same warm-up, and prints the difference over two: compilation,
+    /// autotuning and loading cancel out. Each launch is a dispatch that a decoding step
+    /// waits for, so fusion and sampling on the device show here before any timing does.
+    ///
+    /// Examples:
+    ///   gleaner bench kernels
+    ///   gleaner bench kernels --precisions f16 --batch 32 --decode-batch 8 --json
+    #[command(verbatim_doc_comment)]
+    Kernels(KernelsBench),
     /// The coordinator under simulated workers: round trips/s, per-endpoint latency, its CPU
     /// share, database bytes and gas per task.
     ///
@@ -71,8 +87,23 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Embed(args) => embed::embed(args),
         BenchCommand::Generate(args) => generate::generate(args),
+        BenchCommand::Kernels(args) => kernels::kernels(args),
         BenchCommand::Coordinator(args) => coordinator::coordinator(args),
     }
+}
+
+/// Every (backend, precision) pair to measure, backends first: f16 and other precisions only on
+/// wgpu, since CPU backends compute in f32.
+fn configs(
+    backends: &[gleaner_models::BackendChoice],
+    precisions: &[gleaner_models::Precision],
+) -> Vec<(gleaner_models::BackendChoice, gleaner_models::Precision)> {
+    use gleaner_models::{BackendChoice, Precision};
+    backends
+        .iter()
+        .flat_map(|&b| precisions.iter().map(move |&p| (b, p)))
+        .filter(|&(b, p)| p == Precision::F32 || b == BackendChoice::Wgpu)
+        .collect()
 }
 
 /// Runs a peer benchmark command that prints one JSON object, and parses it.
@@ -109,5 +140,25 @@ fn print_peer_ratios(rows: &[(&str, usize, f64)], what: &str) {
                 println!("batch {b}: {what}{} / {} = {:.2}x", g.0, p.0, g.2 / p.2);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gleaner_models::{BackendChoice as B, Precision as P};
+
+    #[test]
+    fn configs_offer_f16_on_wgpu_only() {
+        let got = super::configs(&[B::Cpu, B::Wgpu, B::Flex], &[P::F32, P::F16]);
+        assert_eq!(
+            got,
+            vec![
+                (B::Cpu, P::F32),
+                (B::Wgpu, P::F32),
+                (B::Wgpu, P::F16),
+                (B::Flex, P::F32)
+            ]
+        );
+        assert!(super::configs(&[B::Cpu], &[P::F16]).is_empty());
     }
 }
