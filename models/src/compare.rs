@@ -13,8 +13,8 @@ use crate::{Error, Result};
 /// row measured, and wgpu in f16 (`--precision f16`, lavapipe) to 0.9999974 (test
 /// `wgpu_f16_stays_far_inside_the_comparator`); honest replicas therefore sit within ~1e-5 of 1.
 /// A corrupted or substituted embedding (another model, another input, noise) lands far below
-/// (cosines of unrelated sentences under this model are < 0.9). 0.999 leaves two orders of magnitude of headroom for GPU drivers
-/// while rejecting any meaningful tampering.
+/// (cosines of unrelated sentences under this model are < 0.9). 0.999 leaves two orders of
+/// magnitude of headroom for GPU drivers while rejecting any meaningful tampering.
 pub const EMBED_MIN_COSINE: f32 = 0.999;
 
 /// How two embedding matrices compare.
