@@ -82,16 +82,6 @@ pub(super) fn read_replica(row: &AnyRow) -> Result<ReplicaRow> {
     })
 }
 
-/// Open tasks of leasable jobs (posted, before the deadline `$1`), as `t` joined with `j`.
-fn leasable_sql() -> String {
-    format!(
-        "FROM tasks t JOIN jobs j ON j.job_id = t.job_id \
-         WHERE j.state = '{posted}' AND j.deadline > $1 AND t.state = '{open}'",
-        posted = JobState::Posted.as_str(),
-        open = TaskState::Open.as_str(),
-    )
-}
-
 /// `queued` (replicas still wanted in leasable jobs: `job_wanted`, kept by triggers),
 /// `leased` (live leases) and `mine` (live leases of worker `$2`), at `$1` = now, in one query.
 fn counts_sql() -> String {
@@ -108,43 +98,60 @@ fn counts_sql() -> String {
     )
 }
 
-/// The next `limit` replicas for worker `$2` at `$1` = now among jobs of kinds
-/// `$3..$(2+kinds)`: the earliest deadline first, tasks it holds no live replica of, each with a
-/// slot free (one replica per task: a worker never holds two of the same task).
-fn pick_sql(db: DbKind, kinds: usize, limit: u64) -> String {
-    let kind_params: Vec<String> = (0..kinds).map(|k| format!("${}", k + 3)).collect();
-    let free = format!(
-        "t.live < t.replicas_needed \
+/// SQLite: the leasable jobs (posted, before the deadline `$1`) of kinds `$2..$(1+kinds)`,
+/// earliest deadline first: the order [`pick_sql`] takes jobs in.
+fn leasable_jobs_sql(kinds: usize) -> String {
+    let kind_params: Vec<String> = (0..kinds).map(|k| format!("${}", k + 2)).collect();
+    format!(
+        "SELECT job_id FROM jobs WHERE state = '{posted}' AND deadline > $1 \
+         AND kind IN ({kinds}) ORDER BY deadline, LENGTH(job_id), job_id",
+        posted = JobState::Posted.as_str(),
+        kinds = kind_params.join(", "),
+    )
+}
+
+/// SQLite: the first `limit` tasks of job `$1` that still want a replica and worker `$2` holds
+/// no live replica of, in index order, read through the `tasks_wanting` index (so that the
+/// tasks already leased in full are never visited).
+fn job_pick_sql(limit: u64) -> String {
+    format!(
+        "SELECT t.job_id AS job_id, t.idx AS idx, t.task_hash AS task_hash, \
+         t.input_hash AS input_hash FROM tasks t INDEXED BY tasks_wanting \
+         WHERE t.job_id = $1 AND t.state = '{open}' AND t.live < t.replicas_needed \
          AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.job_id = t.job_id AND r.idx = t.idx \
-              AND r.worker = $2 AND r.state IN {live_states})",
+              AND r.worker = $2 AND r.state IN {live_states}) \
+         ORDER BY t.idx LIMIT {limit}",
+        open = TaskState::Open.as_str(),
         live_states = live_list(),
-    );
-    match db {
-        DbKind::Sqlite => format!(
-            "SELECT t.job_id AS job_id, t.idx AS idx, t.task_hash AS task_hash, \
-             t.input_hash AS input_hash {leasable} AND j.kind IN ({kinds}) AND {free} \
-             ORDER BY j.deadline, LENGTH(j.job_id), j.job_id, t.idx LIMIT {limit}",
-            leasable = leasable_sql(),
-            kinds = kind_params.join(", "),
-        ),
-        // Jobs in order, then each job's open tasks through the `tasks_open` index: the join
-        // sorted as one (as for SQLite) made PostgreSQL read and sort every open task under
-        // `SKIP LOCKED` for each lease (51 round trips/s on a 2,000-task job, 181 on 600).
-        // A lateral pick locks at most `limit` tasks per leasable job.
-        DbKind::Postgres => format!(
-            "SELECT x.job_id AS job_id, x.idx AS idx, x.task_hash AS task_hash, \
-             x.input_hash AS input_hash \
-             FROM (SELECT j.job_id, j.deadline FROM jobs j WHERE j.state = '{posted}' \
-                   AND j.deadline > $1 AND j.kind IN ({kinds})) j \
-             CROSS JOIN LATERAL (SELECT t.job_id, t.idx, t.task_hash, t.input_hash \
-                   FROM tasks t WHERE t.job_id = j.job_id AND t.state = '{open}' AND {free} \
-                   ORDER BY t.idx LIMIT {limit} FOR UPDATE OF t SKIP LOCKED) x \
-             ORDER BY j.deadline, LENGTH(j.job_id), j.job_id, x.idx LIMIT {limit}",
-            posted = JobState::Posted.as_str(),
-            open = TaskState::Open.as_str(),
-            kinds = kind_params.join(", "),
-        ),
-    }
+    )
+}
+
+/// PostgreSQL: the next `limit` replicas for worker `$2` at `$1` = now among jobs of kinds
+/// `$3..$(2+kinds)`: the earliest deadline first, tasks it holds no live replica of, each with a
+/// slot free (one replica per task: a worker never holds two of the same task). Jobs in order,
+/// then each job's open tasks through the `tasks_open` index: the join sorted as one made
+/// PostgreSQL read and sort every open task under `SKIP LOCKED` for each lease (51 round
+/// trips/s on a 2,000-task job, 181 on 600). A lateral pick locks at most `limit` tasks per
+/// leasable job. (SQLite: [`leasable_jobs_sql`], then [`job_pick_sql`] per job.)
+fn pick_sql(kinds: usize, limit: u64) -> String {
+    let kind_params: Vec<String> = (0..kinds).map(|k| format!("${}", k + 3)).collect();
+    format!(
+        "SELECT x.job_id AS job_id, x.idx AS idx, x.task_hash AS task_hash, \
+         x.input_hash AS input_hash \
+         FROM (SELECT j.job_id, j.deadline FROM jobs j WHERE j.state = '{posted}' \
+               AND j.deadline > $1 AND j.kind IN ({kinds})) j \
+         CROSS JOIN LATERAL (SELECT t.job_id, t.idx, t.task_hash, t.input_hash \
+               FROM tasks t WHERE t.job_id = j.job_id AND t.state = '{open}' \
+               AND t.live < t.replicas_needed \
+               AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.job_id = t.job_id \
+                    AND r.idx = t.idx AND r.worker = $2 AND r.state IN {live_states}) \
+               ORDER BY t.idx LIMIT {limit} FOR UPDATE OF t SKIP LOCKED) x \
+         ORDER BY j.deadline, LENGTH(j.job_id), j.job_id, x.idx LIMIT {limit}",
+        posted = JobState::Posted.as_str(),
+        open = TaskState::Open.as_str(),
+        kinds = kind_params.join(", "),
+        live_states = live_list(),
+    )
 }
 
 /// The kinds a worker's stored capabilities list, as plain strings. Capabilities without a
@@ -307,17 +314,45 @@ impl Store {
             tx.commit().await?;
             return Ok(Vec::new());
         }
-        let mut pick = sqlx::query(sqlx::AssertSqlSafe(pick_sql(
-            self.kind,
-            kinds.len(),
-            wanted,
-        )))
-        .bind(now_param)
-        .bind(worker_hex.clone());
-        for kind in kinds {
-            pick = pick.bind(kind);
-        }
-        let rows = pick.fetch_all(&mut *tx).await?;
+        let rows = match self.kind {
+            DbKind::Postgres => {
+                let mut pick = sqlx::query(sqlx::AssertSqlSafe(pick_sql(kinds.len(), wanted)))
+                    .bind(now_param)
+                    .bind(worker_hex.clone());
+                for kind in &kinds {
+                    pick = pick.bind(kind);
+                }
+                pick.fetch_all(&mut *tx).await?
+            }
+            // The leasable jobs in order, then each job's first wanting tasks through the
+            // `tasks_wanting` index until `wanted` are found: SQLite sorted the join of every
+            // open task instead (its plan sorts "the right part of the ORDER BY"), 33 ms per
+            // lease on a 20,000-task job against 0.3 ms per job this way.
+            DbKind::Sqlite => {
+                let mut jobs = sqlx::query(sqlx::AssertSqlSafe(leasable_jobs_sql(kinds.len())))
+                    .bind(now_param);
+                for kind in &kinds {
+                    jobs = jobs.bind(kind);
+                }
+                let jobs = jobs.fetch_all(&mut *tx).await?;
+                let mut rows = Vec::new();
+                for job in &jobs {
+                    let left = wanted - rows.len() as u64;
+                    if left == 0 {
+                        break;
+                    }
+                    let job_id: String = job.try_get("job_id")?;
+                    rows.extend(
+                        sqlx::query(sqlx::AssertSqlSafe(job_pick_sql(left)))
+                            .bind(job_id)
+                            .bind(worker_hex.clone())
+                            .fetch_all(&mut *tx)
+                            .await?,
+                    );
+                }
+                rows
+            }
+        };
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
@@ -621,13 +656,16 @@ mod tests {
     #[test]
     fn the_kind_filter_has_one_parameter_per_kind() {
         for kinds in [1, 3, 7] {
-            let sql = pick_sql(DbKind::Sqlite, kinds, 1);
+            let sql = leasable_jobs_sql(kinds);
+            assert!(sql.contains(&format!("${}", kinds + 1)), "{sql}");
+            assert!(!sql.contains(&format!("${}", kinds + 2)), "{sql}");
+            let sql = pick_sql(kinds, 1);
             assert!(sql.contains(&format!("${}", kinds + 2)), "{sql}");
             assert!(!sql.contains(&format!("${}", kinds + 3)), "{sql}");
-            assert!(!sql.contains("FOR UPDATE"));
         }
-        assert!(pick_sql(DbKind::Postgres, 2, 1).contains("FOR UPDATE OF t SKIP LOCKED"));
-        assert!(pick_sql(DbKind::Postgres, 2, 1).contains("$4"));
+        assert!(pick_sql(2, 1).contains("FOR UPDATE OF t SKIP LOCKED"));
+        assert!(!job_pick_sql(5).contains("FOR UPDATE"));
+        assert!(job_pick_sql(5).ends_with("LIMIT 5"));
         assert_eq!(declared_kinds(None), [LEGACY_KIND]);
         assert_eq!(declared_kinds(Some("{}")), [LEGACY_KIND]);
         assert_eq!(declared_kinds(Some(r#"{"kinds":["a","b"]}"#)), ["a", "b"]);

@@ -299,6 +299,42 @@ async fn sqlite_file_survives_a_restart() {
     assert_eq!((again.job_id, again.index), (U256::from(2), 0));
 }
 
+/// A batch lease walks the leasable jobs by deadline, then by numeric job id (9 before 11), and
+/// each job's tasks in order, skipping tasks the worker already holds, until it has `max`.
+async fn batch_lease_order(s: &Store) {
+    for (id, n, deadline) in [(11, 2, 5_000), (9, 2, 5_000), (10, 3, 4_000)] {
+        let (mut row, tasks) = job(id, n, 1);
+        row.deadline = deadline;
+        assert!(s.insert_job(&row, &tasks, 1).await.unwrap());
+        s.set_job_state(U256::from(id), JobState::Registered, JobState::Posted)
+            .await
+            .unwrap();
+    }
+    let w = Address::repeat_byte(5);
+    worker(s, w, 1.0, 100).await;
+    let first = s.lease(w, 100, 60, 600).await.unwrap().unwrap();
+    assert_eq!((first.job_id, first.index), (U256::from(10), 0));
+    let order = |got: Vec<gleaner_coordinator::LeasedTask>| -> Vec<(u64, u32)> {
+        got.iter()
+            .map(|l| (l.job_id.to::<u64>(), l.index))
+            .collect()
+    };
+    let got = order(s.lease_many(w, 100, 60, 600, 4).await.unwrap());
+    assert_eq!(got, [(10, 1), (10, 2), (9, 0), (9, 1)]);
+    let got = order(s.lease_many(w, 100, 60, 600, 64).await.unwrap());
+    assert_eq!(got, [(11, 0), (11, 1)]);
+    assert!(s.lease_many(w, 100, 60, 600, 64).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_lease_takes_jobs_by_deadline_and_tasks_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
+    let s = Store::connect(&url).await.unwrap();
+    batch_lease_order(&s).await;
+    assert_wanted_consistent(&url, "after the ordered leases").await;
+}
+
 /// A worker is leased only the task kinds its signed capabilities list (none listed, as in
 /// sessions from before kinds existed: embed only).
 #[tokio::test]
