@@ -454,7 +454,7 @@ impl Store {
         let sql = format!("SELECT {REPLICA_COLUMNS} FROM replicas WHERE lease_id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(lease_id.to_owned())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.reader())
             .await?;
         row.as_ref().map(read_replica).transpose()
     }
@@ -468,7 +468,7 @@ impl Store {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(job_id.to_string())
             .bind(ReplicaState::Submitted.as_str())
-            .fetch_all(&self.pool)
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(read_replica).collect()
     }
@@ -534,7 +534,7 @@ impl Store {
             for id in chunk {
                 q = q.bind(id.clone());
             }
-            for row in q.fetch_all(&self.pool).await? {
+            for row in q.fetch_all(self.reader()).await? {
                 out.push((read_replica(&row)?, column(&row, "task_hash")?));
             }
         }
@@ -612,7 +612,7 @@ impl Store {
         let counts = sqlx::query(sqlx::AssertSqlSafe(counts_sql()))
             .bind(to_bigint(now)?)
             .bind(String::new())
-            .fetch_one(&self.pool)
+            .fetch_one(self.reader())
             .await?;
         Ok(QueueStats {
             queued: int_column(&counts, "queued")?,

@@ -6,8 +6,10 @@
 //! the state enums live in [`codec`], nowhere else.
 //!
 //! Every multi-step write runs in one transaction. SQLite transactions that write begin with
-//! `BEGIN IMMEDIATE` (one writer at a time, no upgrade deadlocks); PostgreSQL leasing locks the
-//! chosen task row with `FOR UPDATE SKIP LOCKED`, so several coordinators can share a database.
+//! `BEGIN IMMEDIATE` (one writer at a time, no upgrade deadlocks) on the writer's pool, and
+//! reads outside a transaction use [`SQLITE_READERS`] read-only connections of their own;
+//! PostgreSQL leasing locks the chosen task row with `FOR UPDATE SKIP LOCKED`, so several
+//! coordinators can share a database.
 //! A partial unique index (`replicas_distinct_workers`) makes "two live replicas of one task on
 //! one worker" impossible whatever the code above does, and CHECK constraints (migration 0003)
 //! refuse any state string the code does not know.
@@ -67,10 +69,18 @@ impl DbKind {
     }
 }
 
+/// SQLite connections that only read, beside the one writer ([`Store::connect_with`]).
+const SQLITE_READERS: u32 = 2;
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Every write, and reads inside a write's transaction.
     pool: AnyPool,
+    /// Reads outside a transaction: on a SQLite file, connections of their own (a write-ahead
+    /// log lets them read the last commit while the writer writes), so that sessions, blobs
+    /// and lookups do not queue behind the single writer; elsewhere the same pool.
+    read: AnyPool,
     kind: DbKind,
 }
 
@@ -86,39 +96,45 @@ impl Store {
     pub async fn connect_with(url: &str, pool_size: Option<u32>) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let kind = DbKind::of_url(url)?;
-        let max = if url.starts_with("sqlite::memory:") {
+        let memory = url.starts_with("sqlite::memory:");
+        let max = if memory {
             1
         } else {
             pool_size.unwrap_or_else(|| kind.default_pool_size()).max(1)
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if kind == DbKind::Sqlite {
-                        // A write-ahead log, synced at checkpoints rather than at every commit:
-                        // each commit is one append, not a handful of fsyncs (the coordinator
-                        // commits three times per replica). A killed process loses nothing; a
-                        // power cut may lose the last commits, which workers resubmit.
-                        // A page cache of up to 64 MiB (SQLite's default is 2 MiB): a large
-                        // job's hot pages otherwise come back through a read syscall each time.
-                        sqlx::Executor::execute(
-                            &mut *conn,
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA cache_size = -65536;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
+        // A write-ahead log, synced at checkpoints rather than at every commit: each commit is
+        // one append, not a handful of fsyncs (the coordinator commits three times per
+        // replica). A killed process loses nothing; a power cut may lose the last commits,
+        // which workers resubmit. A page cache of up to 64 MiB (SQLite's default is 2 MiB): a
+        // large job's hot pages otherwise come back through a read syscall each time.
+        let pool = sqlite_pragmas(
+            AnyPoolOptions::new().max_connections(max),
+            kind,
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;",
+        )
+        .connect(url)
+        .await?;
         match kind {
             DbKind::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             DbKind::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, kind })
+        let read = if kind == DbKind::Sqlite && !memory {
+            sqlite_pragmas(
+                AnyPoolOptions::new().max_connections(SQLITE_READERS),
+                kind,
+                "PRAGMA cache_size = -65536; PRAGMA query_only = ON;",
+            )
+            .connect(url)
+            .await?
+        } else {
+            pool.clone()
+        };
+        Ok(Self { pool, read, kind })
+    }
+
+    /// The pool for reads outside a transaction ([`Store::read`]'s doc).
+    fn reader(&self) -> &AnyPool {
+        &self.read
     }
 
     /// Which database this is.
@@ -126,8 +142,9 @@ impl Store {
         self.kind
     }
 
-    /// Closes the pool (waits for connections to finish).
+    /// Closes the pools (waits for connections to finish).
     pub async fn close(&self) {
+        self.read.close().await;
         self.pool.close().await;
     }
 
@@ -153,6 +170,18 @@ impl Store {
     }
 }
 
+/// `options` running `pragmas` on each new connection when `kind` is SQLite.
+fn sqlite_pragmas(options: AnyPoolOptions, kind: DbKind, pragmas: &'static str) -> AnyPoolOptions {
+    options.after_connect(move |conn, _| {
+        Box::pin(async move {
+            if kind == DbKind::Sqlite {
+                sqlx::Executor::execute(&mut *conn, pragmas).await?;
+            }
+            Ok(())
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use alloy::primitives::U256;
@@ -174,6 +203,41 @@ mod tests {
         }
         assert_eq!(DbKind::Sqlite.default_pool_size(), 1);
         assert_eq!(DbKind::Postgres.default_pool_size(), 16);
+    }
+
+    /// On a SQLite file, reads outside a transaction have connections of their own: they
+    /// answer while a write transaction holds the single writer, see what it commits, and
+    /// cannot write.
+    #[tokio::test]
+    async fn sqlite_reads_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let hash = alloy::primitives::B256::repeat_byte(4);
+        let mut tx = store.begin_write().await.unwrap();
+        sqlx::query("INSERT INTO blobs (hash, size, bytes) VALUES ($1, $2, $3)")
+            .bind(codec::to_hex(&hash))
+            .bind(1i64)
+            .bind(vec![7u8])
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(2), store.has_blob(hash))
+            .await
+            .expect("a read waited for the open write transaction");
+        assert!(!read.unwrap(), "uncommitted rows are not read");
+        tx.commit().await.unwrap();
+        assert!(store.has_blob(hash).await.unwrap());
+        let err = sqlx::query("DELETE FROM blobs")
+            .execute(store.reader())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        // In memory there is one connection: reads share it.
+        assert_eq!(
+            Store::memory().await.read.options().get_max_connections(),
+            1
+        );
     }
 
     #[tokio::test]
