@@ -107,10 +107,13 @@ impl Store {
         // replica). A killed process loses nothing; a power cut may lose the last commits,
         // which workers resubmit. A page cache of up to 64 MiB (SQLite's default is 2 MiB): a
         // large job's hot pages otherwise come back through a read syscall each time.
+        // Statement journals (a multi-row write with triggers keeps one) and temporary b-trees
+        // in memory: on disk, each batch opened, wrote and deleted a temporary file.
         let pool = sqlite_pragmas(
             AnyPoolOptions::new().max_connections(max),
             kind,
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536; \
+             PRAGMA temp_store = MEMORY;",
         )
         .connect(url)
         .await?;
