@@ -46,7 +46,7 @@ impl Store {
     pub async fn blob(&self, hash: B256) -> Result<Option<Vec<u8>>> {
         let row = sqlx::query("SELECT bytes FROM blobs WHERE hash = $1")
             .bind(to_hex(&hash))
-            .fetch_optional(self.reader())
+            .fetch_optional(&self.read)
             .await?;
         Ok(row.map(|r| r.try_get::<Vec<u8>, _>("bytes")).transpose()?)
     }
@@ -55,7 +55,7 @@ impl Store {
     pub async fn has_blob(&self, hash: B256) -> Result<bool> {
         let row = sqlx::query("SELECT 1 AS one FROM blobs WHERE hash = $1")
             .bind(to_hex(&hash))
-            .fetch_optional(self.reader())
+            .fetch_optional(&self.read)
             .await?;
         Ok(row.is_some())
     }
@@ -69,7 +69,7 @@ impl Store {
              UNION SELECT 'output' AS role, job_id FROM replicas WHERE result_hash = $1",
         )
         .bind(to_hex(&hash))
-        .fetch_all(self.reader())
+        .fetch_all(&self.read)
         .await?;
         let mut uses = BlobUses::default();
         for row in &rows {
@@ -98,7 +98,7 @@ impl Store {
         .bind(ReplicaState::Leased.as_str())
         .bind(to_bigint(now)?)
         .bind(to_hex(&hash))
-        .fetch_optional(self.reader())
+        .fetch_optional(&self.read)
         .await?;
         Ok(row.is_some())
     }

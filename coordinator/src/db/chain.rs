@@ -78,7 +78,7 @@ impl Store {
         let rows =
             sqlx::query("SELECT number, hash FROM chain_blocks ORDER BY number DESC LIMIT $1")
                 .bind(to_bigint(limit)?)
-                .fetch_all(self.reader())
+                .fetch_all(&self.read)
                 .await?;
         rows.iter()
             .map(|r| Ok((int_column(r, "number")?, column(r, "hash")?)))
@@ -143,7 +143,7 @@ impl Store {
         )
         .bind(job_id.to_string())
         .bind(JobEvent::TASKS_POSTED)
-        .fetch_optional(self.reader())
+        .fetch_optional(&self.read)
         .await?;
         row.as_ref().map(|r| column(r, "block_hash")).transpose()
     }
@@ -202,7 +202,7 @@ impl Store {
         )
         .bind(JobState::Settled.as_str())
         .bind("JobSettled")
-        .fetch_all(self.reader())
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| parse_stored(&r.try_get::<String, _>("job_id")?, "job id"))
@@ -249,7 +249,7 @@ impl Store {
     /// Number of stored chain events (for tests and metrics).
     pub async fn chain_event_count(&self) -> Result<u64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM chain_events")
-            .fetch_one(self.reader())
+            .fetch_one(&self.read)
             .await?;
         int_column(&row, "n")
     }

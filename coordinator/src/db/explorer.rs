@@ -172,7 +172,7 @@ impl Store {
         );
         let rows = bind_job_counts(sqlx::query(sqlx::AssertSqlSafe(sql)))
             .bind(to_bigint(EXPLORER_JOBS)?)
-            .fetch_all(self.reader())
+            .fetch_all(&self.read)
             .await?;
         rows.iter().map(read_job).collect()
     }
@@ -182,7 +182,7 @@ impl Store {
         let sql = format!("{JOB_SELECT} WHERE j.job_id = $5");
         let row = bind_job_counts(sqlx::query(sqlx::AssertSqlSafe(sql)))
             .bind(job_id.to_string())
-            .fetch_optional(self.reader())
+            .fetch_optional(&self.read)
             .await?;
         row.as_ref().map(read_job).transpose()
     }
@@ -194,7 +194,7 @@ impl Store {
              WHERE job_id = $1 ORDER BY idx",
         )
         .bind(job_id.to_string())
-        .fetch_all(self.reader())
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
@@ -222,7 +222,7 @@ impl Store {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(job_id.to_string())
-            .fetch_all(self.reader())
+            .fetch_all(&self.read)
             .await?;
         rows.iter().map(read_replica).collect()
     }
@@ -236,7 +236,7 @@ impl Store {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_hex(&worker))
             .bind(to_bigint(EXPLORER_WORKER_REPLICAS)?)
-            .fetch_all(self.reader())
+            .fetch_all(&self.read)
             .await?;
         rows.iter().map(read_replica).collect()
     }
@@ -260,7 +260,7 @@ impl Store {
         .bind(ReplicaState::Submitted.as_str())
         .bind(TaskState::Accepted.as_str())
         .bind("worker")
-        .fetch_all(self.reader())
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
@@ -291,7 +291,7 @@ impl Store {
         )
         .bind(ReplicaState::Submitted.as_str())
         .bind(to_bigint(since)?)
-        .fetch_all(self.reader())
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| Ok((int_column(r, "minute")?, int_column(r, "n")?)))

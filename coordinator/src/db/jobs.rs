@@ -96,7 +96,7 @@ impl Store {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(job_id.to_string())
-            .fetch_optional(self.reader())
+            .fetch_optional(&self.read)
             .await?;
         row.as_ref().map(read_job).transpose()
     }
@@ -105,7 +105,7 @@ impl Store {
     pub async fn job_state(&self, job_id: U256) -> Result<Option<JobState>> {
         let row = sqlx::query("SELECT state FROM jobs WHERE job_id = $1")
             .bind(job_id.to_string())
-            .fetch_optional(self.reader())
+            .fetch_optional(&self.read)
             .await?;
         row.as_ref().map(|r| column(r, "state")).transpose()
     }
@@ -118,7 +118,7 @@ impl Store {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(state.as_str())
-            .fetch_all(self.reader())
+            .fetch_all(&self.read)
             .await?;
         rows.iter().map(read_job).collect()
     }
@@ -183,7 +183,7 @@ impl Store {
     pub async fn check_secret(&self, job_id: U256) -> Result<Option<B256>> {
         let row = sqlx::query("SELECT check_secret FROM jobs WHERE job_id = $1")
             .bind(job_id.to_string())
-            .fetch_optional(self.reader())
+            .fetch_optional(&self.read)
             .await?;
         match row {
             Some(r) => optional_column(&r, "check_secret"),
@@ -224,7 +224,7 @@ impl Store {
         .bind(ReplicaState::Submitted.as_str())
         .bind(TaskState::Accepted.as_str())
         .bind(TaskState::Failed.as_str())
-        .fetch_one(self.reader())
+        .fetch_one(&self.read)
         .await?;
         Ok((
             int_column(&row, "submitted")?,

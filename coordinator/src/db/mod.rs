@@ -135,11 +135,6 @@ impl Store {
         Ok(Self { pool, read, kind })
     }
 
-    /// The pool for reads outside a transaction ([`Store::read`]'s doc).
-    fn reader(&self) -> &AnyPool {
-        &self.read
-    }
-
     /// Which database this is.
     pub fn kind(&self) -> DbKind {
         self.kind
@@ -232,7 +227,7 @@ mod tests {
         tx.commit().await.unwrap();
         assert!(store.has_blob(hash).await.unwrap());
         let err = sqlx::query("DELETE FROM blobs")
-            .execute(store.reader())
+            .execute(&store.read)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");

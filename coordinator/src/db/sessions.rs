@@ -107,7 +107,7 @@ impl Store {
     pub async fn signed_in_workers(&self) -> Result<Vec<Address>> {
         let rows = sqlx::query("SELECT DISTINCT address FROM sessions WHERE role = $1")
             .bind("worker")
-            .fetch_all(self.reader())
+            .fetch_all(&self.read)
             .await?;
         rows.iter().map(|r| column(r, "address")).collect()
     }
@@ -118,7 +118,7 @@ impl Store {
             sqlx::query("SELECT address, role FROM sessions WHERE token = $1 AND expires_at > $2")
                 .bind(token.to_owned())
                 .bind(to_bigint(now)?)
-                .fetch_optional(self.reader())
+                .fetch_optional(&self.read)
                 .await?;
         row.map(|r| Ok((column(&r, "address")?, r.try_get::<String, _>("role")?)))
             .transpose()
@@ -128,7 +128,7 @@ impl Store {
     pub async fn last_nonce(&self, address: Address) -> Result<Option<u64>> {
         let row = sqlx::query("SELECT last_nonce FROM workers WHERE address = $1")
             .bind(to_hex(&address))
-            .fetch_optional(self.reader())
+            .fetch_optional(&self.read)
             .await?;
         row.map(|r| int_column(&r, "last_nonce")).transpose()
     }

@@ -45,7 +45,7 @@ impl Store {
         let open = sqlx::query("SELECT COUNT(*) AS n FROM tasks WHERE job_id = $1 AND state = $2")
             .bind(job_id.to_string())
             .bind(TaskState::Open.as_str())
-            .fetch_one(self.reader())
+            .fetch_one(&self.read)
             .await?;
         // CROSS JOIN keeps SQLite's loop order as written: open tasks outside, each task's
         // submitted replicas inside (the `replicas_task` index).
@@ -55,7 +55,7 @@ impl Store {
         .bind(job_id.to_string())
         .bind(TaskState::Open.as_str())
         .bind(ReplicaState::Submitted.as_str())
-        .fetch_all(self.reader())
+        .fetch_all(&self.read)
         .await?;
         let mut ready: Vec<(ReviewTask, u32)> = Vec::new();
         for row in &rows {
@@ -89,7 +89,7 @@ impl Store {
              WHERE job_id = $1 ORDER BY idx",
         )
         .bind(job_id.to_string())
-        .fetch_all(self.reader())
+        .fetch_all(&self.read)
         .await?;
         rows.iter().map(read_task).collect()
     }
@@ -102,7 +102,7 @@ impl Store {
         )
         .bind(job_id.to_string())
         .bind(i64::from(index))
-        .fetch_optional(self.reader())
+        .fetch_optional(&self.read)
         .await?;
         row.as_ref().map(read_task).transpose()
     }
@@ -115,7 +115,7 @@ impl Store {
         .bind(job_id.to_string())
         .bind(i64::from(index))
         .bind(ReplicaState::Submitted.as_str())
-        .fetch_all(self.reader())
+        .fetch_all(&self.read)
         .await?;
         rows.iter().map(|r| column(r, "worker")).collect()
     }
@@ -125,7 +125,7 @@ impl Store {
         let row = sqlx::query("SELECT task_hash FROM tasks WHERE job_id = $1 AND idx = $2")
             .bind(job_id.to_string())
             .bind(i64::from(index))
-            .fetch_optional(self.reader())
+            .fetch_optional(&self.read)
             .await?;
         row.map(|r| column(&r, "task_hash")).transpose()
     }
