@@ -174,7 +174,7 @@ async fn run<K: TaskKind + 'static>(
     let (manifest, outputs, missing) = accepted(&net, job).await;
     let report: gleaner_protocol::report::SettlementReport = {
         let client = Client::new(&net.api).unwrap();
-        let h = client.job_results(job).await.unwrap().report_hash.unwrap();
+        let h = net.report_hash(job, 30).await;
         serde_json::from_slice(&client.blob(h).await.unwrap()).unwrap()
     };
     // A liar's replica in a quorum is fine only when it is the accepted output (a tamper that

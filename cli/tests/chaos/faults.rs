@@ -407,7 +407,7 @@ pub(crate) async fn shared_database() -> Found {
     let (_, posts) = event_block(&net, job, true).await;
     let report: gleaner_protocol::report::SettlementReport = {
         let client = Client::new(&net.api).unwrap();
-        let h = client.job_results(job).await.unwrap().report_hash.unwrap();
+        let h = net.report_hash(job, 30).await;
         serde_json::from_slice(&client.blob(h).await.unwrap()).unwrap()
     };
     let twice = report

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::{LocalSigner, PrivateKeySigner};
 use gleaner_client::Client;
 use gleaner_kinds::{ModelSetup, Registry, TaskKind};
@@ -371,6 +371,24 @@ impl Net {
                 "job {job} not {state} after {secs}s"
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The hash of `job`'s settlement report, once the coordinator has it: the chain watcher
+    /// may mark the job settled (from `JobSettled`) a moment before the verifier hands the
+    /// coordinator its report.
+    pub(crate) async fn report_hash(&self, job: U256, secs: u64) -> B256 {
+        let client = Client::new(&self.api).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(h) = client.job_results(job).await.unwrap().report_hash {
+                return h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job}: no report after {secs}s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -59,7 +59,7 @@ async fn spot_checks_catch_a_cheater_that_earned_trust() {
     assert!(!paid(&audit).contains(&cheater), "{audit}");
 
     let client = Client::new(&net.api).unwrap();
-    let sha = client.job_results(job).await.unwrap().report_hash.unwrap();
+    let sha = net.report_hash(job, 30).await;
     let report = SettlementReport::from_canonical(&client.blob(sha).await.unwrap()).unwrap();
     let spot = report
         .spot_checks
@@ -178,7 +178,7 @@ async fn part_checks_catch_a_trusted_cheater_without_a_second_replica() {
     assert_eq!(slashed(&audit), vec![cheater], "{audit}");
     assert!(!paid(&audit).contains(&cheater), "{audit}");
     let client = Client::new(&net.api).unwrap();
-    let sha = client.job_results(job).await.unwrap().report_hash.unwrap();
+    let sha = net.report_hash(job, 30).await;
     let report = SettlementReport::from_canonical(&client.blob(sha).await.unwrap()).unwrap();
     let lies = lies.lock().unwrap().clone();
     assert!(!lies.is_empty(), "the cheater never lied");
@@ -306,7 +306,7 @@ async fn provisional_results_in_by_the_deadline_are_accepted() {
     assert_eq!(audit["verdict"], "OK", "{audit}");
     assert!(slashed(&audit).is_empty(), "{audit}");
     let client = Client::new(&net.api).unwrap();
-    let sha = client.job_results(job).await.unwrap().report_hash.unwrap();
+    let sha = net.report_hash(job, 30).await;
     let report = SettlementReport::from_canonical(&client.blob(sha).await.unwrap()).unwrap();
     let accepted: Vec<u32> = report
         .tasks
