@@ -11,7 +11,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::codec::{
-    ReplicaState, TaskState, column, int_column, live_list, optional_column, random_hex, to_bigint,
+    ReplicaState, TaskState, column, int_column, lease_id, live_list, optional_column, to_bigint,
     to_hex,
 };
 use super::jobs::LEGACY_KIND;
@@ -410,7 +410,7 @@ impl Store {
                 job_id,
                 index,
                 LeasedTask {
-                    lease_id: random_hex(),
+                    lease_id: lease_id(),
                     job_id: U256::ZERO,
                     index: int_column(row, "idx")?,
                     task_hash: column(row, "task_hash")?,
