@@ -100,7 +100,7 @@ pub struct Store {
 /// copied once. But it cannot finish while commits keep landing, and only a finished
 /// checkpoint lets the log start over: so the writer still checkpoints past 4,096 pages
 /// (16 MiB), when little is left to copy, and the log stays that size (with the writer
-/// checkpointing only past 65,536 pages, a 20,000-task bench left a 240 MB log).
+/// checkpointing only past 65,536 pages, a 20,000-task bench left a 257 MiB log).
 #[derive(Debug)]
 struct Checkpointer(tokio::task::AbortHandle);
 
