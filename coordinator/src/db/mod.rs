@@ -72,10 +72,6 @@ impl DbKind {
 /// SQLite connections that only read, beside the one writer ([`Store::connect_with`]).
 const SQLITE_READERS: u32 = 2;
 
-/// How often a SQLite file's write-ahead log is copied back into the database, by a task of its
-/// own ([`Checkpointer`]) rather than by the writer.
-const SQLITE_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -86,51 +82,6 @@ pub struct Store {
     /// and lookups do not queue behind the single writer; elsewhere the same pool.
     read: AnyPool,
     kind: DbKind,
-    /// On a SQLite file, the task checkpointing its log; stopped when the last clone drops.
-    _checkpointer: Option<std::sync::Arc<Checkpointer>>,
-}
-
-/// A task that runs `PRAGMA wal_checkpoint(PASSIVE)` every [`SQLITE_CHECKPOINT_EVERY`] on a
-/// connection of its own, aborted on drop.
-///
-/// SQLite's default has the committing connection checkpoint once the log passes 1,000 pages:
-/// under a batched-lease load that was many times a second, each copying pages and syncing
-/// inside the single writer's commit, while every other write waited. A passive checkpoint
-/// blocks neither the writer nor the readers, and pages written again between two runs are
-/// copied once. But it cannot finish while commits keep landing, and only a finished
-/// checkpoint lets the log start over: so the writer still checkpoints past 4,096 pages
-/// (16 MiB), when little is left to copy, and the log stays that size (with the writer
-/// checkpointing only past 65,536 pages, a 20,000-task bench left a 257 MiB log).
-#[derive(Debug)]
-struct Checkpointer(tokio::task::AbortHandle);
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl Checkpointer {
-    async fn start(url: &str) -> Result<Self> {
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await?;
-        let task = tokio::spawn(async move {
-            let mut every = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .fetch_optional(&pool)
-                    .await
-                {
-                    tracing::warn!("SQLite checkpoint: {e}");
-                }
-            }
-        });
-        Ok(Self(task.abort_handle()))
-    }
 }
 
 impl Store {
@@ -158,13 +109,11 @@ impl Store {
         // large job's hot pages otherwise come back through a read syscall each time.
         // Statement journals (a multi-row write with triggers keeps one) and temporary b-trees
         // in memory: on disk, each batch opened, wrote and deleted a temporary file.
-        // Checkpoints are mostly the [`Checkpointer`]'s; the writer finishes them past 4,096
-        // log pages.
         let pool = sqlite_pragmas(
             AnyPoolOptions::new().max_connections(max),
             kind,
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536; \
-             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 4096;",
+             PRAGMA temp_store = MEMORY;",
         )
         .connect(url)
         .await?;
@@ -183,17 +132,7 @@ impl Store {
         } else {
             pool.clone()
         };
-        let checkpointer = if kind == DbKind::Sqlite && !memory {
-            Some(std::sync::Arc::new(Checkpointer::start(url).await?))
-        } else {
-            None
-        };
-        Ok(Self {
-            pool,
-            read,
-            kind,
-            _checkpointer: checkpointer,
-        })
+        Ok(Self { pool, read, kind })
     }
 
     /// Which database this is.
@@ -297,37 +236,6 @@ mod tests {
             Store::memory().await.read.options().get_max_connections(),
             1
         );
-    }
-
-    #[tokio::test]
-    async fn sqlite_checkpoints_happen_off_the_writer_and_stop_with_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.db");
-        let store = Store::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-            .await
-            .unwrap();
-        let before = std::fs::metadata(&path).unwrap().len();
-        // 2 MiB: below the writer's own checkpoint threshold (16 MiB), so only the
-        // checkpointer can move these pages from the log into the database file.
-        for i in 0..32u8 {
-            let hash = alloy::primitives::B256::repeat_byte(i);
-            store.put_blob(hash, &vec![i; 64 * 1024]).await.unwrap();
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::metadata(&path).unwrap().len() < before + 2 * 1024 * 1024 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the log was not checkpointed within 10 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let checkpointer = std::sync::Arc::downgrade(store._checkpointer.as_ref().unwrap());
-        let copy = store.clone();
-        drop(store);
-        assert!(checkpointer.upgrade().is_some(), "a clone keeps it running");
-        drop(copy);
-        assert!(checkpointer.upgrade().is_none(), "the last clone stops it");
-        assert!(Store::memory().await._checkpointer.is_none());
     }
 
     #[tokio::test]
