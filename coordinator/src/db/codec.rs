@@ -168,7 +168,7 @@ pub(crate) fn to_bigint(value: u64) -> Result<i64> {
     i64::try_from(value).map_err(|_| Error::BadRequest(format!("{value} is out of range")))
 }
 
-/// 32 random bytes as hex (session tokens, lease ids, spot-check secrets), from `rand`'s
+/// 32 random bytes as hex (session tokens, spot-check secrets; see [`lease_id`]), from `rand`'s
 /// thread-local CSPRNG (ChaCha seeded from the OS). Drawing them as a fresh signing key's bytes,
 /// as before, also computed its public key: one elliptic-curve multiplication per lease id,
 /// ~14% of the coordinator's CPU under a batched-lease load.
@@ -187,11 +187,14 @@ pub(crate) fn lease_id() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let stamp = LAST
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-            Some(now.max(last.saturating_add(1)))
+    let next = |last: u64| now.max(last.saturating_add(1));
+    // The closure never refuses, so `fetch_update` returns the value it replaced.
+    let stamp = next(
+        LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(next(last))
         })
-        .map_or(now, |last| now.max(last.saturating_add(1)));
+        .unwrap_or_else(|last| last),
+    );
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&stamp.to_be_bytes());
     bytes[8..].copy_from_slice(&rand08::random::<[u8; 24]>());
