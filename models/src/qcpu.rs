@@ -308,6 +308,20 @@ impl QMat {
         y
     }
 
+    /// For each of the `n` rows of `x`, the largest output of [`QMat::matmul`] (NaNs passed
+    /// over, as [`crate::ecpu::kernels::max8`] does) and the output at row `tokens[i]` (each
+    /// below `rows`): the same values, without the `[n, rows]` product where [`tops_xt`] runs.
+    fn tops(&self, x: &[f32], n: usize, tokens: &[u32], fast: bool) -> Vec<[f32; 2]> {
+        if let Some(a) = Acts::new(x, n, &[self], fast) {
+            return tops_xt(self, &a, tokens);
+        }
+        let y = self.matmul_rows(x, n);
+        y.chunks_exact(self.rows)
+            .zip(tokens)
+            .map(|(row, &t)| [crate::ecpu::kernels::max8(row), row[t as usize]])
+            .collect()
+    }
+
     /// [`QMat::matmul`] where [`matmul_xt`] does not run.
     fn matmul_rows(&self, x: &[f32], n: usize) -> Vec<f32> {
         if n >= GEMM_ROWS {
@@ -407,18 +421,77 @@ fn matmul_many<const M: usize>(mats: [&QMat; M], x: &[f32], n: usize, fast: bool
 }
 
 /// `y_j = x · W_jᵀ` (`[n, rows_j]`) for every matrix of `mats`, all as wide as `x`, from `x`
-/// transposed ([`Xt`]) on the AVX-512 kernel ([`avx512`]). One parallel loop for them all (fewer
-/// wake-ups of the thread pool), one task per [`GEMM_CHUNK`] rows of a matrix: it dequantises
-/// them into an f32 block (the values of [`QMat::row`]), multiplies it with every position, and
-/// writes its columns of `y_j`.
+/// transposed ([`Xt`]) or quantised ([`Xq`]) on an AVX-512 kernel ([`gemm_chunks`]), each
+/// chunk's columns of `y_j` written from its slab.
 fn matmul_xt(mats: &[&QMat], acts: &Acts) -> Vec<Vec<f32>> {
-    let (cols, np, n) = (mats[0].cols, acts.np(), acts.n());
-    assert!(mats.iter().all(|m| m.cols == cols) && acts.cols() == cols);
+    let n = acts.n();
     let mut ys: Vec<Vec<f32>> = mats
         .iter()
         .map(|m| Vec::with_capacity(n * m.rows))
         .collect();
     let dsts: Vec<SendPtr> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
+    gemm_chunks(mats, acts, |j, first, k, slab| {
+        // The chunk's columns of `y_j` (the slab is `[k, np]`, `y_j` is `[n, rows]`).
+        // SAFETY: an `Acts` exists only where AVX-512F was detected; columns `first..first + k`
+        // of the `n` rows of `y_j` (allocated above) lie inside its capacity and only this
+        // chunk's call writes them; `ys` outlives the loop and is not read meanwhile.
+        unsafe {
+            avx512::store_transposed(slab, acts.np(), k, n, dsts[j].0.add(first), mats[j].rows)
+        };
+    });
+    for (y, m) in ys.iter_mut().zip(mats) {
+        // SAFETY: the calls above wrote every column of every row: all `n * rows` values.
+        unsafe { y.set_len(n * m.rows) };
+    }
+    ys
+}
+
+/// For each of the `n` positions of `acts`, the largest output of `x · Wᵀ` (NaNs passed over,
+/// as [`crate::ecpu::kernels::max8`] does) and the output at row `tokens[i]`: the values
+/// [`matmul_xt`] would give, without writing its `[n, rows]` product (for the output layer,
+/// 49,152 rows a position, most of what was left of a greedy check besides its GEMMs).
+fn tops_xt(m: &QMat, acts: &Acts, tokens: &[u32]) -> Vec<[f32; 2]> {
+    let (n, np) = (acts.n(), acts.np());
+    assert!(tokens.len() == n && tokens.iter().all(|&t| (t as usize) < m.rows));
+    // Each chunk's largest per position, and each position's chosen output (one chunk holds it).
+    let chunks = m.rows.div_ceil(GEMM_CHUNK);
+    let mut tops = vec![f32::NEG_INFINITY; chunks * n];
+    let mut chosen = vec![f32::NAN; n];
+    let ptrs = [SendPtr(tops.as_mut_ptr()), SendPtr(chosen.as_mut_ptr())];
+    gemm_chunks(&[m], acts, |_, first, k, slab| {
+        // SAFETY: row `first / GEMM_CHUNK` of `tops` is this chunk's alone, as is `chosen[i]`
+        // for the positions whose token lies in its rows; both outlive the loop and are not
+        // read meanwhile.
+        let top =
+            unsafe { std::slice::from_raw_parts_mut(ptrs[0].0.add(first / GEMM_CHUNK * n), n) };
+        for r in 0..k {
+            for (t, &v) in top.iter_mut().zip(&slab[r * np..r * np + n]) {
+                *t = t.max(v);
+            }
+        }
+        for (i, &tok) in tokens.iter().enumerate() {
+            if let Some(r) = (tok as usize).checked_sub(first).filter(|&r| r < k) {
+                // SAFETY: as above.
+                unsafe { *ptrs[1].0.add(i) = slab[r * np + i] };
+            }
+        }
+    });
+    (0..n)
+        .map(|i| {
+            let top = (0..chunks).fold(f32::NEG_INFINITY, |a, c| a.max(tops[c * n + i]));
+            [top, chosen[i]]
+        })
+        .collect()
+}
+
+/// The AVX-512 GEMMs of every matrix of `mats` (all as wide as `acts`) in one parallel loop
+/// (fewer wake-ups of the thread pool), one task per [`GEMM_CHUNK`] rows of a matrix: it
+/// dequantises them into a block (f32 for [`Xt`], 16-bit for [`Xq`]), multiplies it with every
+/// position into a slab `[k, np]` (rows × positions), and hands that to `sink(j, first, k,
+/// slab)`.
+fn gemm_chunks(mats: &[&QMat], acts: &Acts, sink: impl Fn(usize, usize, usize, &[f32]) + Sync) {
+    let (cols, np) = (mats[0].cols, acts.np());
+    assert!(mats.iter().all(|m| m.cols == cols) && acts.cols() == cols);
     let tasks: Vec<(usize, usize)> = mats
         .iter()
         .enumerate()
@@ -426,7 +499,7 @@ fn matmul_xt(mats: &[&QMat], acts: &Acts) -> Vec<Vec<f32>> {
         .collect();
     tasks.into_par_iter().for_each(|(j, first)| {
         SCRATCH.with_borrow_mut(|(w, slab, wq)| {
-            let (m, dst) = (mats[j], &dsts[j]);
+            let m = mats[j];
             let k = GEMM_CHUNK.min(m.rows - first);
             // Every value is written below before it is read, so old contents do not matter.
             if slab.len() < k * np {
@@ -458,18 +531,9 @@ fn matmul_xt(mats: &[&QMat], acts: &Acts) -> Vec<Vec<f32>> {
                     }
                 }
             }
-            // The chunk's columns of `y_j` (the slab is `[k, np]`, `y_j` is `[n, rows]`).
-            // SAFETY: an `Acts` exists only where AVX-512F was detected; columns `first..first +
-            // k` of the `n` rows of `y_j` (allocated above) lie inside its capacity and only this
-            // task writes them; `ys` outlives the loop and is not read meanwhile.
-            unsafe { avx512::store_transposed(slab, np, k, n, dst.0.add(first), m.rows) };
+            sink(j, first, k, slab);
         });
     });
-    for (y, m) in ys.iter_mut().zip(mats) {
-        // SAFETY: the tasks above wrote every column of every row: all `n * rows` values.
-        unsafe { y.set_len(n * m.rows) };
-    }
-    ys
 }
 
 /// Activations `[n, cols]` transposed to `[cols, np]`, positions padded with zeros to `np`, a
@@ -1548,10 +1612,14 @@ impl QuantLlama {
     ) -> Result<Vec<f32>> {
         // On a pool thread, so that the step's many parallel loops start from inside the pool
         // instead of each waking it from outside.
-        rayon::scope(|_| self.step_in_pool(tokens, seq, caches, want, fast))
+        rayon::scope(|_| {
+            let last = self.step_in_pool(tokens, seq, caches, want, fast)?;
+            Ok(self.embed.matmul(&last, want.len(), fast))
+        })
     }
 
-    /// [`Self::step`]'s work.
+    /// [`Self::step`]'s work up to the output layer: the final-normed hidden rows `want`,
+    /// `[want.len(), dim]`.
     fn step_in_pool(
         &self,
         tokens: &[u32],
@@ -1645,8 +1713,7 @@ impl QuantLlama {
             .iter()
             .flat_map(|&r| x[r * d..(r + 1) * d].iter().copied())
             .collect();
-        let last = self.rms_norm(&rows, &self.norm);
-        Ok(self.embed.matmul(&last, want.len(), fast))
+        Ok(self.rms_norm(&rows, &self.norm))
     }
 
     /// Causal attention of `n` consecutive rows of one sequence, the first at position `start`,
@@ -1887,6 +1954,18 @@ impl Decoder for QuantLlama {
     fn forward_from(&self, ids: &[u32], from: usize) -> Result<Vec<f32>> {
         self.teacher_forced(ids, from, true)
     }
+
+    /// [`Decoder::forward_from`]'s pass, with the output layer reduced to the two logits a
+    /// position's greedy check reads ([`QMat::tops`]) instead of all 49,152.
+    fn forward_tops(&self, ids: &[u32], from: usize, tokens: &[u32]) -> Result<Vec<[f32; 2]>> {
+        super::smollm::check_tops_args(ids, from, tokens, self.cfg.vocab)?;
+        let rows: Vec<usize> = (from..ids.len()).collect();
+        rayon::scope(|_| {
+            let last =
+                self.step_in_pool(ids, &vec![0; ids.len()], &mut self.caches(1), &rows, true)?;
+            Ok(self.embed.tops(&last, rows.len(), tokens, true))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1961,6 +2040,46 @@ mod tests {
                     let twice = matmul_xt(&[&m, &m], &Acts::F32(xt));
                     close(&twice[0], "avx512, first of two");
                     close(&twice[1], "avx512, second of two");
+                }
+            }
+        }
+    }
+
+    /// `QMat::tops` gives exactly the largest output and the chosen row's output of the same
+    /// path's `QMat::matmul`, on every path (16-bit and f32 activations; below `GEMM_ROWS`
+    /// rows), with a last chunk shorter than `GEMM_CHUNK`, the chosen rows in several chunks,
+    /// and a position whose NaN activation makes all its outputs NaN (its largest is then -inf,
+    /// as `max8` gives, and its chosen output NaN).
+    #[test]
+    fn tops_are_the_full_products_largest_and_chosen_outputs() {
+        for (ty, rows, cols) in [(GgmlType::Q8_0, 200, 64), (GgmlType::Q4_1, 96, 576)] {
+            let m = matrix(ty, rows, cols, 7);
+            for n in [3, 21] {
+                let mut x: Vec<f32> = (0..n * cols)
+                    .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+                    .collect();
+                x[cols + 5] = f32::NAN;
+                let tokens: Vec<u32> = (0..n).map(|i| ((i * 61) % rows) as u32).collect();
+                for fast in [false, true] {
+                    let y = m.matmul(&x, n, fast);
+                    let got = m.tops(&x, n, &tokens, fast);
+                    assert_eq!(got.len(), n);
+                    for (i, (row, [top, chosen])) in y.chunks_exact(rows).zip(got).enumerate() {
+                        let want = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let want_chosen = row[tokens[i] as usize];
+                        let at = format!("{ty:?} {rows}×{cols}, n {n}, fast {fast}, position {i}");
+                        assert_eq!(top.to_bits(), want.to_bits(), "{at}: largest");
+                        assert!(
+                            chosen.to_bits() == want_chosen.to_bits()
+                                || (chosen.is_nan() && want_chosen.is_nan()),
+                            "{at}: chosen {chosen} vs {want_chosen}"
+                        );
+                        if i == 1 {
+                            assert!(top == f32::NEG_INFINITY && chosen.is_nan(), "{at}");
+                        } else {
+                            assert!(top.is_finite() && chosen <= top, "{at}");
+                        }
+                    }
                 }
             }
         }

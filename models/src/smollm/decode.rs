@@ -34,6 +34,21 @@ pub trait Decoder: Send + Sync {
     /// `[ids.len() - from, vocab]`; an error when `from >= ids.len()`.
     fn forward_from(&self, ids: &[u32], from: usize) -> Result<Vec<f32>>;
 
+    /// Teacher forcing for a greedy check: for each position `from + k` of `ids`, the largest
+    /// logit (NaNs passed over) and the logit of `tokens[k]`, where `tokens` holds one token
+    /// (inside the vocabulary) per position from `from`. The values of
+    /// [`Decoder::forward_from`]'s rows; a decoder may get them without writing those rows.
+    fn forward_tops(&self, ids: &[u32], from: usize, tokens: &[u32]) -> Result<Vec<[f32; 2]>> {
+        let v = self.config().vocab;
+        check_tops_args(ids, from, tokens, v)?;
+        let logits = self.forward_from(ids, from)?;
+        Ok(logits
+            .chunks_exact(v)
+            .zip(tokens)
+            .map(|(row, &t)| [crate::ecpu::kernels::max8(row), row[t as usize]])
+            .collect())
+    }
+
     /// [`generate_batch`] on this decoder.
     fn generate_batch(
         &self,
@@ -90,6 +105,33 @@ pub trait Session {
     /// have stopped) and returns the next-token logits of those sequences,
     /// `[tokens.len(), vocab]`.
     fn step(&mut self, tokens: &[u32], seqs: &[usize]) -> Result<Vec<f32>>;
+}
+
+/// [`Decoder::forward_tops`]'s arguments: some positions from `from`, one token inside the
+/// vocabulary (`vocab`) for each.
+pub(crate) fn check_tops_args(
+    ids: &[u32],
+    from: usize,
+    tokens: &[u32],
+    vocab: usize,
+) -> Result<()> {
+    if from >= ids.len() || tokens.len() != ids.len() - from {
+        return Err(Error::Input {
+            index: from,
+            detail: format!(
+                "{} tokens for positions {from}.. of {} ids",
+                tokens.len(),
+                ids.len()
+            ),
+        });
+    }
+    if let Some(k) = tokens.iter().position(|&t| t as usize >= vocab) {
+        return Err(Error::Input {
+            index: k,
+            detail: format!("token {} outside the vocabulary", tokens[k]),
+        });
+    }
+    Ok(())
 }
 
 /// The rules every batch checks: no empty prompt, one sampling rule per prompt.

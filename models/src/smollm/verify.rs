@@ -104,21 +104,30 @@ pub fn verify<D: Decoder + ?Sized>(
     }
     let mut ids = prompt.to_vec();
     ids.extend_from_slice(&claimed[..n - 1]);
-    let logits = dec.forward_from(&ids, prompt.len() - 1)?;
+    let from = prompt.len() - 1;
+    // Greedy needs two logits a position (the largest, the claimed token's), which a decoder
+    // may compute without writing every row; sampling needs whole rows.
+    let (logits, tops) = match rule.sampling {
+        Some(_) => (dec.forward_from(&ids, from)?, Vec::new()),
+        None => (Vec::new(), dec.forward_tops(&ids, from, claimed)?),
+    };
     let mut rng = rule.sampling.map(|s| SplitMix64::new(s.seed));
     let mut gaps = Vec::with_capacity(n);
     let mut reason = None;
     for (k, &tok) in claimed.iter().enumerate() {
-        let row = &logits[k * v..(k + 1) * v];
-        let top = crate::ecpu::kernels::max8(row);
-        let gap = top - row[tok as usize];
-        gaps.push(gap);
         let ok = match (rule.sampling, rng.as_mut()) {
             (Some(s), Some(r)) => {
+                let row = &logits[k * v..(k + 1) * v];
+                gaps.push(crate::ecpu::kernels::max8(row) - row[tok as usize]);
                 reachable(row, s.temperature, s.top_p, r.next_f64(), tok, rule.margin)
             }
-            _ => gap <= rule.margin,
+            _ => {
+                let [top, logit] = tops[k];
+                gaps.push(top - logit);
+                top - logit <= rule.margin
+            }
         };
+        let gap = gaps[k];
         if !ok && reason.is_none() {
             reason = Some(match rule.sampling {
                 Some(_) => format!(

@@ -399,3 +399,60 @@ fn decoding_and_the_check_run_on_either_decoder() {
         );
     }
 }
+
+/// The greedy check's two logits a position (`Decoder::forward_tops`, which the quantized
+/// decoder computes without writing the output layer's rows) are exactly the largest and the
+/// claimed token's logits of the same decoder's full teacher-forced pass, on both decoders,
+/// for the honest output and one with a substituted token; the check's gaps are those logits'
+/// differences, and it rejects the substitution. Bad arguments are refused.
+#[test]
+fn greedy_tops_are_the_full_pass_logits() {
+    use gleaner_models::qcpu::QuantLlama;
+    use gleaner_models::smollm::GENERATE_MARGIN;
+    let (model, tok) = load(BackendChoice::Flex);
+    let q = QuantLlama::load(
+        &gleaner_models::ModelPaths::new(gleaner_test_utils::gleaner_home()).smollm_gguf(),
+        model.config(),
+    )
+    .unwrap();
+    let v = model.config().vocab;
+    let prompt = ids(&tok, "The capital of France is");
+    let honest = q.generate_greedy(&prompt, 12, Some(2)).unwrap();
+    let mut forged = honest.clone();
+    forged[3] = ids(&tok, " London")[0];
+    let decoders: [&dyn Decoder; 2] = [&model, &q];
+    for (i, d) in decoders.into_iter().enumerate() {
+        for (claim, honest) in [(&honest, true), (&forged, false)] {
+            let mut all = prompt.clone();
+            all.extend_from_slice(&claim[..claim.len() - 1]);
+            let from = prompt.len() - 1;
+            let full = d.forward_from(&all, from).unwrap();
+            let tops = d.forward_tops(&all, from, claim).unwrap();
+            assert_eq!(tops.len(), claim.len());
+            let check = d.check_greedy(&prompt, claim, GENERATE_MARGIN).unwrap();
+            for (k, (row, [top, logit])) in full.chunks_exact(v).zip(&tops).enumerate() {
+                let want = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(top.to_bits(), want.to_bits(), "decoder {i}, position {k}");
+                assert_eq!(logit.to_bits(), row[claim[k] as usize].to_bits());
+                assert_eq!(check.gaps[k], top - logit, "decoder {i}, position {k}");
+            }
+            assert_eq!(check.accepted, honest, "decoder {i}: {check:?}");
+        }
+        let mut all = prompt.clone();
+        all.extend_from_slice(&honest[..honest.len() - 1]);
+        let from = prompt.len() - 1;
+        assert!(d.forward_tops(&all, from, &honest).is_ok());
+        let short = &honest[1..];
+        assert!(d.forward_tops(&all, from, short).is_err(), "a token short");
+        assert!(
+            d.forward_tops(&all, all.len(), &[]).is_err(),
+            "no positions"
+        );
+        let mut outside = honest.clone();
+        outside[0] = v as u32;
+        assert!(
+            d.forward_tops(&all, from, &outside).is_err(),
+            "outside the vocabulary"
+        );
+    }
+}
