@@ -315,11 +315,7 @@ impl QMat {
         if let Some(a) = Acts::new(x, n, &[self], fast) {
             return tops_xt(self, &a, tokens);
         }
-        let y = self.matmul_rows(x, n);
-        y.chunks_exact(self.rows)
-            .zip(tokens)
-            .map(|(row, &t)| [crate::ecpu::kernels::max8(row), row[t as usize]])
-            .collect()
+        crate::smollm::tops_of_rows(&self.matmul_rows(x, n), self.rows, tokens)
     }
 
     /// [`QMat::matmul`] where [`matmul_xt`] does not run.
@@ -448,8 +444,8 @@ fn matmul_xt(mats: &[&QMat], acts: &Acts) -> Vec<Vec<f32>> {
 
 /// For each of the `n` positions of `acts`, the largest output of `x · Wᵀ` (NaNs passed over,
 /// as [`crate::ecpu::kernels::max8`] does) and the output at row `tokens[i]`: the values
-/// [`matmul_xt`] would give, without writing its `[n, rows]` product (for the output layer,
-/// 49,152 rows a position, most of what was left of a greedy check besides its GEMMs).
+/// [`matmul_xt`] would give, without writing its `[n, rows]` product (the output layer's is
+/// 49,152 logits a position, written at a 196 KB stride).
 fn tops_xt(m: &QMat, acts: &Acts, tokens: &[u32]) -> Vec<[f32; 2]> {
     let (n, np) = (acts.n(), acts.np());
     assert!(tokens.len() == n && tokens.iter().all(|&t| (t as usize) < m.rows));

@@ -41,12 +41,7 @@ pub trait Decoder: Send + Sync {
     fn forward_tops(&self, ids: &[u32], from: usize, tokens: &[u32]) -> Result<Vec<[f32; 2]>> {
         let v = self.config().vocab;
         check_tops_args(ids, from, tokens, v)?;
-        let logits = self.forward_from(ids, from)?;
-        Ok(logits
-            .chunks_exact(v)
-            .zip(tokens)
-            .map(|(row, &t)| [crate::ecpu::kernels::max8(row), row[t as usize]])
-            .collect())
+        Ok(tops_of_rows(&self.forward_from(ids, from)?, v, tokens))
     }
 
     /// [`generate_batch`] on this decoder.
@@ -105,6 +100,16 @@ pub trait Session {
     /// have stopped) and returns the next-token logits of those sequences,
     /// `[tokens.len(), vocab]`.
     fn step(&mut self, tokens: &[u32], seqs: &[usize]) -> Result<Vec<f32>>;
+}
+
+/// For each row `k` of `logits` (`[tokens.len(), vocab]`), its largest value (NaNs passed
+/// over) and its value at `tokens[k]` (each below `vocab`).
+pub(crate) fn tops_of_rows(logits: &[f32], vocab: usize, tokens: &[u32]) -> Vec<[f32; 2]> {
+    logits
+        .chunks_exact(vocab)
+        .zip(tokens)
+        .map(|(row, &t)| [crate::ecpu::kernels::max8(row), row[t as usize]])
+        .collect()
 }
 
 /// [`Decoder::forward_tops`]'s arguments: some positions from `from`, one token inside the

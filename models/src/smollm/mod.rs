@@ -21,8 +21,8 @@ mod tokenizer;
 mod verify;
 
 pub use config::LlamaConfig;
-pub(crate) use decode::check_tops_args;
 pub use decode::{Decoder, Sampling, Session, generate_batch};
+pub(crate) use decode::{check_tops_args, tops_of_rows};
 pub use model::{Attention, Block, KvCache, Llama, Mlp};
 pub use tokenizer::{chat_prompt, tokenizer_from_gguf};
 pub use verify::{Decoding, GENERATE_MARGIN, TokenCheck, verify};
