@@ -677,21 +677,17 @@ impl Xq {
             let mut scale = vec![0f32; nb * np];
             let mut sums = vec![0f32; nb * np];
             // One task per block of 32 columns: it writes its 16 rows of words and its row of
-            // scales and sums.
+            // scales and sums, 16 positions at a time.
             words
                 .par_chunks_mut(16 * np)
                 .zip(scale.par_chunks_mut(np).zip(sums.par_chunks_mut(np)))
                 .enumerate()
                 .for_each(|(b, (w, (s, su)))| {
-                    for i in 0..n {
-                        let xs = &x[i * cols + 32 * b..i * cols + 32 * b + 32];
-                        // SAFETY: AVX-512F and BW were detected above; `xs` holds 32 values.
-                        let (q, sc, sum) = unsafe { avx512q::quantize(xs) };
-                        s[i] = sc;
-                        su[i] = sum;
-                        for (j, &v) in q.iter().enumerate() {
-                            w[j * np + i] = v;
-                        }
+                    for p0 in (0..n).step_by(16) {
+                        // SAFETY: AVX-512F and BW were detected above; `x` holds `n` rows of
+                        // `cols`, block `b` lies inside them, and `w`, `s`, `su` hold `np`
+                        // (a multiple of 16 above `p0`) positions a row.
+                        unsafe { avx512q::quantize16(x, n, cols, b, p0, w, s, su) };
                     }
                 });
             return Some(Self {
@@ -732,6 +728,7 @@ mod avx512q {
     ///
     /// # Safety
     /// AVX-512F and BW; `x` holds 32 values.
+    #[cfg(test)]
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn quantize(x: &[f32]) -> ([i32; 16], f32, f32) {
         assert!(x.len() >= 32);
@@ -768,6 +765,91 @@ mod avx512q {
         unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), packed) };
         let s = max / 32767.0;
         (out, s, s * sum as f32)
+    }
+
+    /// Block `b` (columns `32 b..32 b + 32`) of the 16 positions from `p0` of `x` (`[n, cols]`;
+    /// positions from `n` on count as zeros) quantised as [`Xq`] says, all at once with
+    /// positions in lanes (no horizontal reductions), into the block's 16 rows of words
+    /// (`words`, rows `np = scale.len()` apart), `scale` and `sums` at `p0`. A position whose
+    /// block holds a NaN or whose largest is infinite gets zeros with scale and sum NaN, so
+    /// that it poisons its results as it would in f32; an all-zero block gets zeros. Bit for
+    /// bit what the one-position `quantize` (kept for the tests) gives.
+    ///
+    /// # Safety
+    /// AVX-512F and BW; `x` holds `n` rows of `cols` and block `b` lies inside them; `p0 + 16`
+    /// is at most `np`, a multiple of 16; `words` holds 16 rows of `np`, `sums` holds `np`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize16(
+        x: &[f32],
+        n: usize,
+        cols: usize,
+        b: usize,
+        p0: usize,
+        words: &mut [i32],
+        scale: &mut [f32],
+        sums: &mut [f32],
+    ) {
+        let np = scale.len();
+        assert!(
+            32 * (b + 1) <= cols
+                && x.len() >= n * cols
+                && np.is_multiple_of(16)
+                && p0 + 16 <= np
+                && words.len() >= 16 * np
+                && sums.len() >= np
+        );
+        // Columns as vectors over the 16 positions: `lo[c]` is column `32 b + c`, `hi[c]`
+        // column `32 b + 16 + c`.
+        // SAFETY: a row `p0 + i < n` of `x` holds block `b` (asserted).
+        let load = |i: usize, h: usize| unsafe {
+            if p0 + i < n {
+                _mm512_loadu_ps(x.as_ptr().add((p0 + i) * cols + 32 * b + 16 * h))
+            } else {
+                _mm512_setzero_ps()
+            }
+        };
+        let lo = super::avx512::transpose16(std::array::from_fn(|i| load(i, 0)));
+        let hi = super::avx512::transpose16(std::array::from_fn(|i| load(i, 1)));
+        let mut max = _mm512_setzero_ps();
+        let mut nan: __mmask16 = 0;
+        for v in lo.iter().chain(&hi) {
+            max = _mm512_max_ps(max, _mm512_abs_ps(*v));
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(*v, *v);
+        }
+        // As `quantize`: a NaN or an infinite largest gives zeros with scale and sum NaN; an
+        // all-zero block zeros; the rest the scaled, rounded values.
+        let bad = nan | _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max, _mm512_set1_ps(f32::INFINITY));
+        let zero = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max, _mm512_setzero_ps());
+        let ok = !(bad | zero);
+        let inv = _mm512_div_ps(_mm512_set1_ps(32767.0), max);
+        let mut sum = _mm512_setzero_si512();
+        for j in 0..16 {
+            let (a, c) = if j < 8 {
+                (lo[2 * j], lo[2 * j + 1])
+            } else {
+                (hi[2 * j - 16], hi[2 * j - 15])
+            };
+            let qa = _mm512_maskz_cvtps_epi32(ok, _mm512_mul_ps(a, inv));
+            let qc = _mm512_maskz_cvtps_epi32(ok, _mm512_mul_ps(c, inv));
+            sum = _mm512_add_epi32(sum, _mm512_add_epi32(qa, qc));
+            // Value 2j in the low half, 2j + 1 in the high half.
+            let w = _mm512_or_si512(
+                _mm512_and_si512(qa, _mm512_set1_epi32(0xffff)),
+                _mm512_slli_epi32::<16>(qc),
+            );
+            // SAFETY: row `j` of the block's words holds positions `p0..p0 + 16` (asserted).
+            unsafe { _mm512_storeu_si512(words.as_mut_ptr().add(j * np + p0).cast(), w) };
+        }
+        let s = _mm512_div_ps(max, _mm512_set1_ps(32767.0));
+        let total = _mm512_mul_ps(s, _mm512_cvtepi32_ps(sum));
+        let nanv = _mm512_set1_ps(f32::NAN);
+        let pick = |v| _mm512_mask_blend_ps(bad, _mm512_maskz_mov_ps(ok, v), nanv);
+        // SAFETY: positions `p0..p0 + 16` of `scale` and `sums` (asserted).
+        unsafe {
+            _mm512_storeu_ps(scale.as_mut_ptr().add(p0), pick(s));
+            _mm512_storeu_ps(sums.as_mut_ptr().add(p0), pick(total));
+        }
     }
 
     /// Rows `first..first + w.len() / cols` of `m` as 16-bit integers: each block's `q`
@@ -1235,7 +1317,7 @@ mod avx512 {
     /// A 16 × 16 tile transposed: `out[c][r] = rows[r][c]`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn transpose16(a: [__m512; 16]) -> [__m512; 16] {
+    pub(super) fn transpose16(a: [__m512; 16]) -> [__m512; 16] {
         // Pairs of rows interleaved, then pairs of pairs: in each 128-bit lane `L`, `u[4j + k]`
         // holds column `4L + k` of rows `4j..4j + 4`.
         let t: [__m512; 16] = std::array::from_fn(|i| {
@@ -2077,6 +2159,71 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// `Xq::new`'s positions-in-lanes quantisation equals the one-position `quantize` bit for
+    /// bit: words, scales and sums, for 1 to 37 positions (a partial last group of 16, padded
+    /// positions left zero), with an all-zero block, a NaN, an infinity, tiny and huge values.
+    #[test]
+    fn quantizing_16_positions_at_once_equals_one_at_a_time() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !(std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni"))
+            {
+                eprintln!("quantize16: no AVX-512 VNNI here; nothing to compare");
+                return;
+            }
+            let cols = 96;
+            for n in [GEMM_ROWS, 16, 17, 37] {
+                let mut x: Vec<f32> = (0..n * cols)
+                    .map(|i| {
+                        let v = ((i * 7919) % 2001) as f32 / 1000.0 - 1.0;
+                        v * [1e-3, 1.0, 1e3][(i / cols) % 3]
+                    })
+                    .collect();
+                x[cols..cols + 32].fill(0.0);
+                x[2 * cols + 40] = f32::NAN;
+                x[3 * cols + 70] = f32::INFINITY;
+                x[4 * cols + 3] = -0.0;
+                let q = Xq::new(&x, n, cols).expect("the int16 path runs here");
+                let np = q.np;
+                assert!(np.is_multiple_of(16) && np >= n);
+                let same =
+                    |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+                for b in 0..cols / 32 {
+                    for i in 0..np {
+                        let (words, s, sum) = if i < n {
+                            // SAFETY: AVX-512F and BW were detected; 32 values.
+                            unsafe {
+                                avx512q::quantize(&x[i * cols + 32 * b..i * cols + 32 * b + 32])
+                            }
+                        } else {
+                            ([0; 16], 0.0, 0.0)
+                        };
+                        let at = format!("n {n}, block {b}, position {i}");
+                        for (j, w) in words.iter().enumerate() {
+                            assert_eq!(q.words[(16 * b + j) * np + i], *w, "{at}, word {j}");
+                        }
+                        assert!(
+                            same(q.scale[b * np + i], s),
+                            "{at}: scale {} vs {s}",
+                            q.scale[b * np + i]
+                        );
+                        assert!(
+                            same(q.sums[b * np + i], sum),
+                            "{at}: sum {} vs {sum}",
+                            q.sums[b * np + i]
+                        );
+                    }
+                }
+                assert!(
+                    q.scale[1] == 0.0 && q.scale[np + 2].is_nan() && q.scale[2 * np + 3].is_nan(),
+                    "n {n}: the zero, NaN and infinite blocks"
+                );
             }
         }
     }
