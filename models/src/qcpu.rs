@@ -1688,11 +1688,27 @@ impl QuantLlama {
         want: &[usize],
         fast: bool,
     ) -> Result<Vec<f32>> {
+        self.step_then(tokens, seq, caches, want, fast, |last| {
+            self.embed.matmul(last, want.len(), fast)
+        })
+    }
+
+    /// [`Self::step`] up to the output layer ([`Self::step_in_pool`]), then `head` on the
+    /// final-normed rows `want`.
+    fn step_then<T: Send>(
+        &self,
+        tokens: &[u32],
+        seq: &[usize],
+        caches: &mut [SeqCache],
+        want: &[usize],
+        fast: bool,
+        head: impl FnOnce(&[f32]) -> T + Send,
+    ) -> Result<T> {
         // On a pool thread, so that the step's many parallel loops start from inside the pool
         // instead of each waking it from outside.
         rayon::scope(|_| {
             let last = self.step_in_pool(tokens, seq, caches, want, fast)?;
-            Ok(self.embed.matmul(&last, want.len(), fast))
+            Ok(head(&last))
         })
     }
 
@@ -2038,10 +2054,9 @@ impl Decoder for QuantLlama {
     fn forward_tops(&self, ids: &[u32], from: usize, tokens: &[u32]) -> Result<Vec<[f32; 2]>> {
         super::smollm::check_tops_args(ids, from, tokens, self.cfg.vocab)?;
         let rows: Vec<usize> = (from..ids.len()).collect();
-        rayon::scope(|_| {
-            let last =
-                self.step_in_pool(ids, &vec![0; ids.len()], &mut self.caches(1), &rows, true)?;
-            Ok(self.embed.tops(&last, rows.len(), tokens, true))
+        let seq = vec![0; ids.len()];
+        self.step_then(ids, &seq, &mut self.caches(1), &rows, true, |last| {
+            self.embed.tops(last, rows.len(), tokens, true)
         })
     }
 }

@@ -108,26 +108,26 @@ pub fn verify<D: Decoder + ?Sized>(
     // Greedy needs two logits a position (the largest, the claimed token's), which a decoder
     // may compute without writing every row; sampling needs whole rows.
     let (logits, tops) = match rule.sampling {
-        Some(_) => (dec.forward_from(&ids, from)?, Vec::new()),
+        Some(_) => {
+            let logits = dec.forward_from(&ids, from)?;
+            let tops = super::tops_of_rows(&logits, v, claimed);
+            (logits, tops)
+        }
         None => (Vec::new(), dec.forward_tops(&ids, from, claimed)?),
     };
     let mut rng = rule.sampling.map(|s| SplitMix64::new(s.seed));
     let mut gaps = Vec::with_capacity(n);
     let mut reason = None;
-    for (k, &tok) in claimed.iter().enumerate() {
+    for (k, (&tok, [top, logit])) in claimed.iter().zip(tops).enumerate() {
+        let gap = top - logit;
+        gaps.push(gap);
         let ok = match (rule.sampling, rng.as_mut()) {
             (Some(s), Some(r)) => {
                 let row = &logits[k * v..(k + 1) * v];
-                gaps.push(crate::ecpu::kernels::max8(row) - row[tok as usize]);
                 reachable(row, s.temperature, s.top_p, r.next_f64(), tok, rule.margin)
             }
-            _ => {
-                let [top, logit] = tops[k];
-                gaps.push(top - logit);
-                top - logit <= rule.margin
-            }
+            _ => gap <= rule.margin,
         };
-        let gap = gaps[k];
         if !ok && reason.is_none() {
             reason = Some(match rule.sampling {
                 Some(_) => format!(

@@ -422,7 +422,7 @@ fn greedy_tops_are_the_full_pass_logits() {
     forged[3] = ids(&tok, " London")[0];
     let decoders: [&dyn Decoder; 2] = [&model, &q];
     for (i, d) in decoders.into_iter().enumerate() {
-        for (claim, honest) in [(&honest, true), (&forged, false)] {
+        for (claim, is_honest) in [(&honest, true), (&forged, false)] {
             let mut all = prompt.clone();
             all.extend_from_slice(&claim[..claim.len() - 1]);
             let from = prompt.len() - 1;
@@ -436,7 +436,7 @@ fn greedy_tops_are_the_full_pass_logits() {
                 assert_eq!(logit.to_bits(), row[claim[k] as usize].to_bits());
                 assert_eq!(check.gaps[k], top - logit, "decoder {i}, position {k}");
             }
-            assert_eq!(check.accepted, honest, "decoder {i}: {check:?}");
+            assert_eq!(check.accepted, is_honest, "decoder {i}: {check:?}");
         }
         let mut all = prompt.clone();
         all.extend_from_slice(&honest[..honest.len() - 1]);
