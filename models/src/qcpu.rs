@@ -27,7 +27,10 @@
 //! dequantised into an f32 block that stays in cache, 12 rows × 32 positions of accumulators
 //! (the verifier's 16-bit kernel: 6 rows × 32 positions, see [`avx512q`]); the query, key and
 //! value projections run in one parallel loop, as do gate and up. Attention over one
-//! sequence's rows is tiles of scores and weighted values per head and 16 query rows.
+//! sequence's rows is tiles of scores and weighted values per head and 16 query rows. The
+//! verifier's pass keeps its activations positions-minor between layers
+//! ([`QuantLlama::forward_cols`]), the layout the kernels multiply, so no product is transposed
+//! except attention's inputs.
 //! Elsewhere the `gemm` crate multiplies.
 
 use std::path::Path;
@@ -480,6 +483,92 @@ fn tops_xt(m: &QMat, acts: &Acts, tokens: &[u32]) -> Vec<[f32; 2]> {
         .collect()
 }
 
+/// `y_j = W_j · x` for every matrix of `mats` (all as wide as `acts`), positions-minor: `[rows_j,
+/// np]`, each chunk's slab copied whole ([`QuantLlama::forward_cols`]).
+#[cfg(target_arch = "x86_64")]
+fn gemm_cols<const M: usize>(mats: [&QMat; M], acts: &Acts) -> [Vec<f32>; M] {
+    let np = acts.np();
+    let mut ys: [Vec<f32>; M] = mats.map(|m| Vec::with_capacity(m.rows * np));
+    let dsts: Vec<SendPtr> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
+    gemm_chunks(&mats, acts, |j, first, k, slab| {
+        // SAFETY: rows `first..first + k` of `y_j` (`k * np` values from `first * np`, inside
+        // its capacity) are this chunk's alone; `ys` outlives the loop and is not read
+        // meanwhile; the slab holds `k * np` values.
+        unsafe { std::ptr::copy_nonoverlapping(slab.as_ptr(), dsts[j].0.add(first * np), k * np) };
+    });
+    for (y, m) in ys.iter_mut().zip(mats) {
+        // SAFETY: the chunks above wrote every row: all `rows * np` values.
+        unsafe { y.set_len(m.rows * np) };
+    }
+    ys
+}
+
+/// Positions `from..n` of `t` (`[width, np]`) as rows, `[n - from, width]`.
+///
+/// # Safety
+/// The CPU has AVX-512F; `np` is a multiple of 16, `from < n <= np`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn rows_of(t: &[f32], width: usize, np: usize, from: usize, n: usize) -> Vec<f32> {
+    assert!(np.is_multiple_of(16) && from < n && n <= np && t.len() >= width * np);
+    let m = n - from;
+    let mut out = Vec::with_capacity(m * width);
+    if from == 0 {
+        // SAFETY: AVX-512F (the caller's); `t` is `[width, np]` and `out` has room for `n`
+        // rows of `width`.
+        unsafe { avx512::store_transposed(t, np, width, n, out.as_mut_ptr(), width) };
+    } else {
+        for p in from..n {
+            out.extend((0..width).map(|i| t[i * np + p]));
+        }
+    }
+    // SAFETY: every one of the `m * width` values was written above.
+    unsafe { out.set_len(m * width) };
+    out
+}
+
+/// [`kernels::rms_norm`] of every position of `x` (`[w.len(), np]`) at once: each position's
+/// sum of squares in eight partial sums, added in `sum8`'s order, so that every value is the
+/// row-wise kernel's, bit for bit.
+fn rms_norm_cols(x: &[f32], w: &[f32], eps: f32, np: usize) -> Vec<f32> {
+    let d = w.len();
+    let mut acc = vec![0f32; 8 * np];
+    for (i, row) in x.chunks_exact(np).take(d).enumerate() {
+        for (a, &v) in acc[i % 8 * np..(i % 8 + 1) * np].iter_mut().zip(row) {
+            *a += v * v;
+        }
+    }
+    let inv: Vec<f32> = (0..np)
+        .map(|p| {
+            let a = |j: usize| acc[j * np + p];
+            let sum = ((a(0) + a(4)) + (a(1) + a(5))) + ((a(2) + a(6)) + (a(3) + a(7)));
+            1.0 / (sum / d as f32 + eps).sqrt()
+        })
+        .collect();
+    let mut out = vec![0f32; d * np];
+    for ((o, row), &wi) in out.chunks_exact_mut(np).zip(x.chunks_exact(np)).zip(w) {
+        for ((o, &v), &s) in o.iter_mut().zip(row).zip(&inv) {
+            *o = v * s * wi;
+        }
+    }
+    out
+}
+
+/// [`QuantLlama::rope`] of every position of `t` (`[heads * hd, np]`) at once: rows `2i` and
+/// `2i + 1` of each head rotated by angle `i` of each position (`cos`, `sin`: `[hd / 2, np]`).
+fn rope_cols(t: &mut [f32], cos: &[f32], sin: &[f32], hd: usize, np: usize) {
+    for head in t.chunks_exact_mut(hd * np) {
+        for (i, pair) in head.chunks_exact_mut(2 * np).enumerate() {
+            let (r0, r1) = pair.split_at_mut(np);
+            let (c, s) = (&cos[i * np..(i + 1) * np], &sin[i * np..(i + 1) * np]);
+            for (((x0, x1), &c), &s) in r0.iter_mut().zip(r1.iter_mut()).zip(c).zip(s) {
+                let (a, b) = (*x0, *x1);
+                *x0 = a * c - b * s;
+                *x1 = a * s + b * c;
+            }
+        }
+    }
+}
+
 /// The AVX-512 GEMMs of every matrix of `mats` (all as wide as `acts`) in one parallel loop
 /// (fewer wake-ups of the thread pool), one task per [`GEMM_CHUNK`] rows of a matrix: it
 /// dequantises them into a block (f32 for [`Xt`], 16-bit for [`Xq`]), multiplies it with every
@@ -664,14 +753,51 @@ impl Xq {
     /// [`GEMM_ROWS`] and `cols` a multiple of 32; `None` otherwise.
     fn new(x: &[f32], n: usize, cols: usize) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
+        if x.len() >= n * cols {
+            return Self::build(n, n.next_multiple_of(16), cols, |b, p0, w, s, su| {
+                // SAFETY: `build` runs this only where AVX-512F and BW were detected; `x` holds
+                // `n` rows of `cols` (checked above), block `b` lies inside them, and `w`, `s`,
+                // `su` hold `np` (a multiple of 16 above `p0`) positions a row.
+                unsafe { avx512q::quantize16(x, n, cols, b, p0, w, s, su) }
+            });
+        }
+        let _ = (x, n, cols);
+        None
+    }
+
+    /// [`Xq::new`] from activations already positions-minor: `xt` is `[cols, np]`, its first
+    /// `n` positions real and the rest zeros, `np` a multiple of 16 (the layout of
+    /// [`QuantLlama::forward_cols`]).
+    fn from_cols(xt: &[f32], n: usize, np: usize, cols: usize) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if np.is_multiple_of(16) && n <= np && xt.len() >= cols * np {
+            return Self::build(n, np, cols, |b, p0, w, s, su| {
+                // SAFETY: `build` runs this only where AVX-512F and BW were detected; `xt` holds
+                // `cols` rows of `np` (checked above) and block `b` lies inside them; `w`, `s`,
+                // `su` hold `np` positions a row, `p0 + 16` at most.
+                unsafe { avx512q::quantize16_cols(xt, b, p0, w, s, su) }
+            });
+        }
+        let _ = (xt, n, np, cols);
+        None
+    }
+
+    /// Buffers for `n` positions padded to `np`, each 32-column block's filled by `quantize(b,
+    /// p0, words, scale, sums)` 16 positions at a time (one task per block), where the CPU
+    /// runs the int16 kernel, `n` is at least [`GEMM_ROWS`] and `cols` a multiple of 32.
+    #[cfg(target_arch = "x86_64")]
+    fn build(
+        n: usize,
+        np: usize,
+        cols: usize,
+        quantize: impl Fn(usize, usize, &mut [i32], &mut [f32], &mut [f32]) + Sync,
+    ) -> Option<Self> {
         if n >= GEMM_ROWS
             && cols.is_multiple_of(32)
-            && x.len() >= n * cols
             && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
         {
-            let np = n.next_multiple_of(16);
             let nb = cols / 32;
             let mut words = vec![0i32; cols / 2 * np];
             let mut scale = vec![0f32; nb * np];
@@ -684,10 +810,7 @@ impl Xq {
                 .enumerate()
                 .for_each(|(b, (w, (s, su)))| {
                     for p0 in (0..n).step_by(16) {
-                        // SAFETY: AVX-512F and BW were detected above; `x` holds `n` rows of
-                        // `cols`, block `b` lies inside them, and `w`, `s`, `su` hold `np`
-                        // (a multiple of 16 above `p0`) positions a row.
-                        unsafe { avx512q::quantize16(x, n, cols, b, p0, w, s, su) };
+                        quantize(b, p0, w, s, su);
                     }
                 });
             return Some(Self {
@@ -698,7 +821,6 @@ impl Xq {
                 np,
             });
         }
-        let _ = (x, n, cols);
         None
     }
 }
@@ -790,15 +912,7 @@ mod avx512q {
         scale: &mut [f32],
         sums: &mut [f32],
     ) {
-        let np = scale.len();
-        assert!(
-            32 * (b + 1) <= cols
-                && x.len() >= n * cols
-                && np.is_multiple_of(16)
-                && p0 + 16 <= np
-                && words.len() >= 16 * np
-                && sums.len() >= np
-        );
+        assert!(32 * (b + 1) <= cols && x.len() >= n * cols);
         // Columns as vectors over the 16 positions: `lo[c]` is column `32 b + c`, `hi[c]`
         // column `32 b + 16 + c`.
         // SAFETY: a row `p0 + i < n` of `x` holds block `b` (asserted).
@@ -811,6 +925,49 @@ mod avx512q {
         };
         let lo = super::avx512::transpose16(std::array::from_fn(|i| load(i, 0)));
         let hi = super::avx512::transpose16(std::array::from_fn(|i| load(i, 1)));
+        quantize_columns(lo, hi, p0, words, scale, sums);
+    }
+
+    /// [`quantize16`] for activations already positions-minor: block `b` of the 16 positions
+    /// from `p0` of `xt` (`[cols, np]`, `np = scale.len()`), read as whole vectors.
+    ///
+    /// # Safety
+    /// AVX-512F and BW; as [`quantize16`], with `xt` holding `cols` rows of `np`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize16_cols(
+        xt: &[f32],
+        b: usize,
+        p0: usize,
+        words: &mut [i32],
+        scale: &mut [f32],
+        sums: &mut [f32],
+    ) {
+        let np = scale.len();
+        assert!(xt.len() >= 32 * (b + 1) * np && p0 + 16 <= np);
+        // SAFETY: row `32 b + c` of `xt` holds positions `p0..p0 + 16` (asserted).
+        let load = |c: usize| unsafe { _mm512_loadu_ps(xt.as_ptr().add((32 * b + c) * np + p0)) };
+        let lo = std::array::from_fn(&load);
+        let hi = std::array::from_fn(|c| load(16 + c));
+        quantize_columns(lo, hi, p0, words, scale, sums);
+    }
+
+    /// The quantisation both [`quantize16`] and [`quantize16_cols`] run: one block's 32
+    /// columns as vectors over 16 positions (`lo`, then `hi`) into words, scale and sum at
+    /// `p0`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn quantize_columns(
+        lo: [__m512; 16],
+        hi: [__m512; 16],
+        p0: usize,
+        words: &mut [i32],
+        scale: &mut [f32],
+        sums: &mut [f32],
+    ) {
+        let np = scale.len();
+        assert!(
+            np.is_multiple_of(16) && p0 + 16 <= np && words.len() >= 16 * np && sums.len() >= np
+        );
         let mut max = _mm512_setzero_ps();
         let mut nan: __mmask16 = 0;
         for v in lo.iter().chain(&hi) {
@@ -1952,6 +2109,115 @@ impl QuantLlama {
         });
     }
 
+    /// Whether [`Self::forward_cols`] runs here for `n` positions: the CPU runs the int16
+    /// kernel ([`Xq`]), `n` is at least [`GEMM_ROWS`], the widths are whole 32-column blocks
+    /// and every layer's matrices are Q4_1 or Q8_0, as [`Acts::new`] requires of every GEMM of
+    /// the `fast` pass.
+    fn cols_pass_runs(&self, n: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let c = self.cfg;
+            let int16 = |m: &QMat| matches!(m.ty, GgmlType::Q4_1 | GgmlType::Q8_0);
+            n >= GEMM_ROWS
+                && c.dim.is_multiple_of(32)
+                && c.ffn.is_multiple_of(32)
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && self.blocks.iter().all(|b| {
+                    [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]
+                        .into_iter()
+                        .all(int16)
+                })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = n;
+            false
+        }
+    }
+
+    /// The verifier's teacher-forced pass over `tokens` (one sequence from position 0), with
+    /// the activations between layers kept positions-minor: `[width, np]`, positions padded
+    /// with zeros to `np`, a multiple of 16. That is the layout of every GEMM's slab
+    /// ([`gemm_chunks`]), so each product is copied whole instead of transposed row by row
+    /// ([`avx512::store_transposed`]), and the layout the next GEMM's activations are quantised
+    /// from without transposes ([`Xq::from_cols`]); norms, rope, silu and residual adds run
+    /// across positions. Only attention takes rows: `q`, `k`, `v` are transposed for it and its
+    /// output quantised from rows. The same operations on the same values in the same order
+    /// as [`Self::step`]'s `fast` pass, so bit for bit its result (tested): the final-normed
+    /// rows from `from`, `[n - from, dim]`. Only where [`Self::cols_pass_runs`].
+    #[cfg(target_arch = "x86_64")]
+    fn forward_cols(&self, tokens: &[u32], from: usize) -> Result<Vec<f32>> {
+        let c = self.cfg;
+        let (n, d, ffn) = (tokens.len(), c.dim, c.ffn);
+        let np = n.next_multiple_of(16);
+        let hd = d / c.heads;
+        let kvd = c.kv_heads * hd;
+        let eps = c.eps as f32;
+        assert!(from < n && self.cols_pass_runs(n));
+        let mut x = vec![0f32; d * np];
+        let mut row = vec![0f32; d];
+        for (p, &t) in tokens.iter().enumerate() {
+            if t as usize >= c.vocab {
+                return Err(Error::Input {
+                    index: p,
+                    detail: format!("token {t} outside the vocabulary"),
+                });
+            }
+            self.embed.row(t as usize, &mut row);
+            for (i, &v) in row.iter().enumerate() {
+                x[i * np + p] = v;
+            }
+        }
+        // cos and sin of each rope angle (`[hd / 2, np]`), as `rope_angles` gives them.
+        let half = hd / 2;
+        let (mut cos, mut sin) = (vec![0f32; half * np], vec![0f32; half * np]);
+        for p in 0..n {
+            let (cs, sn) = self.rope_angles(p);
+            for i in 0..half {
+                cos[i * np + p] = cs[i];
+                sin[i * np + p] = sn[i];
+            }
+        }
+        let quantised = |t: &[f32], width: usize| {
+            Xq::from_cols(t, n, np, width)
+                .map(Acts::I16)
+                .ok_or_else(|| bad("the int16 kernel does not run here"))
+        };
+        // SAFETY: `cols_pass_runs` found AVX-512F; `np` is a multiple of 16 above `n`.
+        let all_rows = |t: &[f32], width: usize| unsafe { rows_of(t, width, np, 0, n) };
+        for b in &self.blocks {
+            let h = rms_norm_cols(&x, &b.attn_norm, eps, np);
+            let [mut q, mut k, v] = gemm_cols([&b.wq, &b.wk, &b.wv], &quantised(&h, d)?);
+            rope_cols(&mut q, &cos, &sin, hd, np);
+            rope_cols(&mut k, &cos, &sin, hd, np);
+            let (q, k, v) = (all_rows(&q, d), all_rows(&k, kvd), all_rows(&v, kvd));
+            let mut att = vec![0f32; n * d];
+            self.attend_rows(&q, &k, &v, 0, n, &mut att);
+            let att = Xq::new(&att, n, d)
+                .map(Acts::I16)
+                .ok_or_else(|| bad("the int16 kernel does not run here"))?;
+            let [o] = gemm_cols([&b.wo], &att);
+            for (xi, oi) in x.iter_mut().zip(o) {
+                *xi += oi;
+            }
+            let h = rms_norm_cols(&x, &b.ffn_norm, eps, np);
+            let [mut gate, up] = gemm_cols([&b.gate, &b.up], &quantised(&h, d)?);
+            let chunk = GEMM_ROWS * ffn;
+            gate.par_chunks_mut(chunk)
+                .zip(up.par_chunks(chunk))
+                .for_each(|(g, u)| kernels::silu_mul(g, u));
+            let [down] = gemm_cols([&b.down], &quantised(&gate, ffn)?);
+            for (xi, oi) in x.iter_mut().zip(down) {
+                *xi += oi;
+            }
+        }
+        // SAFETY: as above.
+        let rows = unsafe { rows_of(&x, d, np, from, n) };
+        Ok(self.rms_norm(&rows, &self.norm))
+    }
+
     /// Empty caches for `n` sequences.
     fn caches(&self, n: usize) -> Vec<SeqCache> {
         let layers = self.cfg.layers;
@@ -1984,8 +2250,30 @@ impl QuantLlama {
                 detail: format!("no positions from {from} of {}", ids.len()),
             });
         }
+        self.teacher_forced_then(ids, from, fast, |last, m| self.embed.matmul(last, m, fast))
+    }
+
+    /// The teacher-forced pass over `ids` up to the output layer, then `head` on the
+    /// final-normed rows from `from` and their count: [`Self::forward_cols`] for the verifier's
+    /// pass where it runs, else [`Self::step_then`].
+    fn teacher_forced_then<T: Send>(
+        &self,
+        ids: &[u32],
+        from: usize,
+        fast: bool,
+        head: impl FnOnce(&[f32], usize) -> T + Send,
+    ) -> Result<T> {
+        let m = ids.len() - from;
+        #[cfg(target_arch = "x86_64")]
+        if fast && self.cols_pass_runs(ids.len()) {
+            // On a pool thread, as in `step_then`.
+            return rayon::scope(|_| Ok(head(&self.forward_cols(ids, from)?, m)));
+        }
         let rows: Vec<usize> = (from..ids.len()).collect();
-        self.step(ids, &vec![0; ids.len()], &mut self.caches(1), &rows, fast)
+        let seq = vec![0; ids.len()];
+        self.step_then(ids, &seq, &mut self.caches(1), &rows, fast, |last| {
+            head(last, m)
+        })
     }
 }
 
@@ -2053,10 +2341,8 @@ impl Decoder for QuantLlama {
     /// position's greedy check reads ([`QMat::tops`]) instead of all 49,152.
     fn forward_tops(&self, ids: &[u32], from: usize, tokens: &[u32]) -> Result<Vec<[f32; 2]>> {
         super::smollm::check_tops_args(ids, from, tokens, self.cfg.vocab)?;
-        let rows: Vec<usize> = (from..ids.len()).collect();
-        let seq = vec![0; ids.len()];
-        self.step_then(ids, &seq, &mut self.caches(1), &rows, true, |last| {
-            self.embed.tops(last, rows.len(), tokens, true)
+        self.teacher_forced_then(ids, from, true, |last, m| {
+            self.embed.tops(last, m, tokens, true)
         })
     }
 }
@@ -2323,6 +2609,79 @@ mod tests {
                         "{ty:?} n {n} position {i}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The verifier's positions-minor pass ([`QuantLlama::forward_cols`]) gives bit for bit
+    /// the final-normed rows of the row-wise `fast` step, on a small random model (Q4_1 layers
+    /// with a Q8_0 value matrix, Q8_0 embedding) at position counts with and without padding.
+    #[test]
+    fn positions_minor_pass_equals_the_row_pass() {
+        let cfg = LlamaConfig {
+            vocab: 50,
+            dim: 64,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            ffn: 96,
+            ..LlamaConfig::new()
+        };
+        let norm = |seed: usize| -> Vec<f32> {
+            (0..cfg.dim)
+                .map(|i| 0.5 + ((i * 31 + seed * 17) % 23) as f32 / 23.0)
+                .collect()
+        };
+        let (kvd, q41) = (cfg.kv_heads * cfg.dim / cfg.heads, GgmlType::Q4_1);
+        let blocks = (0..cfg.layers as u64)
+            .map(|l| QBlock {
+                attn_norm: norm(2 * l as usize),
+                wq: matrix(q41, cfg.dim, cfg.dim, 10 * l + 1),
+                wk: matrix(q41, kvd, cfg.dim, 10 * l + 2),
+                wv: matrix(GgmlType::Q8_0, kvd, cfg.dim, 10 * l + 3),
+                wo: matrix(q41, cfg.dim, cfg.dim, 10 * l + 4),
+                ffn_norm: norm(2 * l as usize + 1),
+                gate: matrix(q41, cfg.ffn, cfg.dim, 10 * l + 5),
+                up: matrix(q41, cfg.ffn, cfg.dim, 10 * l + 6),
+                down: matrix(q41, cfg.dim, cfg.ffn, 10 * l + 7),
+            })
+            .collect();
+        let hd = cfg.dim / cfg.heads;
+        let model = QuantLlama {
+            cfg,
+            embed: matrix(GgmlType::Q8_0, cfg.vocab, cfg.dim, 99),
+            blocks,
+            norm: norm(7),
+            inv_freq: (0..hd / 2)
+                .map(|i| cfg.rope_base.powf(-2.0 * i as f64 / hd as f64))
+                .collect(),
+        };
+        if !model.cols_pass_runs(GEMM_ROWS) {
+            eprintln!("positions-minor pass: no AVX-512 VNNI here, nothing to compare");
+            return;
+        }
+        for (n, from) in [(21, 5), (32, 0), (GEMM_ROWS, GEMM_ROWS - 1)] {
+            let ids: Vec<u32> = (0..n).map(|i| (i * 7 % cfg.vocab) as u32).collect();
+            let rows: Vec<usize> = (from..n).collect();
+            let want = model
+                .step_then(
+                    &ids,
+                    &vec![0; n],
+                    &mut model.caches(1),
+                    &rows,
+                    true,
+                    |last| last.to_vec(),
+                )
+                .unwrap();
+            let got = model.forward_cols(&ids, from).unwrap();
+            assert_eq!(got.len(), want.len());
+            assert!(want.iter().any(|v| *v != 0.0) && want.iter().all(|v| v.is_finite()));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{n} positions from {from}: value {i}"
+                );
             }
         }
     }
