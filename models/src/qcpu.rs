@@ -484,18 +484,15 @@ fn tops_xt(m: &QMat, acts: &Acts, tokens: &[u32]) -> Vec<[f32; 2]> {
 }
 
 /// `y_j = W_j · x` for every matrix of `mats` (all as wide as `acts`), positions-minor: `[rows_j,
-/// np]`, each chunk's slab copied whole ([`QuantLlama::forward_cols`]).
+/// np]`, each chunk's slab written in place ([`QuantLlama::forward_cols`]).
 #[cfg(target_arch = "x86_64")]
 fn gemm_cols<const M: usize>(mats: [&QMat; M], acts: &Acts) -> [Vec<f32>; M] {
     let np = acts.np();
     let mut ys: [Vec<f32>; M] = mats.map(|m| Vec::with_capacity(m.rows * np));
     let dsts: Vec<SendPtr> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
-    gemm_chunks(&mats, acts, |j, first, k, slab| {
-        // SAFETY: rows `first..first + k` of `y_j` (`k * np` values from `first * np`, inside
-        // its capacity) are this chunk's alone; `ys` outlives the loop and is not read
-        // meanwhile; the slab holds `k * np` values.
-        unsafe { std::ptr::copy_nonoverlapping(slab.as_ptr(), dsts[j].0.add(first * np), k * np) };
-    });
+    // SAFETY: each `y_j` has capacity for its `rows * np` values, outlives the call and is not
+    // otherwise touched meanwhile.
+    unsafe { gemm_chunks_into(&mats, acts, Some(&dsts), |_, _, _, _| {}) };
     for (y, m) in ys.iter_mut().zip(mats) {
         // SAFETY: the chunks above wrote every row: all `rows * np` values.
         unsafe { y.set_len(m.rows * np) };
@@ -575,8 +572,25 @@ fn rope_cols(t: &mut [f32], cos: &[f32], sin: &[f32], hd: usize, np: usize) {
 /// position into a slab `[k, np]` (rows × positions), and hands that to `sink(j, first, k,
 /// slab)`.
 fn gemm_chunks(mats: &[&QMat], acts: &Acts, sink: impl Fn(usize, usize, usize, &[f32]) + Sync) {
+    // SAFETY: no buffers to write in place.
+    unsafe { gemm_chunks_into(mats, acts, None, sink) }
+}
+
+/// [`gemm_chunks`], where with `into` (one buffer per matrix, `[rows_j, np]`) each chunk's slab
+/// is its rows of that buffer, written in place.
+///
+/// # Safety
+/// Each buffer of `into` holds `rows_j * np` writable values that nothing else reads or writes
+/// during the call.
+unsafe fn gemm_chunks_into(
+    mats: &[&QMat],
+    acts: &Acts,
+    into: Option<&[SendPtr]>,
+    sink: impl Fn(usize, usize, usize, &[f32]) + Sync,
+) {
     let (cols, np) = (mats[0].cols, acts.np());
     assert!(mats.iter().all(|m| m.cols == cols) && acts.cols() == cols);
+    assert!(into.is_none_or(|d| d.len() == mats.len()));
     let tasks: Vec<(usize, usize)> = mats
         .iter()
         .enumerate()
@@ -587,10 +601,19 @@ fn gemm_chunks(mats: &[&QMat], acts: &Acts, sink: impl Fn(usize, usize, usize, &
             let m = mats[j];
             let k = GEMM_CHUNK.min(m.rows - first);
             // Every value is written below before it is read, so old contents do not matter.
-            if slab.len() < k * np {
-                slab.resize(k * np, 0.0);
-            }
-            let slab = &mut slab[..k * np];
+            let slab = match into {
+                // SAFETY: rows `first..first + k` of buffer `j` (the caller's bounds) are this
+                // task's alone.
+                Some(d) => unsafe {
+                    std::slice::from_raw_parts_mut(d[j].0.add(first * np), k * np)
+                },
+                None => {
+                    if slab.len() < k * np {
+                        slab.resize(k * np, 0.0);
+                    }
+                    &mut slab[..k * np]
+                }
+            };
             match acts {
                 Acts::F32(xt) => {
                     if w.len() < k * cols {
