@@ -39,6 +39,11 @@ pub struct GenerateBench {
     /// Also measure the quantized CPU decoder (with the first CPU backend verifying it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub quantized: bool,
+    /// Warm runs per measurement: the warm generation, its one-token prefill and the warm
+    /// teacher-forced check each run this many times and report their median (this host's
+    /// speed may move from one second to the next; one run says little).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeats: u32,
     /// Print JSON lines (one per row, then one per calibration) instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -47,9 +52,10 @@ pub struct GenerateBench {
 type GenFn<'a> = dyn Fn(&[&[u32]], usize) -> gleaner_models::Result<Vec<Vec<u32>>> + 'a;
 
 /// Times `generate` at each batch size: once cold (the first time this process decodes at that
-/// batch size), then warm (prefill = one new token; decode = the rest). At batch 1 it also times
-/// `verifier`'s teacher-forced check of the output, which must accept it: the first check (cold)
-/// and a second one (warm). Returns the batch-1 output.
+/// batch size), then warm (prefill = one new token; decode = the rest), the median of
+/// `--repeats` runs each. At batch 1 it also times `verifier`'s teacher-forced check of the
+/// output, which must accept it every time: the first check (cold) and the median of
+/// `--repeats` more (warm). Returns the batch-1 output.
 fn measure(
     name: &str,
     args: &GenerateBench,
@@ -64,32 +70,39 @@ fn measure(
         let t = Instant::now();
         let cold = generate(&refs, args.new_tokens)?;
         let cold_secs = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        generate(&refs, 1)?;
-        let prefill = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let outs = generate(&refs, args.new_tokens)?;
-        let total = t.elapsed().as_secs_f64();
-        if outs != cold {
-            bail!("{name} batch {b}: two greedy runs gave different tokens");
+        let repeats = args.repeats as usize;
+        let (mut prefills, mut totals) = (Vec::new(), Vec::new());
+        for _ in 0..repeats {
+            let t = Instant::now();
+            generate(&refs, 1)?;
+            prefills.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let outs = generate(&refs, args.new_tokens)?;
+            totals.push(t.elapsed().as_secs_f64());
+            if outs != cold {
+                bail!("{name} batch {b}: two greedy runs gave different tokens");
+            }
         }
+        let (prefill, total) = (median(&mut prefills), median(&mut totals));
         let mut verify_secs = None;
         if b == 1 {
-            let mut secs = [0f64; 2];
-            for s in &mut secs {
+            let mut secs = Vec::with_capacity(repeats + 1);
+            let mut max_gap = 0f32;
+            for _ in 0..=repeats {
                 let t = Instant::now();
-                let check = verifier.check_greedy(prompt, &outs[0], GENERATE_MARGIN)?;
-                *s = t.elapsed().as_secs_f64();
+                let check = verifier.check_greedy(prompt, &cold[0], GENERATE_MARGIN)?;
+                secs.push(t.elapsed().as_secs_f64());
                 if !check.accepted {
                     bail!("{name}: the verifier rejected its greedy output: {check:?}");
                 }
-                eprintln!(
-                    "{name}: verifier accepts its output, largest gap {:.2e}",
-                    check.max_gap
-                );
+                max_gap = max_gap.max(check.max_gap);
             }
-            verify_secs = Some((secs[0], secs[1]));
-            greedy = Some(outs[0].clone());
+            eprintln!(
+                "{name}: verifier accepts its output {} times, largest gap {max_gap:.2e}",
+                repeats + 1
+            );
+            verify_secs = Some((secs[0], median(&mut secs[1..])));
+            greedy = Some(cold[0].clone());
         }
         let row = GenRow {
             implementation: name.to_owned(),
@@ -97,10 +110,11 @@ fn measure(
             batch: b,
             prompt: prompt.len(),
             prefill_secs: prefill,
-            new: outs[0].len(),
+            new: cold[0].len(),
             decode_secs: (total - prefill).max(1e-9),
             cold_secs,
             verify_secs,
+            repeats,
         };
         eprintln!(
             "{name} batch {b}: prompt {:.1} tok/s, new {:.1} tok/s (cold: {:.1} tok/s overall)",
@@ -118,6 +132,7 @@ escrow tokens, workers run foundation models, and a verifier compares redundant 
 anyone is paid. Explain in simple words why redundancy matters:";
 
 /// One measured configuration of `bench generate`.
+#[derive(Clone)]
 struct GenRow {
     implementation: String,
     precision: Precision,
@@ -128,8 +143,11 @@ struct GenRow {
     decode_secs: f64,
     /// The first generation at this batch size, prefill included (0 for the peer: not run).
     cold_secs: f64,
-    /// Teacher-forced check of the batch-1 output, seconds: the first check, and a second.
+    /// Teacher-forced check of the batch-1 output, seconds: the first check, and the median of
+    /// `--repeats` more.
     verify_secs: Option<(f64, f64)>,
+    /// Runs behind each warm median.
+    repeats: usize,
 }
 
 impl GenRow {
@@ -152,8 +170,15 @@ impl GenRow {
             "verify_warm_secs": vw,
             "verify_over_gen_cold": vc.map(|v| v / gen_secs),
             "verify_over_gen_warm": vw.map(|v| v / gen_secs),
+            "repeats": self.repeats,
         })
     }
+}
+
+/// The median of `v` (the upper one of an even count); `v` is not empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// The largest element-wise difference of two logit arrays.
@@ -290,14 +315,17 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
         }
     }
     if let Some(peer) = &args.peer {
+        // The peer as often as our warm runs, its medians taken the same way.
         for &b in &args.batches {
-            rows.push(run_generate_peer(
-                peer,
-                &path,
-                &prompt_ids,
-                args.new_tokens,
-                b,
-            )?);
+            let runs = (0..args.repeats)
+                .map(|_| run_generate_peer(peer, &path, &prompt_ids, args.new_tokens, b))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut first = runs[0].clone();
+            let pick = |f: fn(&GenRow) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+            first.prefill_secs = pick(|r| r.prefill_secs);
+            first.decode_secs = pick(|r| r.decode_secs);
+            first.repeats = runs.len();
+            rows.push(first);
         }
     }
     if args.json {
@@ -418,6 +446,7 @@ fn run_generate_peer(
         decode_secs: f("decode_secs")?,
         cold_secs: 0.0,
         verify_secs: None,
+        repeats: 1,
     })
 }
 
