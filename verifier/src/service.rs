@@ -340,7 +340,9 @@ impl Service {
 
     /// Decides `tasks` of `job` (`finalize`: provisional results, see [`Service::task`]); a
     /// task that cannot be decided is logged and left for the next poll, unless the failure is
-    /// recoverable (then the poll backs off).
+    /// recoverable (then the poll backs off). Each decision, recorded first in the store, is
+    /// posted to the coordinator while the next tasks are decided ([`POSTS_IN_FLIGHT`] at
+    /// most); all posts have ended when this returns.
     async fn tasks(
         &mut self,
         job: &JobForReview,
@@ -348,22 +350,50 @@ impl Service {
         tasks: &[&TaskForReview],
         finalize: bool,
     ) -> Result<()> {
-        for chunk in tasks.chunks(PREFETCH_TASKS) {
-            self.prefetch(job.job_id, manifest, chunk, finalize).await?;
+        let job_id = job.job_id;
+        let mut posts = tokio::task::JoinSet::new();
+        let mut failed = None;
+        'chunks: for chunk in tasks.chunks(PREFETCH_TASKS) {
+            if let Err(e) = self.prefetch(job_id, manifest, chunk, finalize).await {
+                failed.get_or_insert(e);
+                break;
+            }
             for task in chunk {
-                if let Err(e) = self
+                match self
                     .task(job, manifest, hashes, policy, spot, task, finalize)
                     .await
                 {
-                    if e.recoverable() {
-                        return Err(e);
+                    Ok(Some(rec)) => {
+                        while posts.len() >= POSTS_IN_FLIGHT {
+                            let Some(done) = posts.join_next().await else {
+                                break;
+                            };
+                            post_ended(job_id, done, &mut failed)?;
+                        }
+                        let client = self.client.clone();
+                        posts.spawn(async move {
+                            (rec.index, post_record(&client, job_id, &rec).await)
+                        });
                     }
-                    warn!(target: "verifier", job_id = %job.job_id, task = task.index, error = %e, "task not decided");
+                    Ok(None) => {}
+                    Err(e) if e.recoverable() => {
+                        failed.get_or_insert(e);
+                        break 'chunks;
+                    }
+                    Err(e) => {
+                        warn!(target: "verifier", %job_id, task = task.index, error = %e, "task not decided");
+                    }
+                }
+                if failed.is_some() {
+                    break 'chunks;
                 }
             }
         }
+        while let Some(done) = posts.join_next().await {
+            post_ended(job_id, done, &mut failed)?;
+        }
         self.prefetched.clear();
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Fetches, concurrently, the blobs that deciding `tasks` will read (inputs and outputs of
@@ -437,7 +467,7 @@ impl Service {
         spot: Option<(SpotChecks, SpotSeed)>,
         task: &TaskForReview,
         finalize: bool,
-    ) -> Result<()> {
+    ) -> Result<Option<TaskRecord>> {
         let job_id = job.job_id;
         let index = task.index;
         if hashes.get(index as usize) != Some(&task.task_hash) {
@@ -448,11 +478,11 @@ impl Service {
         }
         // Decided before a crash or a lost reply: tell the coordinator again, change nothing.
         if let Some(rec) = self.store.decision(job_id, index).await? {
-            return self.post_record(job_id, &rec).await;
+            return Ok(Some(rec));
         }
         let views = distinct_views(task);
         if self.waiting(job_id, index, &views, finalize) {
-            return Ok(());
+            return Ok(None);
         }
         let (_, domain) = self.domain().await?;
         let kind = Arc::clone(self.config.kinds.get(&manifest.kind)?);
@@ -525,7 +555,7 @@ impl Service {
                             debug!(target: "verifier", %job_id, task = index, worker = %r.worker, "held provisionally");
                             self.provisional
                                 .insert((job_id, index), (r.worker, r.result_hash));
-                            return Ok(());
+                            return Ok(None);
                         }
                         Single::Replicate { extra } => Verdict::More { extra },
                     }
@@ -548,7 +578,7 @@ impl Service {
                     .await?;
                 self.asked_more.insert((job_id, index), views.len());
                 info!(target: "verifier", %job_id, task = index, extra, "more replicas asked");
-                return Ok(());
+                return Ok(None);
             }
             Verdict::Accept { quorum } => {
                 let bytes = accepted_blob(&replicas, quorum, kind.as_ref())?;
@@ -579,7 +609,7 @@ impl Service {
             caught.extend(rec.contradictions.iter().map(|&k| rec.replicas[k].worker));
         }
         self.asked_more.remove(&(job_id, index));
-        self.post_record(job_id, &rec).await
+        Ok(Some(rec))
     }
 
     /// The kind's check of one attributed output, off the async runtime, remembered so that a
@@ -618,37 +648,6 @@ impl Service {
         }
         self.checked.insert(key, checked.clone());
         Ok(checked)
-    }
-
-    async fn post_record(&self, job_id: U256, rec: &TaskRecord) -> Result<()> {
-        let quorum: Vec<Address> = rec
-            .replicas
-            .iter()
-            .filter(|r| r.in_quorum)
-            .map(|r| r.worker)
-            .collect();
-        let verdict = match rec.accepted_result {
-            Some(result) => api::Verdict::Accept { result, quorum },
-            None => api::Verdict::Fail,
-        };
-        let name = verdict.name();
-        let posted = self
-            .client
-            .decide(&Decision {
-                job_id,
-                index: rec.index,
-                verdict,
-            })
-            .await;
-        // 409: the coordinator already has a decision for the task (ours, before a restart).
-        match posted {
-            Ok(()) => {}
-            Err(e) if e.refused_status() == Some(409) => {}
-            Err(e) => return Err(e.into()),
-        }
-        info!(target: "verifier", %job_id, task = rec.index, verdict = name,
-              result = ?rec.accepted_result, contradictions = rec.contradictions.len(), "decision posted");
-        Ok(())
     }
 
     async fn settle(&mut self, job: &JobForReview, manifest: &JobManifest) -> Result<()> {
@@ -888,10 +887,65 @@ impl Service {
     }
 }
 
+/// A decision post's outcome, as [`Service::tasks`] takes it: a recoverable failure is kept in
+/// `failed` (the deciding stops once the posts in flight end), any other leaves its task for
+/// the next poll.
+fn post_ended(
+    job_id: U256,
+    done: std::result::Result<(u32, Result<()>), tokio::task::JoinError>,
+    failed: &mut Option<Error>,
+) -> Result<()> {
+    let (index, posted) = done.map_err(|e| Error::Invalid(format!("decision post task: {e}")))?;
+    match posted {
+        Err(e) if e.recoverable() => {
+            failed.get_or_insert(e);
+        }
+        Err(e) => {
+            warn!(target: "verifier", %job_id, task = index, error = %e, "task not decided");
+        }
+        Ok(()) => {}
+    }
+    Ok(())
+}
+
+/// Tells the coordinator a decision (already in the verifier's store), once more after a restart
+/// or a lost reply: a 409 (it has the decision already) counts as told.
+async fn post_record(client: &Client, job_id: U256, rec: &TaskRecord) -> Result<()> {
+    let quorum: Vec<Address> = rec
+        .replicas
+        .iter()
+        .filter(|r| r.in_quorum)
+        .map(|r| r.worker)
+        .collect();
+    let verdict = match rec.accepted_result {
+        Some(result) => api::Verdict::Accept { result, quorum },
+        None => api::Verdict::Fail,
+    };
+    let name = verdict.name();
+    let posted = client
+        .decide(&Decision {
+            job_id,
+            index: rec.index,
+            verdict,
+        })
+        .await;
+    // 409: the coordinator already has a decision for the task (ours, before a restart).
+    match posted {
+        Ok(()) => {}
+        Err(e) if e.refused_status() == Some(409) => {}
+        Err(e) => return Err(e.into()),
+    }
+    info!(target: "verifier", %job_id, task = rec.index, verdict = name,
+          result = ?rec.accepted_result, contradictions = rec.contradictions.len(), "decision posted");
+    Ok(())
+}
+
 /// Tasks whose blobs are fetched ahead together, before they are decided one by one.
 const PREFETCH_TASKS: usize = 64;
 /// Blob downloads in flight at once while prefetching.
 const PREFETCH_CONCURRENCY: usize = 16;
+/// Decision posts in flight at once while the next tasks are decided.
+const POSTS_IN_FLIGHT: usize = 16;
 
 /// A blob download as a decision reads it: `Ok(None)` not there, `Err(())` bytes that do not
 /// match the hash; any other failure stays an error.
