@@ -290,6 +290,11 @@ impl QMat {
         y
     }
 
+    /// Whether the int16 kernel ([`avx512q`]) takes this matrix's blocks (Q4_1, Q8_0).
+    fn int16(&self) -> bool {
+        matches!(self.ty, GgmlType::Q4_1 | GgmlType::Q8_0)
+    }
+
     /// The quantised bytes and scales of the [`GEMM_CHUNK`] rows from `first` (empty past the
     /// end), for prefetching.
     fn next_chunk(&self, first: usize) -> (&[u8], &[f32]) {
@@ -724,10 +729,7 @@ impl Acts {
     /// when neither AVX-512 kernel runs here or `n` is below [`GEMM_ROWS`].
     fn new(x: &[f32], n: usize, mats: &[&QMat], fast: bool) -> Option<Self> {
         let cols = mats[0].cols;
-        let int16 = fast
-            && mats
-                .iter()
-                .all(|m| matches!(m.ty, GgmlType::Q4_1 | GgmlType::Q8_0));
+        let int16 = fast && mats.iter().all(|m| m.int16());
         match int16.then(|| Xq::new(x, n, cols)).flatten() {
             Some(xq) => Some(Self::I16(xq)),
             None => Xt::new(x, n, cols).map(Self::F32),
@@ -815,12 +817,7 @@ impl Xq {
         cols: usize,
         quantize: impl Fn(usize, usize, &mut [i32], &mut [f32], &mut [f32]) + Sync,
     ) -> Option<Self> {
-        if n >= GEMM_ROWS
-            && cols.is_multiple_of(32)
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-        {
+        if n >= GEMM_ROWS && cols.is_multiple_of(32) && avx512q::runs() {
             let nb = cols / 32;
             let mut words = vec![0i32; cols / 2 * np];
             let mut scale = vec![0f32; nb * np];
@@ -866,6 +863,13 @@ mod avx512q {
 
     /// Columns per L1 block of [`block`] (six 32-column blocks).
     const KB: usize = 192;
+
+    /// Whether this CPU runs the kernel: AVX-512F, BW and VNNI.
+    pub(super) fn runs() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
 
     /// 32 values as 16 words of two 16-bit integers, their scale `s` and `s · Σ X` ([`Xq`]). A
     /// block with a non-finite value gets scale NaN, so that it poisons the result as it would
@@ -1833,6 +1837,19 @@ impl QuantLlama {
         out
     }
 
+    /// Token `t` (the `index`-th of a step) embedded into `out`, or an input error when it lies
+    /// outside the vocabulary.
+    fn embedding(&self, index: usize, t: u32, out: &mut [f32]) -> Result<()> {
+        if t as usize >= self.cfg.vocab {
+            return Err(Error::Input {
+                index,
+                detail: format!("token {t} outside the vocabulary"),
+            });
+        }
+        self.embed.row(t as usize, out);
+        Ok(())
+    }
+
     /// cos and sin of the rope angles at `pos` (`half` of each): the same for every layer and
     /// head, so computed once per row and step.
     fn rope_angles(&self, pos: usize) -> (Vec<f32>, Vec<f32>) {
@@ -1909,13 +1926,7 @@ impl QuantLlama {
         let rep = c.heads / c.kv_heads;
         let mut x = vec![0f32; n * d];
         for (r, &t) in tokens.iter().enumerate() {
-            if t as usize >= c.vocab {
-                return Err(Error::Input {
-                    index: r,
-                    detail: format!("token {t} outside the vocabulary"),
-                });
-            }
-            self.embed.row(t as usize, &mut x[r * d..(r + 1) * d]);
+            self.embedding(r, t, &mut x[r * d..(r + 1) * d])?;
         }
         // Each row's position in its sequence.
         let mut pos = vec![0usize; n];
@@ -2140,17 +2151,14 @@ impl QuantLlama {
         #[cfg(target_arch = "x86_64")]
         {
             let c = self.cfg;
-            let int16 = |m: &QMat| matches!(m.ty, GgmlType::Q4_1 | GgmlType::Q8_0);
             n >= GEMM_ROWS
                 && c.dim.is_multiple_of(32)
                 && c.ffn.is_multiple_of(32)
-                && std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && avx512q::runs()
                 && self.blocks.iter().all(|b| {
                     [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]
                         .into_iter()
-                        .all(int16)
+                        .all(QMat::int16)
                 })
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -2182,13 +2190,7 @@ impl QuantLlama {
         let mut x = vec![0f32; d * np];
         let mut row = vec![0f32; d];
         for (p, &t) in tokens.iter().enumerate() {
-            if t as usize >= c.vocab {
-                return Err(Error::Input {
-                    index: p,
-                    detail: format!("token {t} outside the vocabulary"),
-                });
-            }
-            self.embed.row(t as usize, &mut row);
+            self.embedding(p, t, &mut row)?;
             for (i, &v) in row.iter().enumerate() {
                 x[i * np + p] = v;
             }
@@ -2203,11 +2205,11 @@ impl QuantLlama {
                 sin[i * np + p] = sn[i];
             }
         }
-        let quantised = |t: &[f32], width: usize| {
-            Xq::from_cols(t, n, np, width)
-                .map(Acts::I16)
+        let int16 = |xq: Option<Xq>| {
+            xq.map(Acts::I16)
                 .ok_or_else(|| bad("the int16 kernel does not run here"))
         };
+        let quantised = |t: &[f32], width: usize| int16(Xq::from_cols(t, n, np, width));
         // SAFETY: `cols_pass_runs` found AVX-512F; `np` is a multiple of 16 above `n`.
         let all_rows = |t: &[f32], width: usize| unsafe { rows_of(t, width, np, 0, n) };
         for b in &self.blocks {
@@ -2218,9 +2220,7 @@ impl QuantLlama {
             let (q, k, v) = (all_rows(&q, d), all_rows(&k, kvd), all_rows(&v, kvd));
             let mut att = vec![0f32; n * d];
             self.attend_rows(&q, &k, &v, 0, n, &mut att);
-            let att = Xq::new(&att, n, d)
-                .map(Acts::I16)
-                .ok_or_else(|| bad("the int16 kernel does not run here"))?;
+            let att = int16(Xq::new(&att, n, d))?;
             let [o] = gemm_cols([&b.wo], &att);
             for (xi, oi) in x.iter_mut().zip(o) {
                 *xi += oi;
