@@ -12,24 +12,28 @@ use gleaner_protocol::formulas;
 /// How many leases worker `me` (an index into `gflops`) may hold at once when `replicas` are open
 /// or leased among the active workers whose scores are `gflops`. At least 1.
 pub fn share(replicas: u64, gflops: &[f64], me: usize) -> u64 {
+    let Some(&mine) = gflops.get(me) else {
+        return 1;
+    };
+    let clean = |g: f64| if g.is_finite() && g > 0.0 { g } else { 0.0 };
+    let total = gflops.iter().map(|&g| clean(g)).sum();
+    share_of(replicas, clean(mine), total, gflops.len() as u64)
+}
+
+/// [`share`] from sums: worker `me`'s score `mine` and the sum `total` of the `active`
+/// workers' scores (`me` among them), each score already counted as [`share`] counts it (zero
+/// unless finite and positive): the database sums them, the rows stay there.
+pub fn share_of(replicas: u64, mine: f64, total: f64, active: u64) -> u64 {
     // Scores that are not finite or are negative count as zero; if nobody has a positive score,
     // everybody counts as equal.
-    let clean: Vec<f64> = gflops
-        .iter()
-        .map(|g| if g.is_finite() && *g > 0.0 { *g } else { 0.0 })
-        .collect();
-    let scores = if clean.iter().all(|g| *g == 0.0) {
-        vec![1.0; clean.len()]
+    let (mine, total) = if total > 0.0 && total.is_finite() {
+        (mine, total)
     } else {
-        clean
+        (1.0, active.max(1) as f64)
     };
     // The exact share M · R_i / Σ R_j of the allocation formula, rounded up: rounding down
     // (or largest remainder, as `formulas::allocate` does for a fixed assignment) can leave
     // the last replica of a task with only workers that already hold it able to lease.
-    let total: f64 = scores.iter().sum();
-    let Some(mine) = scores.get(me) else {
-        return 1;
-    };
     let exact = replicas as f64 * mine / total;
     (exact.ceil() as u64).max(1)
 }

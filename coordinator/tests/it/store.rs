@@ -263,6 +263,7 @@ async fn exercise(s: &Store, url: &str) {
         assert_eq!(t.replicas_needed, 1, "task {i}");
     }
     assert_wanted_consistent(url, "after a spot-checked job").await;
+    shares_follow_scores(s).await;
 }
 
 #[tokio::test]
@@ -297,6 +298,44 @@ async fn sqlite_file_survives_a_restart() {
     assert!(s.lease(w, 310, 60, 600).await.unwrap().is_none());
     let again = s.lease(w, 400, 60, 600).await.unwrap().unwrap();
     assert_eq!((again.job_id, again.index), (U256::from(2), 0));
+}
+
+/// Each worker may hold its share of the replicas open or in flight, by score, as the
+/// database sums the scores (a negative one counts as zero): 8 replicas among scores 3, 1 and
+/// -1 give 6, 2 and 1. The live leases are counted only when the queued replicas alone do not
+/// settle the answer (the second lease is answered without them, the third with them).
+async fn shares_follow_scores(s: &Store) {
+    let now = 10_000;
+    let (mut row, tasks) = job(77, 8, 1);
+    row.deadline = 20_000;
+    assert!(s.insert_job(&row, &tasks, 1).await.unwrap());
+    s.set_job_state(U256::from(77), JobState::Registered, JobState::Posted)
+        .await
+        .unwrap();
+    let (fast, slow, broken) = (
+        Address::repeat_byte(0x41),
+        Address::repeat_byte(0x42),
+        Address::repeat_byte(0x43),
+    );
+    for (w, gflops) in [(fast, 3.0), (slow, 1.0), (broken, -1.0)] {
+        worker(s, w, gflops, now).await;
+    }
+    let lease = |w: Address, max: u64| async move {
+        s.lease_many(w, now, 60, 100, max).await.unwrap().len()
+    };
+    assert_eq!(
+        lease(broken, 100).await,
+        1,
+        "a score of zero still gets one"
+    );
+    assert_eq!(lease(fast, 2).await, 2);
+    assert_eq!(lease(fast, 100).await, 4, "3/4 of 8 is 6, two held");
+    assert_eq!(
+        lease(slow, 100).await,
+        1,
+        "its share is 2, one replica left"
+    );
+    assert_eq!(lease(broken, 100).await, 0);
 }
 
 /// A batch lease walks the leasable jobs by deadline, then by numeric job id (9 before 11), and
