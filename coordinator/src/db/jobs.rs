@@ -56,8 +56,12 @@ pub struct NewTask {
     pub cost: u64,
 }
 
-const JOB_COLUMNS: &str = "job_id, manifest, spec_hash, requester, redundancy, task_count, \
-                           deadline, state, tasks_root, post_tx, report_hash";
+/// A job's columns, selected `FROM jobs`: the manifest lives in `job_manifests`, out of the
+/// row, so that reading a job's other columns does not walk it (migration 0010).
+const JOB_COLUMNS: &str = "job_id, \
+     (SELECT m.manifest FROM job_manifests m WHERE m.job_id = jobs.job_id) AS manifest, \
+     spec_hash, requester, redundancy, task_count, deadline, state, tasks_root, post_tx, \
+     report_hash";
 
 fn read_job(row: &AnyRow) -> Result<JobRow> {
     Ok(JobRow {
@@ -141,12 +145,11 @@ impl Store {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO jobs (job_id, manifest, spec_hash, requester, redundancy, task_count, \
-             deadline, state, tasks_root, post_tx, report_hash, created_at, kind, check_secret) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11, $12)",
+            "INSERT INTO jobs (job_id, spec_hash, requester, redundancy, task_count, deadline, \
+             state, tasks_root, post_tx, report_hash, created_at, kind, check_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10, $11)",
         )
         .bind(job.job_id.to_string())
-        .bind(job.manifest.clone())
         .bind(to_hex(&job.spec_hash))
         .bind(to_hex(&job.requester))
         .bind(i64::from(job.redundancy))
@@ -159,6 +162,11 @@ impl Store {
         .bind(secret)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("INSERT INTO job_manifests (job_id, manifest) VALUES ($1, $2)")
+            .bind(job.job_id.to_string())
+            .bind(job.manifest.clone())
+            .execute(&mut *tx)
+            .await?;
         for (index, task) in tasks.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO tasks (job_id, idx, task_hash, input_hash, cost, replicas_needed, \

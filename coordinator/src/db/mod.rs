@@ -295,6 +295,7 @@ mod tests {
         let job = store.job(U256::from(7)).await.unwrap();
         let job = job.expect("the job survives");
         assert_eq!((job.state, job.deadline), (JobState::Posted, 99));
+        assert_eq!(job.manifest, "{}", "the manifest moves to job_manifests");
         let replica = store
             .replica("l1")
             .await
