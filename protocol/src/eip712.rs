@@ -178,24 +178,29 @@ impl ResultSignature {
         })
     }
 
-    /// Checks that `worker` signed `result_hash` as its result for `task_hash`.
-    pub fn verify(
+    /// What this signature signs when it binds `worker` to `result_hash` as its result for
+    /// `task_hash`: the EIP-712 digest (of the `TaskResult`, or of the batch's `TaskResults`
+    /// with the root the proof leads to) and the signature over it. [`Self::verify`] recovers
+    /// the signer from them; every member of a batch gives the batch's one digest and signature,
+    /// so a verifier that remembers recovered signers recovers each batch once.
+    pub fn signed(
         &self,
         domain: &Eip712Domain,
         task_hash: B256,
         result_hash: B256,
         worker: Address,
-    ) -> Result<()> {
+    ) -> (B256, &Signature) {
         match self {
-            Self::Single(sig) => verify(
-                &TaskResult {
-                    taskHash: task_hash,
-                    resultHash: result_hash,
-                    worker,
-                },
-                domain,
+            Self::Single(sig) => (
+                digest(
+                    &TaskResult {
+                        taskHash: task_hash,
+                        resultHash: result_hash,
+                        worker,
+                    },
+                    domain,
+                ),
                 sig,
-                worker,
             ),
             Self::Batch {
                 signature,
@@ -211,9 +216,29 @@ impl ResultSignature {
                     count: *count,
                     worker,
                 };
-                verify(&msg, domain, signature, worker)
+                (digest(&msg, domain), signature)
             }
         }
+    }
+
+    /// Checks that `worker` signed `result_hash` as its result for `task_hash`.
+    pub fn verify(
+        &self,
+        domain: &Eip712Domain,
+        task_hash: B256,
+        result_hash: B256,
+        worker: Address,
+    ) -> Result<()> {
+        let (digest, signature) = self.signed(domain, task_hash, result_hash, worker);
+        let signer = signature
+            .recover_address_from_prehash(&digest)
+            .map_err(|e| Error::Invalid(format!("bad signature: {e}")))?;
+        if signer != worker {
+            return Err(Error::Invalid(format!(
+                "signed by {signer}, not by {worker}"
+            )));
+        }
+        Ok(())
     }
 }
 
