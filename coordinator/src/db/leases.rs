@@ -82,11 +82,20 @@ pub(super) fn read_replica(row: &AnyRow) -> Result<ReplicaRow> {
     })
 }
 
-/// `queued` (replicas still wanted in leasable jobs: `job_wanted`, kept by triggers) and, with
-/// `leased`, the live leases: `leased` (all: a walk over every live lease's index entry) and
-/// `mine` (worker `$2`'s, through `replicas_worker`: the unary `+` keeps SQLite from walking
-/// every live lease through `replicas_state_expiry` instead, 2.3 ms a lease with 16,384 out),
-/// at `$1` = now, in one query.
+/// The live leases at `$1` = now: a walk over every live lease's index entry (1 ms and more a
+/// lease with 16,384 out), so the lease path runs it only when it can change the answer.
+fn leased_sql() -> String {
+    format!(
+        "(SELECT COUNT(*) FROM replicas WHERE state = '{}' AND expires_at > $1)",
+        ReplicaState::Leased.as_str()
+    )
+}
+
+/// `queued` (replicas still wanted in leasable jobs: `job_wanted`, kept by triggers), with
+/// `leased` also [`leased_sql`], and `mine` (worker `$2`'s live leases, through
+/// `replicas_worker`: the unary `+` keeps SQLite from walking every live lease through
+/// `replicas_state_expiry` instead, 2.3 ms a lease with 16,384 out), at `$1` = now, in one
+/// query.
 fn counts_sql(leased: bool) -> String {
     format!(
         "SELECT \
@@ -99,10 +108,7 @@ fn counts_sql(leased: bool) -> String {
         posted = JobState::Posted.as_str(),
         live = ReplicaState::Leased.as_str(),
         all = if leased {
-            format!(
-                "(SELECT COUNT(*) FROM replicas WHERE state = '{}' AND expires_at > $1) AS leased,",
-                ReplicaState::Leased.as_str()
-            )
+            format!("{} AS leased,", leased_sql())
         } else {
             String::new()
         },
@@ -116,12 +122,11 @@ fn counts_sql(leased: bool) -> String {
 /// (`NaN` is greater than every number in PostgreSQL and `NULL` in SQLite: both fail the test.)
 fn scores_sql() -> &'static str {
     "SELECT COUNT(*) AS active, \
-     CAST(COALESCE(SUM(CASE WHEN gflops > 0 AND gflops < 1e308 THEN gflops ELSE 0.0 END), 0.0) \
-          AS DOUBLE PRECISION) AS total, \
-     CAST(MAX(CASE WHEN address = $2 THEN \
-         (CASE WHEN gflops > 0 AND gflops < 1e308 THEN gflops ELSE 0.0 END) END) \
-          AS DOUBLE PRECISION) AS mine \
-     FROM workers WHERE last_seen >= $1"
+     CAST(COALESCE(SUM(w.score), 0.0) AS DOUBLE PRECISION) AS total, \
+     CAST(MAX(CASE WHEN w.address = $2 THEN w.score END) AS DOUBLE PRECISION) AS mine \
+     FROM (SELECT address, \
+           CASE WHEN gflops > 0 AND gflops < 1e308 THEN gflops ELSE 0.0 END AS score \
+           FROM workers WHERE last_seen >= $1) w"
 }
 
 /// `$first, .., $(first + n - 1)`: the kind filter's parameters.
@@ -322,11 +327,13 @@ impl Store {
         // queued ones alone allow all that can be leased, the live leases need no counting.
         let mut wanted = max.min(queued);
         if cap(queued).saturating_sub(held) < wanted {
-            let all = sqlx::query(sqlx::AssertSqlSafe(counts_sql(true)))
-                .bind(now_param)
-                .bind(worker_hex.clone())
-                .fetch_one(&mut *tx)
-                .await?;
+            let all = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {} AS leased",
+                leased_sql()
+            )))
+            .bind(now_param)
+            .fetch_one(&mut *tx)
+            .await?;
             let leased: u64 = int_column(&all, "leased")?;
             wanted = wanted.min(cap(queued.saturating_add(leased)).saturating_sub(held));
         }
