@@ -31,13 +31,12 @@ impl BlobUses {
 impl Store {
     /// Stores a blob under its sha256 (idempotent).
     pub async fn put_blob(&self, hash: B256, bytes: &[u8]) -> Result<()> {
-        sqlx::query(
+        self.execute_write(sqlx::query(
             "INSERT INTO blobs (hash, size, bytes) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
         )
         .bind(to_hex(&hash))
         .bind(to_bigint(bytes.len() as u64)?)
-        .bind(bytes.to_vec())
-        .execute(&self.pool)
+        .bind(bytes.to_vec()))
         .await?;
         Ok(())
     }

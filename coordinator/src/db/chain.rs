@@ -214,17 +214,18 @@ impl Store {
     /// so two coordinators racing for an expired lease cannot both win.
     pub async fn try_lead(&self, role: &str, holder: &str, now: u64, secs: u64) -> Result<bool> {
         let until = to_bigint(now.saturating_add(secs))?;
-        sqlx::query(
-            "INSERT INTO leader (role, holder, expires_at) VALUES ($1, $2, $3) \
+        self.execute_write(
+            sqlx::query(
+                "INSERT INTO leader (role, holder, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (role) DO UPDATE SET holder = excluded.holder, \
              expires_at = excluded.expires_at \
              WHERE leader.holder = excluded.holder OR leader.expires_at <= $4",
+            )
+            .bind(role.to_owned())
+            .bind(holder.to_owned())
+            .bind(until)
+            .bind(to_bigint(now)?),
         )
-        .bind(role.to_owned())
-        .bind(holder.to_owned())
-        .bind(until)
-        .bind(to_bigint(now)?)
-        .execute(&self.pool)
         .await?;
         let row = sqlx::query("SELECT holder FROM leader WHERE role = $1")
             .bind(role.to_owned())
@@ -238,11 +239,12 @@ impl Store {
 
     /// Gives up `role` if `holder` has it (a clean shutdown hands over at once).
     pub async fn resign(&self, role: &str, holder: &str) -> Result<()> {
-        sqlx::query("DELETE FROM leader WHERE role = $1 AND holder = $2")
-            .bind(role.to_owned())
-            .bind(holder.to_owned())
-            .execute(&self.pool)
-            .await?;
+        self.execute_write(
+            sqlx::query("DELETE FROM leader WHERE role = $1 AND holder = $2")
+                .bind(role.to_owned())
+                .bind(holder.to_owned()),
+        )
+        .await?;
         Ok(())
     }
 

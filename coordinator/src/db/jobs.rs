@@ -201,22 +201,25 @@ impl Store {
 
     /// Moves a job from one state to another; `false` when it was not in `from`.
     pub async fn set_job_state(&self, job_id: U256, from: JobState, to: JobState) -> Result<bool> {
-        let done = sqlx::query("UPDATE jobs SET state = $1 WHERE job_id = $2 AND state = $3")
-            .bind(to.as_str())
-            .bind(job_id.to_string())
-            .bind(from.as_str())
-            .execute(&self.pool)
+        let done = self
+            .execute_write(
+                sqlx::query("UPDATE jobs SET state = $1 WHERE job_id = $2 AND state = $3")
+                    .bind(to.as_str())
+                    .bind(job_id.to_string())
+                    .bind(from.as_str()),
+            )
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Records (or clears) our `postTasks` transaction.
     pub async fn set_post_tx(&self, job_id: U256, tx: Option<B256>) -> Result<()> {
-        sqlx::query("UPDATE jobs SET post_tx = $1 WHERE job_id = $2")
-            .bind(tx.map(|t| to_hex(&t)))
-            .bind(job_id.to_string())
-            .execute(&self.pool)
-            .await?;
+        self.execute_write(
+            sqlx::query("UPDATE jobs SET post_tx = $1 WHERE job_id = $2")
+                .bind(tx.map(|t| to_hex(&t)))
+                .bind(job_id.to_string()),
+        )
+        .await?;
         Ok(())
     }
 
@@ -244,16 +247,18 @@ impl Store {
     /// Marks a job settled with its report hash (from `posted`, or from `settled` with the same
     /// hash: idempotent). `false` when neither applies.
     pub async fn settle(&self, job_id: U256, report_hash: B256) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET state = $3, report_hash = $1 WHERE job_id = $2 \
+        let done = self
+            .execute_write(
+                sqlx::query(
+                    "UPDATE jobs SET state = $3, report_hash = $1 WHERE job_id = $2 \
              AND (state = $4 OR (state = $3 AND (report_hash IS NULL OR report_hash = $1)))",
-        )
-        .bind(to_hex(&report_hash))
-        .bind(job_id.to_string())
-        .bind(JobState::Settled.as_str())
-        .bind(JobState::Posted.as_str())
-        .execute(&self.pool)
-        .await?;
+                )
+                .bind(to_hex(&report_hash))
+                .bind(job_id.to_string())
+                .bind(JobState::Settled.as_str())
+                .bind(JobState::Posted.as_str()),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }

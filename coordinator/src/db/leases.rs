@@ -227,13 +227,14 @@ fn placeholders(rows: usize, width: usize, skip: usize) -> String {
 impl Store {
     /// Returns expired leases to the queue; the number returned.
     pub async fn expire_leases(&self, now: u64) -> Result<u64> {
-        let done =
-            sqlx::query("UPDATE replicas SET state = $1 WHERE state = $2 AND expires_at <= $3")
-                .bind(ReplicaState::Expired.as_str())
-                .bind(ReplicaState::Leased.as_str())
-                .bind(to_bigint(now)?)
-                .execute(&self.pool)
-                .await?;
+        let done = self
+            .execute_write(
+                sqlx::query("UPDATE replicas SET state = $1 WHERE state = $2 AND expires_at <= $3")
+                    .bind(ReplicaState::Expired.as_str())
+                    .bind(ReplicaState::Leased.as_str())
+                    .bind(to_bigint(now)?),
+            )
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -260,6 +261,22 @@ impl Store {
     /// when less work is open or its share is smaller; none when there is no work for it, as
     /// for [`Self::lease`]).
     pub async fn lease_many(
+        &self,
+        worker: Address,
+        now: u64,
+        lease_secs: u64,
+        active_secs: u64,
+        max: u64,
+    ) -> Result<Vec<LeasedTask>> {
+        let this = self.clone();
+        self.on_writer(async move {
+            this.lease_many_here(worker, now, lease_secs, active_secs, max)
+                .await
+        })
+        .await
+    }
+
+    async fn lease_many_here(
         &self,
         worker: Address,
         now: u64,
@@ -517,14 +534,13 @@ impl Store {
 
     /// Gives a live lease back; `false` when it was no longer leased.
     pub async fn release(&self, lease_id: &str, now: u64) -> Result<bool> {
-        let done = sqlx::query(
+        let done = self.execute_write(sqlx::query(
             "UPDATE replicas SET state = $3 WHERE lease_id = $1 AND state = $4 AND expires_at > $2",
         )
         .bind(lease_id.to_owned())
         .bind(to_bigint(now)?)
         .bind(ReplicaState::Released.as_str())
-        .bind(ReplicaState::Leased.as_str())
-        .execute(&self.pool)
+        .bind(ReplicaState::Leased.as_str()))
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -537,18 +553,20 @@ impl Store {
         signature: &Bytes,
         now: u64,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE replicas SET state = $5, result_hash = $1, signature = $2, \
+        let done = self
+            .execute_write(
+                sqlx::query(
+                    "UPDATE replicas SET state = $5, result_hash = $1, signature = $2, \
              submitted_at = $3 WHERE lease_id = $4 AND state = $6 AND expires_at > $3",
-        )
-        .bind(to_hex(&result_hash))
-        .bind(signature.to_string())
-        .bind(to_bigint(now)?)
-        .bind(lease_id.to_owned())
-        .bind(ReplicaState::Submitted.as_str())
-        .bind(ReplicaState::Leased.as_str())
-        .execute(&self.pool)
-        .await?;
+                )
+                .bind(to_hex(&result_hash))
+                .bind(signature.to_string())
+                .bind(to_bigint(now)?)
+                .bind(lease_id.to_owned())
+                .bind(ReplicaState::Submitted.as_str())
+                .bind(ReplicaState::Leased.as_str()),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -587,6 +605,17 @@ impl Store {
     /// either every `(lease_id, result_hash, signature)` is recorded (and every blob stored) or
     /// nothing is, and the lease id that was no longer live is returned.
     pub async fn submit_many(
+        &self,
+        results: &[(String, B256, Bytes)],
+        blobs: &[(B256, Vec<u8>)],
+        now: u64,
+    ) -> Result<std::result::Result<(), String>> {
+        let (this, results, blobs) = (self.clone(), results.to_vec(), blobs.to_vec());
+        self.on_writer(async move { this.submit_many_here(&results, &blobs, now).await })
+            .await
+    }
+
+    async fn submit_many_here(
         &self,
         results: &[(String, B256, Bytes)],
         blobs: &[(B256, Vec<u8>)],

@@ -140,47 +140,53 @@ impl Store {
     ) -> Result<bool> {
         let quorum = serde_json::to_string(quorum)
             .map_err(|e| Error::Internal(format!("quorum json: {e}")))?;
-        let done = sqlx::query(
-            "UPDATE tasks SET state = $5, accepted_result = $1, quorum = $2 \
+        let done = self
+            .execute_write(
+                sqlx::query(
+                    "UPDATE tasks SET state = $5, accepted_result = $1, quorum = $2 \
              WHERE job_id = $3 AND idx = $4 AND state = $6",
-        )
-        .bind(to_hex(&result))
-        .bind(quorum)
-        .bind(job_id.to_string())
-        .bind(i64::from(index))
-        .bind(TaskState::Accepted.as_str())
-        .bind(TaskState::Open.as_str())
-        .execute(&self.pool)
-        .await?;
+                )
+                .bind(to_hex(&result))
+                .bind(quorum)
+                .bind(job_id.to_string())
+                .bind(i64::from(index))
+                .bind(TaskState::Accepted.as_str())
+                .bind(TaskState::Open.as_str()),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Fails an open task for good.
     pub async fn fail_task(&self, job_id: U256, index: u32) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE tasks SET state = $3 WHERE job_id = $1 AND idx = $2 AND state = $4",
-        )
-        .bind(job_id.to_string())
-        .bind(i64::from(index))
-        .bind(TaskState::Failed.as_str())
-        .bind(TaskState::Open.as_str())
-        .execute(&self.pool)
-        .await?;
+        let done = self
+            .execute_write(
+                sqlx::query(
+                    "UPDATE tasks SET state = $3 WHERE job_id = $1 AND idx = $2 AND state = $4",
+                )
+                .bind(job_id.to_string())
+                .bind(i64::from(index))
+                .bind(TaskState::Failed.as_str())
+                .bind(TaskState::Open.as_str()),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Asks for `extra` more replicas of an open task.
     pub async fn more_replicas(&self, job_id: U256, index: u32, extra: u16) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE tasks SET replicas_needed = replicas_needed + $1 \
+        let done = self
+            .execute_write(
+                sqlx::query(
+                    "UPDATE tasks SET replicas_needed = replicas_needed + $1 \
              WHERE job_id = $2 AND idx = $3 AND state = $4",
-        )
-        .bind(i64::from(extra))
-        .bind(job_id.to_string())
-        .bind(i64::from(index))
-        .bind(TaskState::Open.as_str())
-        .execute(&self.pool)
-        .await?;
+                )
+                .bind(i64::from(extra))
+                .bind(job_id.to_string())
+                .bind(i64::from(index))
+                .bind(TaskState::Open.as_str()),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }
