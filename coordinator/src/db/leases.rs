@@ -224,6 +224,63 @@ fn placeholders(rows: usize, width: usize, skip: usize) -> String {
     out
 }
 
+/// The statement that records `rows` results (`$1` the submitted state, `$2` now, `$3` the
+/// leased state; with `owned`, `$4` the worker; then per result its lease id, result hash and
+/// signature, and with `owned` its task hash): only on live leases, and with `owned` only on
+/// the worker's leases of the tasks named.
+fn record_sql(kind: DbKind, rows: usize, owned: bool) -> String {
+    let (width, skip) = if owned { (4, 4) } else { (3, 3) };
+    let values = placeholders(rows, width, skip);
+    let columns = if owned {
+        "lease_id, result_hash, signature, task_hash"
+    } else {
+        "lease_id, result_hash, signature"
+    };
+    // The task hash is the one column of the task's row (found by primary key) the check reads.
+    let task_hash = "(SELECT t.task_hash FROM tasks t \
+                     WHERE t.job_id = replicas.job_id AND t.idx = replicas.idx)";
+    match kind {
+        // Rows found by primary key (`IN`), values looked up in the small list.
+        DbKind::Postgres => {
+            let owner = if owned {
+                format!(
+                    " AND worker = $4 AND {task_hash} = \
+                     (SELECT v.task_hash FROM v WHERE v.lease_id = replicas.lease_id)"
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "WITH v ({columns}) AS (VALUES {values}) \
+                 UPDATE replicas SET state = $1, \
+                 result_hash = (SELECT v.result_hash FROM v WHERE v.lease_id = replicas.lease_id), \
+                 signature = (SELECT v.signature FROM v WHERE v.lease_id = replicas.lease_id), \
+                 submitted_at = $2 \
+                 WHERE lease_id IN (SELECT v.lease_id FROM v) AND state = $3 AND expires_at > $2\
+                 {owner}"
+            )
+        }
+        // The list joined to replicas by primary key. The unary `+` keeps SQLite off
+        // `replicas_state_expiry` (and `replicas_worker`): with it, SQLite walked every live
+        // lease for each batch and scanned the list twice for each row (O(leases + k²): 1.9 ms
+        // for 64 results with 1,024 leases out, in the bench's statement log).
+        DbKind::Sqlite => {
+            let owner = if owned {
+                format!(" AND +replicas.worker = $4 AND {task_hash} = v.task_hash")
+            } else {
+                String::new()
+            };
+            format!(
+                "WITH v ({columns}) AS (VALUES {values}) \
+                 UPDATE replicas SET state = $1, result_hash = v.result_hash, \
+                 signature = v.signature, submitted_at = $2 \
+                 FROM v WHERE replicas.lease_id = v.lease_id \
+                 AND +replicas.state = $3 AND +replicas.expires_at > $2{owner}"
+            )
+        }
+    }
+}
+
 impl Store {
     /// Returns expired leases to the queue; the number returned.
     pub async fn expire_leases(&self, now: u64) -> Result<u64> {
@@ -611,16 +668,68 @@ impl Store {
         now: u64,
     ) -> Result<std::result::Result<(), String>> {
         let (this, results, blobs) = (self.clone(), results.to_vec(), blobs.to_vec());
-        self.on_writer(async move { this.submit_many_here(&results, &blobs, now).await })
-            .await
+        self.on_writer(async move {
+            let Err(first) = this.record(&results, None, &blobs, now).await? else {
+                return Ok(Ok(()));
+            };
+            // Which one: the first of the refused statement's that is not live (a read, after
+            // the rollback).
+            let chunk = &results[first..(first + CHUNK).min(results.len())];
+            for (lease_id, _, _) in chunk {
+                match this.replica(lease_id).await? {
+                    Some(r) if r.state == ReplicaState::Leased && r.expires_at > now => {}
+                    _ => return Ok(Err(lease_id.clone())),
+                }
+            }
+            Ok(Err(chunk[0].0.clone()))
+        })
+        .await
     }
 
-    async fn submit_many_here(
+    /// [`Self::submit_many`] for results that must also be `worker`'s and for the tasks named
+    /// (`tasks[i]`, the task hash of `results[i]`'s lease), checked by the writing statement
+    /// itself, so that a batch needs no read before it: `true` when every result was recorded,
+    /// `false` when one was not live, not `worker`'s or not for its task, and then nothing
+    /// changed.
+    pub async fn submit_many_owned(
         &self,
+        worker: Address,
         results: &[(String, B256, Bytes)],
+        tasks: &[B256],
         blobs: &[(B256, Vec<u8>)],
         now: u64,
-    ) -> Result<std::result::Result<(), String>> {
+    ) -> Result<bool> {
+        if tasks.len() != results.len() {
+            return Err(Error::Internal(format!(
+                "{} results with {} task hashes",
+                results.len(),
+                tasks.len()
+            )));
+        }
+        let (this, results, tasks, blobs) = (
+            self.clone(),
+            results.to_vec(),
+            tasks.to_vec(),
+            blobs.to_vec(),
+        );
+        self.on_writer(async move {
+            let owner = Some((worker, tasks.as_slice()));
+            Ok(this.record(&results, owner, &blobs, now).await?.is_ok())
+        })
+        .await
+    }
+
+    /// The transaction of [`Self::submit_many`] and [`Self::submit_many_owned`]: the blobs,
+    /// then the results a statement per [`CHUNK`], each required to be on a live lease (and,
+    /// with `owner`, that worker's, for the task hash given). On the first statement that
+    /// leaves a result out, rolls back and gives the index of its first result.
+    async fn record(
+        &self,
+        results: &[(String, B256, Bytes)],
+        owner: Option<(Address, &[B256])>,
+        blobs: &[(B256, Vec<u8>)],
+        now: u64,
+    ) -> Result<std::result::Result<(), usize>> {
         let now_param = to_bigint(now)?;
         let mut tx = self.begin_write().await?;
         // A few statements per batch, not one per result: each statement costs a round trip
@@ -639,51 +748,28 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in results.chunks(CHUNK) {
-            let values = placeholders(chunk.len(), 3, 3);
-            let sql = match self.kind {
-                // Rows found by primary key (`IN`), values looked up in the small list.
-                DbKind::Postgres => format!(
-                    "WITH v (lease_id, result_hash, signature) AS (VALUES {values}) \
-                     UPDATE replicas SET state = $1, \
-                     result_hash = (SELECT v.result_hash FROM v WHERE v.lease_id = replicas.lease_id), \
-                     signature = (SELECT v.signature FROM v WHERE v.lease_id = replicas.lease_id), \
-                     submitted_at = $2 \
-                     WHERE lease_id IN (SELECT v.lease_id FROM v) AND state = $3 AND expires_at > $2"
-                ),
-                // The list joined to replicas by primary key. The unary `+` keeps SQLite off
-                // `replicas_state_expiry`: with it, SQLite walked every live lease for each
-                // batch and scanned the list twice for each row (O(leases + k²): 1.9 ms for 64
-                // results with 1,024 leases out, in the bench's statement log).
-                DbKind::Sqlite => format!(
-                    "WITH v (lease_id, result_hash, signature) AS (VALUES {values}) \
-                     UPDATE replicas SET state = $1, result_hash = v.result_hash, \
-                     signature = v.signature, submitted_at = $2 \
-                     FROM v WHERE replicas.lease_id = v.lease_id \
-                     AND +replicas.state = $3 AND +replicas.expires_at > $2"
-                ),
-            };
+        for (c, chunk) in results.chunks(CHUNK).enumerate() {
+            let sql = record_sql(self.kind, chunk.len(), owner.is_some());
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(ReplicaState::Submitted.as_str())
                 .bind(now_param)
                 .bind(ReplicaState::Leased.as_str());
-            for (lease_id, result_hash, signature) in chunk {
+            if let Some((worker, _)) = owner {
+                q = q.bind(to_hex(&worker));
+            }
+            for (i, (lease_id, result_hash, signature)) in chunk.iter().enumerate() {
                 q = q
                     .bind(lease_id.clone())
                     .bind(to_hex(result_hash))
                     .bind(signature.to_string());
+                if let Some((_, tasks)) = owner {
+                    q = q.bind(to_hex(&tasks[c * CHUNK + i]));
+                }
             }
             let done = q.execute(&mut *tx).await?;
             if done.rows_affected() != chunk.len() as u64 {
                 tx.rollback().await?;
-                // Which one: the first that is not live (a read, after the rollback).
-                for (lease_id, _, _) in chunk {
-                    match self.replica(lease_id).await? {
-                        Some(r) if r.state == ReplicaState::Leased && r.expires_at > now => {}
-                        _ => return Ok(Err(lease_id.clone())),
-                    }
-                }
-                return Ok(Err(chunk[0].0.clone()));
+                return Ok(Err(c * CHUNK));
             }
         }
         tx.commit().await?;

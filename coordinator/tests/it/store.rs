@@ -183,7 +183,7 @@ async fn exercise(s: &Store, url: &str) {
     let reps = s.submitted_replicas(U256::from(1)).await.unwrap();
     assert_eq!(reps.len(), 1);
     assert_eq!(reps[0].signature.as_ref().unwrap().len(), 65);
-    let _ = (c, d, e);
+    let _ = (&c, &d, &e);
     assert_wanted_consistent(url, "after submit and expiry").await;
 
     // Decisions.
@@ -225,15 +225,43 @@ async fn exercise(s: &Store, url: &str) {
         ReplicaState::Leased
     );
     assert!(!s.has_blob(out.0).await.unwrap());
+    // Checked by the writing statement: another worker's lease, or another task's hash, is
+    // refused whole (the blob too), and the lease stays live.
+    let one = [(got[0].lease_id.clone(), out.0, sig.clone())];
+    for (who, task, why) in [
+        (w1, got[0].task_hash, "another worker's lease"),
+        (w2, B256::repeat_byte(0x77), "another task's hash"),
+    ] {
+        let taken = s
+            .submit_many_owned(who, &one, &[task], std::slice::from_ref(&out), now)
+            .await
+            .unwrap();
+        assert!(!taken, "{why}");
+        assert_eq!(
+            s.replica(&got[0].lease_id).await.unwrap().unwrap().state,
+            ReplicaState::Leased,
+            "{why}"
+        );
+        assert!(!s.has_blob(out.0).await.unwrap(), "{why}");
+    }
+    // Nor a batch with one of the worker's leases that expired long ago among them (d's).
+    let two = [one[0].clone(), (d.lease_id.clone(), out.0, sig.clone())];
     let taken = s
-        .submit_many(
-            &[(got[0].lease_id.clone(), out.0, sig.clone())],
+        .submit_many_owned(w2, &two, &[got[0].task_hash, d.task_hash], &[], now)
+        .await
+        .unwrap();
+    assert!(!taken, "an expired lease in the batch");
+    let taken = s
+        .submit_many_owned(
+            w2,
+            &one,
+            &[got[0].task_hash],
             std::slice::from_ref(&out),
             now,
         )
         .await
         .unwrap();
-    assert_eq!(taken, Ok(()));
+    assert!(taken);
     let r = s.replica(&got[0].lease_id).await.unwrap().unwrap();
     assert_eq!(
         (r.state, r.result_hash, r.signature),
