@@ -327,32 +327,20 @@ impl Store {
     ) -> Result<Vec<LeasedTask>> {
         let this = self.clone();
         self.on_writer(async move {
-            this.lease_many_here(worker, now, lease_secs, active_secs, max)
-                .await
+            // A conflicting concurrent lease (PostgreSQL) is retried a few times.
+            for _ in 0..4 {
+                match this
+                    .try_lease(worker, now, lease_secs, active_secs, max)
+                    .await
+                {
+                    Err(Error::Db(sqlx::Error::Database(e))) if e.is_unique_violation() => continue,
+                    Err(Error::Conflict(_)) => continue,
+                    other => return other,
+                }
+            }
+            Ok(Vec::new())
         })
         .await
-    }
-
-    async fn lease_many_here(
-        &self,
-        worker: Address,
-        now: u64,
-        lease_secs: u64,
-        active_secs: u64,
-        max: u64,
-    ) -> Result<Vec<LeasedTask>> {
-        // A conflicting concurrent lease (PostgreSQL) is retried a few times.
-        for _ in 0..4 {
-            match self
-                .try_lease(worker, now, lease_secs, active_secs, max)
-                .await
-            {
-                Err(Error::Db(sqlx::Error::Database(e))) if e.is_unique_violation() => continue,
-                Err(Error::Conflict(_)) => continue,
-                other => return other,
-            }
-        }
-        Ok(Vec::new())
     }
 
     async fn try_lease(
