@@ -651,11 +651,11 @@ impl Store {
     /// nothing is, and the lease id that was no longer live is returned.
     pub async fn submit_many(
         &self,
-        results: &[(String, B256, Bytes)],
-        blobs: &[(B256, Vec<u8>)],
+        results: Vec<(String, B256, Bytes)>,
+        blobs: Vec<(B256, Vec<u8>)>,
         now: u64,
     ) -> Result<std::result::Result<(), String>> {
-        let (this, results, blobs) = (self.clone(), results.to_vec(), blobs.to_vec());
+        let this = self.clone();
         self.on_writer(async move {
             let Err(first) = this.record(&results, None, &blobs, now).await? else {
                 return Ok(Ok(()));
@@ -682,9 +682,9 @@ impl Store {
     pub async fn submit_many_owned(
         &self,
         worker: Address,
-        results: &[(String, B256, Bytes)],
-        tasks: &[B256],
-        blobs: &[(B256, Vec<u8>)],
+        results: Vec<(String, B256, Bytes)>,
+        tasks: Vec<B256>,
+        blobs: Vec<(B256, Vec<u8>)>,
         now: u64,
     ) -> Result<bool> {
         if tasks.len() != results.len() {

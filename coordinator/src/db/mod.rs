@@ -8,7 +8,8 @@
 //! Every multi-step write runs in one transaction. SQLite transactions that write begin with
 //! `BEGIN IMMEDIATE` (one writer at a time, no upgrade deadlocks) on the writer's pool, driven
 //! by a thread of its own for leases, results, decisions and single-statement writes
-//! ([`writer_runtime`]), and reads outside a transaction use [`SQLITE_READERS`] read-only connections of their own;
+//! ([`writer_runtime`]), and reads outside a transaction use [`SQLITE_READERS`] read-only
+//! connections of their own;
 //! PostgreSQL leasing locks the chosen task row with `FOR UPDATE SKIP LOCKED`, so several
 //! coordinators can share a database.
 //! A partial unique index (`replicas_distinct_workers`) makes "two live replicas of one task on

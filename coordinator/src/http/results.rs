@@ -141,35 +141,25 @@ pub(super) async fn submit_results(
     let signature = alloy::primitives::Signature::from_raw(&req.signature)
         .map_err(|e| Error::Unauthorized(format!("malformed signature: {e}")));
     let now = s.now();
+    // The signature is checked once, for whichever way below records the batch.
+    let verified = match (&batch, &signature) {
+        (Ok(batch), Ok(signature)) => Some(s.verify_signature(batch.message(), signature, worker)),
+        _ => None,
+    };
     // The usual batch (every item new, on a live lease of this worker's, for the task it
     // names, validly signed, outputs inline) is checked by the statement that records it, with
     // no read before it; anything else goes the way below, which says what is wrong, answers a
     // resent item, and records the rest.
-    if let (Ok(batch), Ok(signature), true) = (&batch, &signature, uploaded.is_empty())
-        && s.verify_signature(batch.message(), signature, worker)
-            .is_ok()
+    if let (Ok(batch), Ok(signature), Some(Ok(())), true) =
+        (&batch, &signature, &verified, uploaded.is_empty())
     {
-        let results = req
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let member = batch
-                    .member(i, *signature)
-                    .ok_or_else(|| Error::Internal(format!("no proof for item {i}")))?;
-                Ok((item.lease_id.clone(), item.result_hash, member.encode()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let tasks: Vec<B256> = req.items.iter().map(|i| i.task_hash).collect();
+        let results = members(&req, batch, *signature, |_| true)?;
+        let tasks = req.items.iter().map(|i| i.task_hash).collect();
         if s.store()
-            .submit_many_owned(worker, &results, &tasks, &blobs, now)
+            .submit_many_owned(worker, results, tasks, blobs.clone(), now)
             .await?
         {
-            s.metrics()
-                .results
-                .fetch_add(results.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(target: "coordinator::api", %worker, results = n, "result batch");
-            return Ok(StatusCode::NO_CONTENT);
+            return Ok(recorded(&s, worker, n));
         }
     }
     let ids: Vec<String> = req.items.iter().map(|i| i.lease_id.clone()).collect();
@@ -225,27 +215,43 @@ pub(super) async fn submit_results(
         )));
     }
     let (batch, signature) = (batch?, signature?);
-    s.verify_signature(batch.message(), &signature, worker)?;
-    let mut results = Vec::with_capacity(n);
-    for (i, item) in req.items.iter().enumerate() {
-        if fresh[i] {
-            let member = batch
-                .member(i, signature)
-                .ok_or_else(|| Error::Internal(format!("no proof for item {i}")))?;
-            results.push((item.lease_id.clone(), item.result_hash, member.encode()));
-        }
-    }
-    if results.is_empty() {
+    verified.unwrap_or(Ok(()))?;
+    let results = members(&req, &batch, signature, |i| fresh[i])?;
+    let k = results.len();
+    if k == 0 {
         return Ok(StatusCode::NO_CONTENT);
     }
-    if let Err(lease_id) = s.store().submit_many(&results, &blobs, now).await? {
+    if let Err(lease_id) = s.store().submit_many(results, blobs, now).await? {
         return Err(Error::Conflict(format!(
             "lease {lease_id} is no longer live; nothing was recorded"
         )));
     }
+    Ok(recorded(&s, worker, k))
+}
+
+/// The items of `req` that `keep` picks, each as its lease, its result hash and its own
+/// [`gleaner_protocol::eip712::ResultSignature`] (the batch signature and its proof).
+fn members(
+    req: &SubmitResults,
+    batch: &ResultBatch,
+    signature: alloy::primitives::Signature,
+    keep: impl Fn(usize) -> bool,
+) -> Result<Vec<(String, B256, alloy::primitives::Bytes)>> {
+    let mut out = Vec::with_capacity(req.items.len());
+    for (i, item) in req.items.iter().enumerate().filter(|(i, _)| keep(*i)) {
+        let member = batch
+            .member(i, signature)
+            .ok_or_else(|| Error::Internal(format!("no proof for item {i}")))?;
+        out.push((item.lease_id.clone(), item.result_hash, member.encode()));
+    }
+    Ok(out)
+}
+
+/// Counts `k` results recorded for `worker`: the answer to their batch.
+fn recorded(s: &AppState, worker: alloy::primitives::Address, k: usize) -> StatusCode {
     s.metrics()
         .results
-        .fetch_add(results.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    tracing::debug!(target: "coordinator::api", %worker, results = results.len(), "result batch");
-    Ok(StatusCode::NO_CONTENT)
+        .fetch_add(k as u64, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(target: "coordinator::api", %worker, results = k, "result batch");
+    StatusCode::NO_CONTENT
 }

@@ -210,11 +210,11 @@ async fn exercise(s: &Store, url: &str) {
     let sig = Bytes::from(vec![2u8; 69]);
     let refused = s
         .submit_many(
-            &[
+            vec![
                 (got[0].lease_id.clone(), out.0, sig.clone()),
                 (b.lease_id.clone(), out.0, sig.clone()),
             ],
-            std::slice::from_ref(&out),
+            vec![out.clone()],
             now,
         )
         .await
@@ -233,7 +233,7 @@ async fn exercise(s: &Store, url: &str) {
         (w2, B256::repeat_byte(0x77), "another task's hash"),
     ] {
         let taken = s
-            .submit_many_owned(who, &one, &[task], std::slice::from_ref(&out), now)
+            .submit_many_owned(who, one.to_vec(), vec![task], vec![out.clone()], now)
             .await
             .unwrap();
         assert!(!taken, "{why}");
@@ -247,16 +247,22 @@ async fn exercise(s: &Store, url: &str) {
     // Nor a batch with one of the worker's leases that expired long ago among them (d's).
     let two = [one[0].clone(), (d.lease_id.clone(), out.0, sig.clone())];
     let taken = s
-        .submit_many_owned(w2, &two, &[got[0].task_hash, d.task_hash], &[], now)
+        .submit_many_owned(
+            w2,
+            two.to_vec(),
+            vec![got[0].task_hash, d.task_hash],
+            Vec::new(),
+            now,
+        )
         .await
         .unwrap();
     assert!(!taken, "an expired lease in the batch");
     let taken = s
         .submit_many_owned(
             w2,
-            &one,
-            &[got[0].task_hash],
-            std::slice::from_ref(&out),
+            one.to_vec(),
+            vec![got[0].task_hash],
+            vec![out.clone()],
             now,
         )
         .await
