@@ -41,6 +41,9 @@ use crate::gguf::{GgmlType, Gguf, f16_to_f32};
 use crate::smollm::{Decoder, LlamaConfig, Session};
 use crate::{Error, Result};
 
+#[cfg(target_arch = "x86_64")]
+mod head;
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::Weights {
         path: "gguf".into(),
@@ -60,6 +63,9 @@ struct QMat {
     dense: Vec<f32>,
     rows: usize,
     cols: usize,
+    /// The output layer's prefilter sums ([`head::RowSums`], Q8_0 only), made once.
+    #[cfg(target_arch = "x86_64")]
+    row_sums: std::sync::OnceLock<head::RowSums>,
 }
 
 impl QMat {
@@ -80,6 +86,8 @@ impl QMat {
             dense: Vec::new(),
             rows,
             cols,
+            #[cfg(target_arch = "x86_64")]
+            row_sums: std::sync::OnceLock::new(),
         };
         match t.ty {
             GgmlType::Q4_1 => {
@@ -97,7 +105,18 @@ impl QMat {
             GgmlType::F32 => m.dense = g.dequantize(name)?,
             other => return Err(bad(format!("{name}: {other:?} is not supported here"))),
         }
+        // At load, not in the first check.
+        #[cfg(target_arch = "x86_64")]
+        if head::runs(&m) {
+            m.row_sums();
+        }
         Ok(m)
+    }
+
+    /// [`head::RowSums`] of this Q8_0 matrix.
+    #[cfg(target_arch = "x86_64")]
+    fn row_sums(&self) -> &head::RowSums {
+        self.row_sums.get_or_init(|| head::RowSums::of(self))
     }
 
     /// Row `r` dequantised into `out` (`cols` values): `d * q + m` (Q4_1) or `d * q` (Q8_0),
@@ -455,6 +474,17 @@ fn matmul_xt(mats: &[&QMat], acts: &Acts) -> Vec<Vec<f32>> {
 /// [`matmul_xt`] would give, without writing its `[n, rows]` product (the output layer's is
 /// 49,152 logits a position, written at a 196 KB stride).
 fn tops_xt(m: &QMat, acts: &Acts, tokens: &[u32]) -> Vec<[f32; 2]> {
+    #[cfg(target_arch = "x86_64")]
+    if let Acts::I16(xq) = acts
+        && head::runs(m)
+    {
+        return head::tops(m, xq, tokens).0;
+    }
+    tops_full(m, acts, tokens)
+}
+
+/// [`tops_xt`] from the whole product, chunk by chunk.
+fn tops_full(m: &QMat, acts: &Acts, tokens: &[u32]) -> Vec<[f32; 2]> {
     let (n, np) = (acts.n(), acts.np());
     assert!(tokens.len() == n && tokens.iter().all(|&t| (t as usize) < m.rows));
     // Each chunk's largest per position, and each position's chosen output (one chunk holds it).
@@ -2375,7 +2405,7 @@ mod tests {
     use super::*;
 
     /// A matrix of `rows × cols` with pseudo-random blocks of type `ty` (Q4_1 or Q8_0).
-    fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QMat {
+    pub(super) fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QMat {
         let mut s = seed;
         let mut next = move || {
             s = s
@@ -2403,6 +2433,8 @@ mod tests {
             dense: Vec::new(),
             rows,
             cols,
+            #[cfg(target_arch = "x86_64")]
+            row_sums: std::sync::OnceLock::new(),
         }
     }
 
