@@ -535,6 +535,17 @@ fn gemm_cols<const M: usize>(mats: [&QMat; M], acts: &Acts) -> [Vec<f32>; M] {
     ys
 }
 
+/// Positions `q0..n` of `t` (`[width, np]`), positions-minor: `[width, (n - q0)` rounded up to
+/// a multiple of 16`]`, the padding zeros.
+fn sub_cols(t: &[f32], np: usize, q0: usize, n: usize) -> Vec<f32> {
+    let nq = (n - q0).next_multiple_of(16);
+    let mut out = vec![0f32; t.len() / np * nq];
+    for (o, r) in out.chunks_exact_mut(nq).zip(t.chunks_exact(np)) {
+        o[..n - q0].copy_from_slice(&r[q0..n]);
+    }
+    out
+}
+
 /// Positions `from..n` of `t` (`[width, np]`) as rows, `[n - from, width]`.
 ///
 /// # Safety
@@ -2207,7 +2218,9 @@ impl QuantLlama {
     /// across positions. Only attention takes rows: `q`, `k`, `v` are transposed for it and its
     /// output quantised from rows. The same operations on the same values in the same order
     /// as [`Self::step`]'s `fast` pass, so bit for bit its result (tested): the final-normed
-    /// rows from `from`, `[n - from, dim]`. Only where [`Self::cols_pass_runs`].
+    /// rows from `from`, `[n - from, dim]`. The last layer computes keys and values at every
+    /// position, and the rest only from `from` (the positions whose outputs are read; at least
+    /// [`GEMM_ROWS`] of them, else at every position). Only where [`Self::cols_pass_runs`].
     #[cfg(target_arch = "x86_64")]
     fn forward_cols(&self, tokens: &[u32], from: usize) -> Result<Vec<f32>> {
         let c = self.cfg;
@@ -2239,35 +2252,70 @@ impl QuantLlama {
             xq.map(Acts::I16)
                 .ok_or_else(|| bad("the int16 kernel does not run here"))
         };
-        let quantised = |t: &[f32], width: usize| int16(Xq::from_cols(t, n, np, width));
-        // SAFETY: `cols_pass_runs` found AVX-512F; `np` is a multiple of 16 above `n`.
-        let all_rows = |t: &[f32], width: usize| unsafe { rows_of(t, width, np, 0, n) };
-        for b in &self.blocks {
+        let quantised =
+            |t: &[f32], width: usize, n: usize, np: usize| int16(Xq::from_cols(t, n, np, width));
+        // The last layer computes queries, attention and the MLP only at the positions whose
+        // outputs are read (`from` on; its keys and values at every position), where they are
+        // enough for the kernel. `x` then holds those positions alone, from `base`.
+        let (mut np, mut base) = (np, 0);
+        let last = self.blocks.len() - 1;
+        for (l, b) in self.blocks.iter().enumerate() {
+            let q0 = if l == last && n - from >= GEMM_ROWS {
+                from
+            } else {
+                0
+            };
+            let (m, nq) = (n - q0, (n - q0).next_multiple_of(16));
             let h = rms_norm_cols(&x, &b.attn_norm, eps, np);
-            let [mut q, mut k, v] = gemm_cols([&b.wq, &b.wk, &b.wv], &quantised(&h, d)?);
-            rope_cols(&mut q, &cos, &sin, hd, np);
+            let hq = quantised(&h, d, n, np)?;
+            let (mut q, mut k, v) = if q0 == 0 {
+                let [q, k, v] = gemm_cols([&b.wq, &b.wk, &b.wv], &hq);
+                (q, k, v)
+            } else {
+                let [k, v] = gemm_cols([&b.wk, &b.wv], &hq);
+                let hq = int16(Xq::from_cols(&sub_cols(&h, np, q0, n), m, nq, d))?;
+                let [q] = gemm_cols([&b.wq], &hq);
+                (q, k, v)
+            };
+            if q0 == 0 {
+                rope_cols(&mut q, &cos, &sin, hd, np);
+            } else {
+                let (cos, sin) = (sub_cols(&cos, np, q0, n), sub_cols(&sin, np, q0, n));
+                rope_cols(&mut q, &cos, &sin, hd, nq);
+            }
             rope_cols(&mut k, &cos, &sin, hd, np);
-            let (q, k, v) = (all_rows(&q, d), all_rows(&k, kvd), all_rows(&v, kvd));
-            let mut att = vec![0f32; n * d];
-            self.attend_rows(&q, &k, &v, 0, n, &mut att);
-            let att = int16(Xq::new(&att, n, d))?;
+            // SAFETY: `cols_pass_runs` found AVX-512F; `np` and `nq` are multiples of 16
+            // above `n` and `m`.
+            let (q, k, v) = unsafe {
+                (
+                    rows_of(&q, d, nq, 0, m),
+                    rows_of(&k, kvd, np, 0, n),
+                    rows_of(&v, kvd, np, 0, n),
+                )
+            };
+            let mut att = vec![0f32; m * d];
+            self.attend_rows(&q, &k, &v, q0, m, &mut att);
+            let att = int16(Xq::new(&att, m, d))?;
             let [o] = gemm_cols([&b.wo], &att);
+            if q0 > 0 {
+                (x, np, base) = (sub_cols(&x, np, q0, n), nq, q0);
+            }
             for (xi, oi) in x.iter_mut().zip(o) {
                 *xi += oi;
             }
             let h = rms_norm_cols(&x, &b.ffn_norm, eps, np);
-            let [mut gate, up] = gemm_cols([&b.gate, &b.up], &quantised(&h, d)?);
+            let [mut gate, up] = gemm_cols([&b.gate, &b.up], &quantised(&h, d, m, np)?);
             let chunk = GEMM_ROWS * ffn;
             gate.par_chunks_mut(chunk)
                 .zip(up.par_chunks(chunk))
                 .for_each(|(g, u)| kernels::silu_mul(g, u));
-            let [down] = gemm_cols([&b.down], &quantised(&gate, ffn)?);
+            let [down] = gemm_cols([&b.down], &quantised(&gate, ffn, m, np)?);
             for (xi, oi) in x.iter_mut().zip(down) {
                 *xi += oi;
             }
         }
         // SAFETY: as above.
-        let rows = unsafe { rows_of(&x, d, np, from, n) };
+        let rows = unsafe { rows_of(&x, d, np, from - base, n - base) };
         Ok(self.rms_norm(&rows, &self.norm))
     }
 
