@@ -30,7 +30,9 @@
 //! sequence's rows is tiles of scores and weighted values per head and 16 query rows. The
 //! verifier's pass keeps its activations positions-minor between layers
 //! ([`QuantLlama::forward_cols`]), the layout the kernels multiply, so no product is transposed
-//! except attention's inputs.
+//! except attention's inputs. Its greedy check reads two outputs a position of the output
+//! layer: every row is first multiplied in 8 bits with a bound on its distance from the 16-bit
+//! output, and only the rows that can be the largest are computed in 16 bits (`head`).
 //! Elsewhere the `gemm` crate multiplies.
 
 use std::path::Path;
