@@ -2270,21 +2270,17 @@ impl QuantLlama {
             let (m, nq) = (n - q0, (n - q0).next_multiple_of(16));
             let h = rms_norm_cols(&x, &b.attn_norm, eps, np);
             let hq = quantised(&h, d, n, np)?;
-            let (mut q, mut k, v) = if q0 == 0 {
-                let [q, k, v] = gemm_cols([&b.wq, &b.wk, &b.wv], &hq);
+            let (q, mut k, v) = if q0 == 0 {
+                let [mut q, k, v] = gemm_cols([&b.wq, &b.wk, &b.wv], &hq);
+                rope_cols(&mut q, &cos, &sin, hd, np);
                 (q, k, v)
             } else {
                 let [k, v] = gemm_cols([&b.wk, &b.wv], &hq);
-                let hq = int16(Xq::from_cols(&sub_cols(&h, np, q0, n), m, nq, d))?;
-                let [q] = gemm_cols([&b.wq], &hq);
-                (q, k, v)
-            };
-            if q0 == 0 {
-                rope_cols(&mut q, &cos, &sin, hd, np);
-            } else {
+                let [mut q] = gemm_cols([&b.wq], &quantised(&sub_cols(&h, np, q0, n), d, m, nq)?);
                 let (cos, sin) = (sub_cols(&cos, np, q0, n), sub_cols(&sin, np, q0, n));
                 rope_cols(&mut q, &cos, &sin, hd, nq);
-            }
+                (q, k, v)
+            };
             rope_cols(&mut k, &cos, &sin, hd, np);
             // SAFETY: `cols_pass_runs` found AVX-512F; `np` and `nq` are multiples of 16
             // above `n` and `m`.

@@ -13,7 +13,7 @@
 //!    `|y - a| ≤ ‖w‖ · ‖v‖` for the 16-bit output `y` of a row `w`, plus the float roundings of
 //!    both sums ([`slack_scale`]): a bound `B` per row and position from one norm of each. On
 //!    SmolLM2's output layer it leaves about six rows a position (measured on the bench's
-//!    check: 375 of 64 × 49,152); `129 · s_max · Σ|w|`, the bound from the largest
+//!    check: 374 of 64 × 49,152); `129 · s_max · Σ|w|`, the bound from the largest
 //!    rounding, left 210,421, because a few of the activations' blocks are far larger than
 //!    the rest.
 //! 2. **Candidates.** With `lo` the largest `a - B` of a position, its largest `y` is at least
@@ -46,23 +46,29 @@ impl RowSums {
     pub(super) fn of(m: &QMat) -> Self {
         assert_eq!(m.ty, GgmlType::Q8_0);
         let nb = m.cols / 32;
-        let offset: Vec<i32> = m
-            .quants
-            .chunks_exact(32)
-            .map(|q| 128 * q.iter().map(|&v| i32::from(v as i8)).sum::<i32>())
-            .collect();
-        let (abs, norm) = (0..m.rows)
-            .into_par_iter()
-            .map(|r| {
+        // One pass over each row's blocks: its sums, and its blocks' offsets.
+        let mut offset = vec![0i32; m.rows * nb];
+        let (abs, norm) = offset
+            .par_chunks_mut(nb)
+            .enumerate()
+            .map(|(r, offset)| {
                 let blocks = &m.quants[r * nb * 32..(r + 1) * nb * 32];
                 let (mut abs, mut sq) = (0f64, 0f64);
-                for (q, &d) in blocks.chunks_exact(32).zip(&m.scales[r * nb..(r + 1) * nb]) {
-                    let d = f64::from(d);
+                // Per block, the integer sums of `q`, `|q|` and `q²` (exact), then scaled by `d`.
+                for ((q, &d), o) in blocks
+                    .chunks_exact(32)
+                    .zip(&m.scales[r * nb..(r + 1) * nb])
+                    .zip(offset)
+                {
+                    let (mut sum, mut sum_abs, mut sum_sq) = (0i32, 0i32, 0i32);
                     for &v in q {
-                        let w = d * f64::from(v as i8);
-                        abs += w.abs();
-                        sq += w * w;
+                        let v = i32::from(v as i8);
+                        (sum, sum_abs, sum_sq) = (sum + v, sum_abs + v.abs(), sum_sq + v * v);
                     }
+                    let d = f64::from(d);
+                    abs += d.abs() * f64::from(sum_abs);
+                    sq += d * d * f64::from(sum_sq);
+                    *o = 128 * sum;
                 }
                 // Rounded up, so that the f32s never fall below the sums.
                 (up(abs), up(sq.sqrt()))
@@ -94,26 +100,41 @@ fn slack_scale(cols: usize) -> f32 {
 
 /// The activations of `xq` rounded to 8 bits for `vpdpbusd`: `[cols / 4, np]` words of four
 /// columns' `X8 + 128` (unsigned bytes, column order), `X8 = round(X16 / 258)` (halves away
-/// from zero), whose scale is `258 s`.
-fn round_to_8_bits(xq: &Xq, cols: usize) -> Vec<i32> {
+/// from zero), whose scale is `258 s`; and each block's and position's sum of the rounding's
+/// squares, `Σ (X16 - 258 X8)²` (`[cols / 32, np]`, for [`rounding`]).
+fn round_to_8_bits(xq: &Xq, cols: usize) -> (Vec<i32>, Vec<i64>) {
     let np = xq.np;
-    let r8 = |v: i32| (rounded(v) + 128) as u32;
     let mut words = vec![0i32; cols / 4 * np];
-    words.par_chunks_mut(np).enumerate().for_each(|(j, out)| {
-        let (a, b) = (&xq.words[2 * j * np..], &xq.words[(2 * j + 1) * np..]);
-        for ((o, &wa), &wb) in out.iter_mut().zip(a).zip(b) {
-            let bytes = [wa as i16, (wa >> 16) as i16, wb as i16, (wb >> 16) as i16]
-                .map(|v| r8(i32::from(v)));
-            *o = (bytes[0] | bytes[1] << 8 | bytes[2] << 16 | bytes[3] << 24) as i32;
-        }
-    });
+    let mut squares = vec![0i64; cols / 32 * np];
+    // One task per block of 32 columns: its 8 rows of words and its row of squares.
     words
+        .par_chunks_mut(8 * np)
+        .zip(squares.par_chunks_mut(np))
+        .enumerate()
+        .for_each(|(b, (out, sq))| {
+            for (i, out) in out.chunks_exact_mut(np).enumerate() {
+                let j = 8 * b + i;
+                let (lo, hi) = (&xq.words[2 * j * np..], &xq.words[(2 * j + 1) * np..]);
+                for (((o, sq), &wa), &wb) in out.iter_mut().zip(sq.iter_mut()).zip(lo).zip(hi) {
+                    let mut word = 0u32;
+                    let four = [wa as i16, (wa >> 16) as i16, wb as i16, (wb >> 16) as i16];
+                    for (k, v) in four.into_iter().enumerate() {
+                        let (v, q) = (i32::from(v), rounded(i32::from(v)));
+                        let r = i64::from(v - 258 * q);
+                        *sq += r * r;
+                        word |= ((q + 128) as u32) << (8 * k);
+                    }
+                    *o = word as i32;
+                }
+            }
+        });
+    (words, squares)
 }
 
 /// Position `p`'s `[‖v‖, slack]` ([`tops`]): the norm of its activations' rounding to 8 bits
-/// (rounded up), and [`slack_scale`] times its largest block scale; both NaN where a block's
-/// scale is NaN.
-fn rounding(xq: &Xq, cols: usize, p: usize) -> [f32; 2] {
+/// (from the blocks' sums of squares `squares`, [`round_to_8_bits`]; rounded up), and
+/// [`slack_scale`] times its largest block scale; both NaN where a block's scale is NaN.
+fn rounding(xq: &Xq, squares: &[i64], cols: usize, p: usize) -> [f32; 2] {
     let np = xq.np;
     let mut sq = 0f64;
     let mut smax = 0f32;
@@ -123,15 +144,7 @@ fn rounding(xq: &Xq, cols: usize, p: usize) -> [f32; 2] {
             return [f32::NAN; 2];
         }
         smax = smax.max(s);
-        let mut r2 = 0i64;
-        for j in 16 * b..16 * b + 16 {
-            let w = xq.words[j * np + p];
-            for v in [i32::from(w as i16), i32::from((w >> 16) as i16)] {
-                let r = i64::from(v - 258 * rounded(v));
-                r2 += r * r;
-            }
-        }
-        sq += f64::from(s) * f64::from(s) * r2 as f64;
+        sq += f64::from(s) * f64::from(s) * squares[b * np + p] as f64;
     }
     [up(sq.sqrt()), slack_scale(cols) * smax]
 }
@@ -172,7 +185,7 @@ pub(super) fn tops(m: &QMat, xq: &Xq, tokens: &[u32]) -> (Vec<[f32; 2]>, usize) 
     let (n, np, cols) = (xq.n, xq.np, m.cols);
     assert!(runs(m) && tokens.len() == n && tokens.iter().all(|&t| (t as usize) < m.rows));
     let sums = m.row_sums();
-    let x8 = round_to_8_bits(xq, cols);
+    let (x8, squares) = round_to_8_bits(xq, cols);
     let s8: Vec<f32> = xq.scale.iter().map(|&s| 258.0 * s).collect();
     // Each position's `‖v‖` and float slack per unit of `Σ|w|`, so that a row's bound is
     // `‖w‖ · ‖v‖ + Σ|w| · slack`: NaN where a block's scale is NaN (the position's outputs
@@ -180,7 +193,7 @@ pub(super) fn tops(m: &QMat, xq: &Xq, tokens: &[u32]) -> (Vec<[f32; 2]>, usize) 
     let (v2, slack): (Vec<f32>, Vec<f32>) = (0..n)
         .into_par_iter()
         .map(|p| {
-            let [v, s] = rounding(xq, cols, p);
+            let [v, s] = rounding(xq, &squares, cols, p);
             (v, s)
         })
         .unzip();
@@ -203,19 +216,7 @@ pub(super) fn tops(m: &QMat, xq: &Xq, tokens: &[u32]) -> (Vec<[f32; 2]>, usize) 
                 let slab = &mut slab[..rows * np];
                 // SAFETY: `runs` found AVX-512F, BW and VNNI; `x8` is `[cols / 4, np]`, `s8`
                 // `[nb, np]`, the rows exist, and `slab` holds `rows` rows of `np`.
-                unsafe {
-                    block8(
-                        m,
-                        first,
-                        rows,
-                        &m.quants[first * cols..],
-                        &x8,
-                        &s8,
-                        &sums.offset,
-                        np,
-                        slab,
-                    )
-                };
+                unsafe { block8(m, first, rows, &x8, &s8, &sums.offset, np, slab) };
                 // Row `r`'s bound at each position, into `b`.
                 let bound = |r: usize, b: &mut [f32]| {
                     let (w2, w1) = (sums.norm[first + r], sums.abs[first + r]);
@@ -231,7 +232,7 @@ pub(super) fn tops(m: &QMat, xq: &Xq, tokens: &[u32]) -> (Vec<[f32; 2]>, usize) 
                         *l = l.max(v - b);
                     }
                 }
-                let lo: Vec<f32> = chunk_lo
+                let now: Vec<f32> = chunk_lo
                     .iter()
                     .zip(&lo)
                     .map(|(&l, g)| {
@@ -250,16 +251,16 @@ pub(super) fn tops(m: &QMat, xq: &Xq, tokens: &[u32]) -> (Vec<[f32; 2]>, usize) 
                         sums.norm[first + r].is_finite() && sums.abs[first + r].is_finite();
                     bound(r, &mut b);
                     let mut any = !finite;
-                    for ((&v, &b), &l) in row.iter().zip(&b).zip(&lo) {
+                    for ((&v, &b), &l) in row.iter().zip(&b).zip(&now) {
                         any |= v + b >= l;
                     }
                     if !any {
                         continue;
                     }
-                    for (p, ((&v, &b), &l)) in row.iter().zip(&b).zip(&lo).enumerate() {
-                        let up = if finite { v + b } else { f32::INFINITY };
-                        if up >= l {
-                            mine.push(((first + r) as u32, p as u32, up));
+                    for (p, ((&v, &b), &l)) in row.iter().zip(&b).zip(&now).enumerate() {
+                        let hi = if finite { v + b } else { f32::INFINITY };
+                        if hi >= l {
+                            mine.push(((first + r) as u32, p as u32, hi));
                         }
                     }
                 }
@@ -271,7 +272,7 @@ pub(super) fn tops(m: &QMat, xq: &Xq, tokens: &[u32]) -> (Vec<[f32; 2]>, usize) 
         .map(|g| f32::from_bits(g.load(Ordering::Relaxed)))
         .collect();
     let mut found = found.into_inner().expect("no panics while held");
-    found.retain(|&(_, p, up)| up >= lo[p as usize]);
+    found.retain(|&(_, p, hi)| hi >= lo[p as usize]);
     let values: Vec<f32> = found
         .par_iter()
         .map(|&(j, p, _)| exact(m, xq, j as usize, p as usize))
@@ -304,7 +305,6 @@ unsafe fn block8(
     m: &QMat,
     first: usize,
     rows: usize,
-    w8: &[u8],
     x8: &[i32],
     s8: &[f32],
     offset: &[i32],
@@ -326,7 +326,7 @@ unsafe fn block8(
     while r < rows {
         let nr = if rows - r >= R { R } else { 1 };
         // The next rows' weights into L1 while these are multiplied.
-        let next = &w8[((r + nr) * cols).min(w8.len())..];
+        let next = &m.quants[((first + r + nr) * cols).min(m.quants.len())..];
         for line in (0..next.len().min(R * cols)).step_by(64) {
             // SAFETY: inside `next`.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(line).cast()) };
@@ -339,7 +339,7 @@ unsafe fn block8(
             // asserted above.
             let a = unsafe {
                 Args8 {
-                    w: w8.as_ptr().add(r * cols),
+                    w: m.quants.as_ptr().add(row * cols),
                     cols,
                     x: x8.as_ptr().add(p),
                     s: s8.as_ptr().add(p),
@@ -446,7 +446,7 @@ mod tests {
 
     /// The prefilter's approximations of every row of `m` (`[rows, np]`).
     fn approximations(m: &QMat, xq: &Xq) -> Vec<f32> {
-        let x8 = round_to_8_bits(xq, m.cols);
+        let (x8, _) = round_to_8_bits(xq, m.cols);
         let s8: Vec<f32> = xq.scale.iter().map(|&s| 258.0 * s).collect();
         let mut out = vec![0f32; m.rows * xq.np];
         // SAFETY: `runs` (checked by the callers) found AVX-512F, BW and VNNI; the buffers
@@ -456,7 +456,6 @@ mod tests {
                 m,
                 0,
                 m.rows,
-                &m.quants,
                 &x8,
                 &s8,
                 &m.row_sums().offset,
@@ -499,10 +498,11 @@ mod tests {
         let xq = quantised(&x, n, &m);
         let np = xq.np;
         let a = approximations(&m, &xq);
+        let (_, squares) = round_to_8_bits(&xq, cols);
         let sums = m.row_sums();
         let mut worst = 0f32;
         for p in 0..n {
-            let [v2, slack] = rounding(&xq, cols, p);
+            let [v2, slack] = rounding(&xq, &squares, cols, p);
             for j in 0..m.rows {
                 let y = exact(&m, &xq, j, p);
                 let b = sums.norm[j] * v2 + sums.abs[j] * slack;
