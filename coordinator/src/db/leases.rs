@@ -676,9 +676,9 @@ impl Store {
 
     /// [`Self::submit_many`] for results that must also be `worker`'s and for the tasks named
     /// (`tasks[i]`, the task hash of `results[i]`'s lease), checked by the writing statement
-    /// itself, so that a batch needs no read before it: `true` when every result was recorded,
-    /// `false` when one was not live, not `worker`'s or not for its task, and then nothing
-    /// changed.
+    /// itself, so that a batch needs no read before it: `Ok` when every result was recorded;
+    /// when one was not live, not `worker`'s or not for its task, nothing changed and the
+    /// blobs come back (`Err`), for the caller's other way.
     pub async fn submit_many_owned(
         &self,
         worker: Address,
@@ -686,7 +686,7 @@ impl Store {
         tasks: Vec<B256>,
         blobs: Vec<(B256, Vec<u8>)>,
         now: u64,
-    ) -> Result<bool> {
+    ) -> Result<std::result::Result<(), Vec<(B256, Vec<u8>)>>> {
         if tasks.len() != results.len() {
             return Err(Error::Internal(format!(
                 "{} results with {} task hashes",
@@ -694,15 +694,13 @@ impl Store {
                 tasks.len()
             )));
         }
-        let (this, results, tasks, blobs) = (
-            self.clone(),
-            results.to_vec(),
-            tasks.to_vec(),
-            blobs.to_vec(),
-        );
+        let this = self.clone();
         self.on_writer(async move {
             let owner = Some((worker, tasks.as_slice()));
-            Ok(this.record(&results, owner, &blobs, now).await?.is_ok())
+            Ok(match this.record(&results, owner, &blobs, now).await? {
+                Ok(()) => Ok(()),
+                Err(_) => Err(blobs),
+            })
         })
         .await
     }

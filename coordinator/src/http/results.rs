@@ -155,11 +155,14 @@ pub(super) async fn submit_results(
     {
         let results = members(&req, batch, *signature, |_| true)?;
         let tasks = req.items.iter().map(|i| i.task_hash).collect();
-        if s.store()
-            .submit_many_owned(worker, results, tasks, blobs.clone(), now)
+        match s
+            .store()
+            .submit_many_owned(worker, results, tasks, blobs, now)
             .await?
         {
-            return Ok(recorded(&s, worker, n));
+            Ok(()) => return Ok(recorded(&s, worker, n)),
+            // Refused whole: the way below says why, with the blobs given back.
+            Err(back) => blobs = back,
         }
     }
     let ids: Vec<String> = req.items.iter().map(|i| i.lease_id.clone()).collect();
