@@ -5,6 +5,8 @@
 //! strings here: a worker is leased only jobs whose `kind` is among the kinds its signed
 //! capabilities list, whatever those kinds are and however many.
 
+use std::sync::atomic::Ordering;
+
 use alloy::primitives::{Address, B256, Bytes, U256};
 use gleaner_protocol::api::JobState;
 use sqlx::Row;
@@ -95,18 +97,18 @@ fn leased_sql() -> String {
 }
 
 /// `queued` (replicas still wanted in leasable jobs: `job_wanted`, kept by triggers), with
-/// `leased` also [`leased_sql`], and `mine` (worker `$2`'s live leases, through
+/// `leased` also [`leased_sql`] (at `$1`), and `mine` (worker `$2`'s live leases, through
 /// `replicas_worker`: the unary `+` keeps SQLite from walking every live lease through
-/// `replicas_state_expiry` instead, 2.3 ms a lease with 16,384 out), at `$1` = now, in one
-/// query.
-fn counts_sql(leased: bool) -> String {
+/// `replicas_state_expiry` instead, 2.3 ms a lease with 16,384 out), at `now` (a parameter's
+/// name), in one query.
+fn counts_sql(leased: bool, now: &str) -> String {
     format!(
         "SELECT \
          (SELECT CAST(COALESCE(SUM(w.wanted), 0) AS BIGINT) FROM jobs j \
           JOIN job_wanted w ON w.job_id = j.job_id \
-          WHERE j.state = '{posted}' AND j.deadline > $1) AS queued, \
+          WHERE j.state = '{posted}' AND j.deadline > {now}) AS queued, \
          {all} \
-         (SELECT COUNT(*) FROM replicas WHERE state = '{live}' AND +expires_at > $1 \
+         (SELECT COUNT(*) FROM replicas WHERE state = '{live}' AND +expires_at > {now} \
           AND worker = $2) AS mine",
         posted = JobState::Posted.as_str(),
         live = ReplicaState::Leased.as_str(),
@@ -130,6 +132,18 @@ fn scores_sql() -> &'static str {
      FROM (SELECT address, \
            CASE WHEN gflops > 0 AND gflops < 1e308 THEN gflops ELSE 0.0 END AS score \
            FROM workers WHERE last_seen >= $1) w"
+}
+
+/// [`scores_sql`] (`$1` the oldest `last_seen` that counts as active, `$2` the worker) and
+/// [`counts_sql`] without `leased` (`$3` now) in one statement: `active`, `total`, `mine`,
+/// `queued` and `held` (the worker's live leases).
+fn share_sql() -> String {
+    format!(
+        "SELECT s.active AS active, s.total AS total, s.mine AS mine, \
+         c.queued AS queued, c.mine AS held FROM ({}) s CROSS JOIN ({}) c",
+        scores_sql(),
+        counts_sql(false, "$3")
+    )
 }
 
 /// `$first, .., $(first + n - 1)`: the kind filter's parameters.
@@ -396,37 +410,41 @@ impl Store {
         let worker_hex = to_hex(&worker);
         let now_param = to_bigint(now)?;
         let tx = conn;
-        sqlx::query("UPDATE replicas SET state = $1 WHERE state = $2 AND expires_at <= $3")
-            .bind(ReplicaState::Expired.as_str())
-            .bind(ReplicaState::Leased.as_str())
-            .bind(now_param)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE workers SET last_seen = $1 WHERE address = $2")
-            .bind(now_param)
-            .bind(worker_hex.clone())
-            .execute(&mut *tx)
-            .await?;
+        // Leases expire by the second: one sweep a second is enough (a sweep rolled back with
+        // its group comes a second later).
+        if self.swept.fetch_max(now, Ordering::Relaxed) < now {
+            sqlx::query("UPDATE replicas SET state = $1 WHERE state = $2 AND expires_at <= $3")
+                .bind(ReplicaState::Expired.as_str())
+                .bind(ReplicaState::Leased.as_str())
+                .bind(now_param)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let capabilities: Option<String> = sqlx::query(
+            "UPDATE workers SET last_seen = $1 WHERE address = $2 RETURNING capabilities",
+        )
+        .bind(now_param)
+        .bind(worker_hex.clone())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get("capabilities"))
+        .transpose()?;
 
         // The caller's share of the work now open or in flight.
-        let scores = sqlx::query(scores_sql())
+        let share = sqlx::query(sqlx::AssertSqlSafe(share_sql()))
             .bind(to_bigint(now.saturating_sub(active_secs))?)
             .bind(worker_hex.clone())
+            .bind(now_param)
             .fetch_one(&mut *tx)
             .await?;
-        let Some(mine) = scores.try_get::<Option<f64>, _>("mine")? else {
+        let Some(mine) = share.try_get::<Option<f64>, _>("mine")? else {
             return Ok(Vec::new());
         };
-        let active: u64 = int_column(&scores, "active")?;
-        let total: f64 = scores.try_get("total")?;
+        let active: u64 = int_column(&share, "active")?;
+        let total: f64 = share.try_get("total")?;
         let cap = |replicas| scheduler::share_of(replicas, mine, total, active);
-        let counts = sqlx::query(sqlx::AssertSqlSafe(counts_sql(false)))
-            .bind(now_param)
-            .bind(worker_hex.clone())
-            .fetch_one(&mut *tx)
-            .await?;
-        let queued: u64 = int_column(&counts, "queued")?;
-        let held: u64 = int_column(&counts, "mine")?;
+        let queued: u64 = int_column(&share, "queued")?;
+        let held: u64 = int_column(&share, "held")?;
         // The share grows with the replicas open or in flight (`queued + leased`): when the
         // queued ones alone allow all that can be leased, the live leases need no counting.
         let mut wanted = max.min(queued);
@@ -445,13 +463,6 @@ impl Store {
             return Ok(Vec::new());
         }
 
-        let capabilities: Option<String> =
-            sqlx::query("SELECT capabilities FROM workers WHERE address = $1")
-                .bind(worker_hex.clone())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get("capabilities"))
-                .transpose()?;
         let kinds = declared_kinds(capabilities.as_deref());
         if kinds.is_empty() {
             return Ok(Vec::new());
@@ -820,7 +831,7 @@ impl Store {
 
     /// Replicas queued and leased, for the gauges.
     pub async fn queue_stats(&self, now: u64) -> Result<QueueStats> {
-        let counts = sqlx::query(sqlx::AssertSqlSafe(counts_sql(true)))
+        let counts = sqlx::query(sqlx::AssertSqlSafe(counts_sql(true, "$1")))
             .bind(to_bigint(now)?)
             .bind(String::new())
             .fetch_one(&self.read)

@@ -88,6 +88,8 @@ pub struct Store {
     groups: std::sync::Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<GroupedOp>>>,
     /// What [`write_groups`] committed: transactions and the ops in them.
     grouped: std::sync::Arc<GroupCount>,
+    /// The last second at which a lease swept the expired leases away.
+    swept: std::sync::Arc<std::sync::atomic::AtomicU64>,
     kind: DbKind,
 }
 
@@ -151,6 +153,7 @@ impl Store {
             read,
             groups: Default::default(),
             grouped: Default::default(),
+            swept: Default::default(),
             kind,
         })
     }
@@ -326,6 +329,7 @@ async fn write_groups(
     let mut ops = Vec::with_capacity(MAX_GROUP);
     while receive.recv_many(&mut ops, MAX_GROUP).await > 0 {
         let mut delivered = Vec::with_capacity(ops.len());
+        let began = std::time::Instant::now();
         let outcome = async {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             for op in ops.drain(..) {
@@ -338,7 +342,15 @@ async fn write_groups(
                     savepoint.rollback().await?;
                 }
             }
+            let committing = std::time::Instant::now();
             tx.commit().await?;
+            tracing::debug!(
+                target: "coordinator::db",
+                ops = delivered.len(),
+                us = began.elapsed().as_micros() as u64,
+                commit_us = committing.elapsed().as_micros() as u64,
+                "write group committed"
+            );
             count.commits.fetch_add(1, Relaxed);
             count.ops.fetch_add(delivered.len() as u64, Relaxed);
             Ok::<_, sqlx::Error>(())
