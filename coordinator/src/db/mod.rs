@@ -324,6 +324,7 @@ async fn write_groups(
     mut receive: tokio::sync::mpsc::UnboundedReceiver<GroupedOp>,
     count: std::sync::Arc<GroupCount>,
 ) {
+    use futures_util::FutureExt;
     use sqlx::Acquire;
     use std::sync::atomic::Ordering::Relaxed;
     let mut ops = Vec::with_capacity(MAX_GROUP);
@@ -334,12 +335,23 @@ async fn write_groups(
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             for op in ops.drain(..) {
                 let mut savepoint = (&mut *tx).begin().await?;
-                let (keep, deliver) = op(&mut savepoint).await;
-                delivered.push(deliver);
-                if keep {
-                    savepoint.commit().await?;
-                } else {
-                    savepoint.rollback().await?;
+                // A panicking op fails alone: its caller sees its write dropped.
+                match std::panic::AssertUnwindSafe(op(&mut savepoint))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok((keep, deliver)) => {
+                        delivered.push(deliver);
+                        if keep {
+                            savepoint.commit().await?;
+                        } else {
+                            savepoint.rollback().await?;
+                        }
+                    }
+                    Err(_) => {
+                        tracing::error!(target: "coordinator", "a write panicked; rolled back");
+                        savepoint.rollback().await?;
+                    }
                 }
             }
             let committing = std::time::Instant::now();
@@ -552,6 +564,38 @@ mod tests {
                 assert!(stored, "result {i}'s output");
             }
         }
+    }
+
+    /// A write that panics fails alone: its caller gets an error, what it wrote is rolled
+    /// back, and the writer goes on.
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let insert = |hash: u8| {
+            sqlx::query("INSERT INTO blobs (hash, size, bytes) VALUES ($1, 1, $2)")
+                .bind(format!("0x{}", hex::encode([hash; 32])))
+                .bind(vec![hash])
+        };
+        let panics: WriteOp<()> = Box::new(move |conn| {
+            Box::pin(async move {
+                insert(1).execute(&mut *conn).await?;
+                panic!("a bug in a write");
+            })
+        });
+        let err = store.write(panics).await.unwrap_err();
+        assert!(err.to_string().contains("dropped a write"), "{err}");
+        let works: WriteOp<()> = Box::new(move |conn| {
+            Box::pin(async move {
+                insert(2).execute(&mut *conn).await?;
+                Ok(((), true))
+            })
+        });
+        store.write(works).await.unwrap();
+        let stored = |b: u8| store.has_blob(alloy::primitives::B256::repeat_byte(b));
+        assert!(!stored(1).await.unwrap(), "the panicking write's row");
+        assert!(stored(2).await.unwrap());
     }
 
     #[tokio::test]
