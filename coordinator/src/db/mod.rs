@@ -312,7 +312,7 @@ const MAX_GROUP: usize = 32;
 
 /// SQLite's group commit: takes every op waiting (up to [`MAX_GROUP`]), runs them in one
 /// `BEGIN IMMEDIATE` transaction, each in a savepoint that is released or rolled back as the op
-/// says, commits once, and only then answers each.
+/// says (an op alone needs none), commits once, and only then answers each.
 ///
 /// A commit writes every page the transaction changed to the log, and the coordinator's writes
 /// share many (the tasks a batch leases, the replica indexes' last pages, the job's row): in
@@ -324,7 +324,6 @@ async fn write_groups(
     mut receive: tokio::sync::mpsc::UnboundedReceiver<GroupedOp>,
     count: std::sync::Arc<GroupCount>,
 ) {
-    use futures_util::FutureExt;
     use sqlx::Acquire;
     use std::sync::atomic::Ordering::Relaxed;
     let mut ops = Vec::with_capacity(MAX_GROUP);
@@ -333,35 +332,30 @@ async fn write_groups(
         let began = std::time::Instant::now();
         let outcome = async {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            for op in ops.drain(..) {
-                let mut savepoint = (&mut *tx).begin().await?;
-                // A panicking op fails alone: its caller sees its write dropped.
-                match std::panic::AssertUnwindSafe(op(&mut savepoint))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok((keep, deliver)) => {
-                        delivered.push(deliver);
-                        if keep {
-                            savepoint.commit().await?;
-                        } else {
-                            savepoint.rollback().await?;
-                        }
-                    }
-                    Err(_) => {
-                        tracing::error!(target: "coordinator", "a write panicked; rolled back");
+            if ops.len() == 1 {
+                // Alone, the op needs no savepoint: the transaction is its own.
+                let op = ops.remove(0);
+                if run_grouped(op, &mut tx, &mut delivered).await {
+                    tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
+            } else {
+                for op in ops.drain(..) {
+                    let mut savepoint = (&mut *tx).begin().await?;
+                    if run_grouped(op, &mut savepoint, &mut delivered).await {
+                        savepoint.commit().await?;
+                    } else {
                         savepoint.rollback().await?;
                     }
                 }
+                tx.commit().await?;
             }
-            let committing = std::time::Instant::now();
-            tx.commit().await?;
             tracing::debug!(
                 target: "coordinator::db",
                 ops = delivered.len(),
                 us = began.elapsed().as_micros() as u64,
-                commit_us = committing.elapsed().as_micros() as u64,
-                "write group committed"
+                "write group done"
             );
             count.commits.fetch_add(1, Relaxed);
             count.ops.fetch_add(delivered.len() as u64, Relaxed);
@@ -377,6 +371,27 @@ async fn write_groups(
         }
         // Ops the failure kept from running: their callers see the writer drop them.
         ops.clear();
+    }
+}
+
+/// Runs one op of [`write_groups`] on `conn` and keeps its delivery; whether to keep what it
+/// did. An op that panics fails alone: it is rolled back, and its caller sees its write
+/// dropped.
+async fn run_grouped(
+    op: GroupedOp,
+    conn: &mut sqlx::AnyConnection,
+    delivered: &mut Vec<Deliver>,
+) -> bool {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(op(conn)).catch_unwind().await {
+        Ok((keep, deliver)) => {
+            delivered.push(deliver);
+            keep
+        }
+        Err(_) => {
+            tracing::error!(target: "coordinator", "a write panicked; rolled back");
+            false
+        }
     }
 }
 
