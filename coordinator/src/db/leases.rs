@@ -397,10 +397,10 @@ impl Store {
         Ok(Vec::new())
     }
 
-    /// [`Self::lease_many`]'s statements, in the transaction `conn` is in.
+    /// [`Self::lease_many`]'s statements, in the transaction `tx` is in.
     async fn try_lease(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        tx: &mut sqlx::AnyConnection,
         worker: Address,
         now: u64,
         lease_secs: u64,
@@ -409,7 +409,6 @@ impl Store {
     ) -> Result<Vec<LeasedTask>> {
         let worker_hex = to_hex(&worker);
         let now_param = to_bigint(now)?;
-        let tx = conn;
         // Leases expire by the second: one sweep a second is enough (a sweep rolled back with
         // its group comes a second later).
         if self.swept.fetch_max(now, Ordering::Relaxed) < now {
@@ -761,20 +760,19 @@ impl Store {
     }
 
     /// The statements of [`Self::submit_many`] and [`Self::submit_many_owned`], in the
-    /// transaction `conn` is in: the blobs, then the results a statement per [`CHUNK`], each
+    /// transaction `tx` is in: the blobs, then the results a statement per [`CHUNK`], each
     /// required to be on a live lease (and, with `owner`, that worker's, for the task hash
     /// given). On the first statement that leaves a result out, stops and gives the index of
     /// its first result: the caller rolls back.
     async fn record(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        tx: &mut sqlx::AnyConnection,
         results: &[(String, B256, Bytes)],
         owner: Option<(Address, &[B256])>,
         blobs: &[(B256, Vec<u8>)],
         now: u64,
     ) -> Result<std::result::Result<(), usize>> {
         let now_param = to_bigint(now)?;
-        let tx = conn;
         // A few statements per batch, not one per result: each statement costs a round trip
         // to the database (sqlx runs SQLite on a thread of its own).
         for chunk in blobs.chunks(CHUNK) {
