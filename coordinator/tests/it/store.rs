@@ -457,6 +457,29 @@ async fn leases_only_the_kinds_a_worker_runs() {
     assert_eq!(l.job_id, U256::from(2));
 }
 
+/// A new job leaves PostgreSQL's planner statistics fresh (`reltuples` is -1 on a table never
+/// analyzed): the lease's pick is planned for the job's tasks, not for an empty table.
+#[tokio::test]
+async fn postgres_analyzes_a_new_jobs_tasks() {
+    let pg = Postgres::start();
+    let s = Store::connect(&pg.url).await.unwrap();
+    let rows = || async {
+        let pool = sqlx::AnyPool::connect(&pg.url).await.unwrap();
+        let (n,): (f64,) = sqlx::query_as(
+            "SELECT CAST(reltuples AS DOUBLE PRECISION) FROM pg_class WHERE relname = 'tasks'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        n
+    };
+    assert!(rows().await < 0.0, "a fresh table is not analyzed");
+    let (row, tasks) = job(6, 120, 2);
+    assert!(s.insert_job(&row, &tasks, 1).await.unwrap());
+    assert_eq!(rows().await, 120.0);
+}
+
 #[tokio::test]
 async fn postgres_runs_the_same_scenario_and_leases_atomically() {
     let pg = Postgres::start();
