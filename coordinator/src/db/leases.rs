@@ -280,12 +280,13 @@ fn record_sql(kind: DbKind, rows: usize, owned: bool) -> String {
     // The task hash is the one column of the task's row (found by primary key) the check reads.
     let task_hash = "(SELECT t.task_hash FROM tasks t \
                      WHERE t.job_id = replicas.job_id AND t.idx = replicas.idx)";
+    let [submitted, now, leased, worker] = record_params(kind, rows, owned);
     match kind {
         // Rows found by primary key (`IN`), values looked up in the small list.
         DbKind::Postgres => {
             let owner = if owned {
                 format!(
-                    " AND worker = $4 AND {task_hash} = \
+                    " AND worker = {worker} AND {task_hash} = \
                      (SELECT v.task_hash FROM v WHERE v.lease_id = replicas.lease_id)"
                 )
             } else {
@@ -293,11 +294,12 @@ fn record_sql(kind: DbKind, rows: usize, owned: bool) -> String {
             };
             format!(
                 "WITH v ({columns}) AS (VALUES {values}) \
-                 UPDATE replicas SET state = $1, \
+                 UPDATE replicas SET state = {submitted}, \
                  result_hash = (SELECT v.result_hash FROM v WHERE v.lease_id = replicas.lease_id), \
                  signature = (SELECT v.signature FROM v WHERE v.lease_id = replicas.lease_id), \
-                 submitted_at = $2 \
-                 WHERE lease_id IN (SELECT v.lease_id FROM v) AND state = $3 AND expires_at > $2\
+                 submitted_at = {now} \
+                 WHERE lease_id IN (SELECT v.lease_id FROM v) AND state = {leased} \
+                 AND expires_at > {now}\
                  {owner}"
             )
         }
@@ -306,7 +308,6 @@ fn record_sql(kind: DbKind, rows: usize, owned: bool) -> String {
         // lease for each batch and scanned the list twice for each row (O(leases + k²): 1.9 ms
         // for 64 results with 1,024 leases out, in the bench's statement log).
         DbKind::Sqlite => {
-            let [submitted, now, leased, worker] = record_params(kind, rows, owned);
             let owner = if owned {
                 format!(" AND +replicas.worker = {worker} AND {task_hash} = v.task_hash")
             } else {

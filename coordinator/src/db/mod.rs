@@ -194,7 +194,7 @@ impl Store {
     async fn write<T: Send + 'static>(&self, op: WriteOp<T>) -> Result<T> {
         match self.kind {
             DbKind::Postgres => {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 match op(&mut tx).await {
                     Ok((value, true)) => {
                         tx.commit().await?;
@@ -505,34 +505,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("g.db").display());
         let store = Store::connect(&url).await.unwrap();
-        let (job, now) = (U256::from(3), 100);
-        let row = JobRow {
-            job_id: job,
-            manifest: "{}".into(),
-            spec_hash: B256::repeat_byte(1),
-            requester: Address::repeat_byte(9),
-            redundancy: 1,
-            task_count: 8,
-            deadline: 10_000,
-            state: JobState::Registered,
-            tasks_root: B256::repeat_byte(2),
-            post_tx: None,
-            report_hash: None,
-        };
-        let tasks: Vec<NewTask> = (0..8)
-            .map(|i| NewTask {
-                task_hash: B256::with_last_byte(i + 1),
-                input_hash: B256::with_last_byte(100 + i),
-                cost: 1,
-            })
-            .collect();
-        assert!(store.insert_job(&row, &tasks, now).await.unwrap());
-        assert!(
-            store
-                .set_job_state(job, JobState::Registered, JobState::Posted)
-                .await
-                .unwrap()
-        );
+        let now = 100;
+        jobs::tests::posted(&store, 3, 8, 1, jobs::LEGACY_KIND).await;
         let w = Address::repeat_byte(5);
         store
             .sign_in(w, "{}", 1.0, 1, now, "tok", "worker", now + 3600)
@@ -590,7 +564,7 @@ mod tests {
         let store = Store::connect(&url).await.unwrap();
         let insert = |hash: u8| {
             sqlx::query("INSERT INTO blobs (hash, size, bytes) VALUES ($1, 1, $2)")
-                .bind(format!("0x{}", hex::encode([hash; 32])))
+                .bind(codec::to_hex(&alloy::primitives::B256::repeat_byte(hash)))
                 .bind(vec![hash])
         };
         let panics: WriteOp<()> = Box::new(move |conn| {
