@@ -17,9 +17,9 @@
 #   torch-generate.jsonl    torch_peer.py generate, same prompt, batches and token count
 #   steps.jsonl, *.err      each step's exit code, seconds and stderr; remote.log
 #   table.md                scripts/gpu/table.py OUT: the one table (also printed)
-#   results.tar.gz          on the GPU machine (not with GPU_CHECK_LOCAL=1), all of the above but
-#                           table.md and remote.log, moved into one archive: the device tool brings
-#                           back at most 8 files
+#   results.tar.gz          on the GPU machine (not with GPU_CHECK_LOCAL=1): all of the above in one
+#                           archive, and only table.md and remote.log left beside it (the device
+#                           tool brings back at most 8 files)
 # A failed or timed-out step becomes n/a in the table; the script itself goes on.
 #
 # Environment:
@@ -77,7 +77,7 @@ finish() {
         && cat "$OUT/table.md" || log "table.py failed: see remote.log"
     log "done (rc $rc), results in $OUT"
     # The device tool brings back at most 8 files of OUT: on the GPU machine everything goes
-    # into one archive, beside the table and the log.
+    # into one archive, and only the table and the log stay beside it.
     if [[ "$LOCAL" != 1 ]]; then
         tar -czf "$G/results.tar.gz" -C "$OUT" . \
             && find "$OUT" -mindepth 1 -maxdepth 1 ! -name table.md ! -name remote.log -exec rm -rf {} + \
