@@ -43,7 +43,7 @@ pub use chain::{BoxFuture, Chain, OnChainJob, Poster, RpcChain, Watcher, Watcher
 pub use db::{
     BlobUses, ChainEvent, DbKind, ExplorerJob, ExplorerReplica, ExplorerTask, ExplorerWorker,
     JobEvent, JobRow, LeasedTask, NewTask, QueueStats, ReplicaRow, ReplicaState, ReviewTask, Store,
-    TaskRow, TaskState,
+    TaskRow, TaskState, WriterCpu, set_writer_cpu,
 };
 pub use error::{Error, Result};
 pub use explorer::{
@@ -67,6 +67,8 @@ pub struct CoordinatorConfig {
     pub database_url: String,
     /// Most database connections (`None`: 1 for SQLite, 16 for PostgreSQL).
     pub db_pool_size: Option<u32>,
+    /// SQLite: the CPU the store's writer runs on ([`WriterCpu`]).
+    pub sqlite_writer_cpu: WriterCpu,
     /// The HTTP API's settings (leases, sessions, limits, the verifier).
     pub api: ApiSettings,
     /// The HTTP server's settings (header timeout, connection cap, shutdown grace).
@@ -83,6 +85,15 @@ pub async fn serve(
     signer: PrivateKeySigner,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if let Err(chosen) = set_writer_cpu(config.sqlite_writer_cpu)
+        && chosen != config.sqlite_writer_cpu
+    {
+        return Err(Error::BadRequest(format!(
+            "this process's SQLite writer already runs with {chosen:?}; \
+             --sqlite-writer-cpu {:?} comes too late",
+            config.sqlite_writer_cpu
+        )));
+    }
     let store = Store::connect_with(&config.database_url, config.db_pool_size).await?;
     let (chain, info) = RpcChain::connect(
         &config.watcher.rpc_url,

@@ -66,6 +66,13 @@ pub struct RunArgs {
     /// Most database connections [default: 1 for SQLite, 16 for PostgreSQL].
     #[arg(long, env = "GLEANER_DB_POOL_SIZE")]
     pub db_pool_size: Option<u32>,
+    /// SQLite only: the CPU the store's single writer runs on. Its two threads (the writer's
+    /// and sqlx's connection thread) pass every statement back and forth; on one CPU each
+    /// pass is a switch, across two a wake-up, slow on virtual machines (round trips/s +30% in
+    /// `gleaner bench coordinator` on a 2-core VM). `auto`: the last CPU the process may use,
+    /// when it may use two or more; `off`: wherever the system puts them; or a CPU number.
+    #[arg(long, env = "GLEANER_SQLITE_WRITER_CPU", default_value = "auto")]
+    pub sqlite_writer_cpu: gleaner_coordinator::WriterCpu,
     /// Parsed job manifests kept in memory (least recently used ones are dropped).
     #[arg(long, env = "GLEANER_MANIFEST_CACHE", default_value_t = 1024)]
     pub manifest_cache: usize,
@@ -132,6 +139,7 @@ impl RunArgs {
             listen: self.listen,
             database_url,
             db_pool_size: self.db_pool_size,
+            sqlite_writer_cpu: self.sqlite_writer_cpu,
             api: gleaner_coordinator::ApiSettings {
                 lease_secs: self.lease_secs.max(1),
                 session_secs: self.session_secs.max(1),
@@ -213,6 +221,7 @@ mod tests {
             (3600, 600, 30_000)
         );
         assert_eq!((a.worker_active_secs, a.db_pool_size), (None, None));
+        assert_eq!(a.sqlite_writer_cpu, gleaner_coordinator::WriterCpu::Auto);
         assert_eq!(
             (a.manifest_cache, a.reorg_depth, a.logs_range),
             (1024, 64, 1000)

@@ -17,6 +17,7 @@
 //! one worker" impossible whatever the code above does, and CHECK constraints (migration 0003)
 //! refuse any state string the code does not know.
 
+mod affinity;
 mod blobs;
 mod chain;
 pub(crate) mod codec;
@@ -29,6 +30,7 @@ mod tasks;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
+pub use affinity::{WriterCpu, set_writer_cpu};
 pub use blobs::BlobUses;
 pub use chain::{ChainEvent, JobEvent};
 pub use codec::{ReplicaState, TaskState};
@@ -125,18 +127,37 @@ impl Store {
         // large job's hot pages otherwise come back through a read syscall each time.
         // Statement journals (a multi-row write with triggers keeps one) and temporary b-trees
         // in memory: on disk, each batch opened, wrote and deleted a temporary file.
-        let pool = sqlite_pragmas(
+        let options = sqlite_pragmas(
             AnyPoolOptions::new().max_connections(max),
             kind,
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536; \
              PRAGMA temp_store = MEMORY;",
-        )
-        .connect(url)
-        .await?;
-        match kind {
-            DbKind::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            DbKind::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
-        }
+        );
+        let pool = match kind {
+            // The writer's connection is opened on the writer's thread, by the migrations, so
+            // that sqlx's thread for it starts on the writer's CPU ([`affinity`]); and it is
+            // kept for good (sqlx would close it after 10 minutes idle, and reopen it on
+            // whatever thread asked next).
+            DbKind::Sqlite => {
+                let pool = options
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_lazy(url)?;
+                let migrating = pool.clone();
+                writer_runtime()
+                    .spawn(
+                        async move { sqlx::migrate!("./migrations/sqlite").run(&migrating).await },
+                    )
+                    .await
+                    .map_err(|e| Error::Internal(format!("migrations: {e}")))??;
+                pool
+            }
+            DbKind::Postgres => {
+                let pool = options.connect(url).await?;
+                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                pool
+            }
+        };
         let read = if kind == DbKind::Sqlite && !memory {
             sqlite_pragmas(
                 AnyPoolOptions::new().max_connections(SQLITE_READERS),
@@ -412,6 +433,11 @@ fn writer_runtime() -> &'static tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("db-writer")
+            .on_thread_start(|| {
+                if let Some(cpu) = affinity::hold_this_thread() {
+                    tracing::debug!(target: "coordinator::db", cpu, "the SQLite writer holds to one CPU");
+                }
+            })
             .enable_time()
             .build()
             .expect("the writer's runtime")
@@ -460,6 +486,58 @@ mod tests {
         }
         assert_eq!(DbKind::Sqlite.default_pool_size(), 1);
         assert_eq!(DbKind::Postgres.default_pool_size(), 16);
+    }
+
+    /// The writer's thread holds to one CPU (with two or more to choose from), and so does
+    /// sqlx's thread for the writer's connection, opened from it: each statement's hand-off
+    /// stays on that CPU ([`affinity`]).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_sqlite_writer_and_its_connection_share_one_cpu() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.expire_leases(1).await.unwrap();
+        let allowed = affinity::allowed().unwrap();
+        let masks: Vec<(String, String)> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let path = task.ok()?.path();
+                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                let status = std::fs::read_to_string(path.join("status")).ok()?;
+                let mask = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                    .trim()
+                    .to_string();
+                Some((comm.trim().to_string(), mask))
+            })
+            .collect();
+        let writer: Vec<&String> = masks
+            .iter()
+            .filter(|(comm, _)| comm == "db-writer")
+            .map(|(_, mask)| mask)
+            .collect();
+        assert!(!writer.is_empty(), "no writer thread in {masks:?}");
+        let want = if allowed.len() >= 2 {
+            allowed.last().unwrap().to_string()
+        } else {
+            return;
+        };
+        assert!(writer.iter().all(|m| **m == want), "{masks:?}");
+        assert!(
+            masks
+                .iter()
+                .any(|(comm, mask)| comm.starts_with("sqlx-sqlite") && *mask == want),
+            "no connection thread on CPU {want}: {masks:?}"
+        );
+        // The readers' connections are not held.
+        assert!(
+            masks
+                .iter()
+                .any(|(comm, mask)| comm.starts_with("sqlx-sqlite") && *mask != want),
+            "{masks:?}"
+        );
     }
 
     /// On a SQLite file, reads outside a transaction have connections of their own: they
