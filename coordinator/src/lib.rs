@@ -85,15 +85,8 @@ pub async fn serve(
     signer: PrivateKeySigner,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    if let Err(chosen) = set_writer_cpu(config.sqlite_writer_cpu)
-        && chosen != config.sqlite_writer_cpu
-    {
-        return Err(Error::BadRequest(format!(
-            "this process's SQLite writer already runs with {chosen:?}; \
-             --sqlite-writer-cpu {:?} comes too late",
-            config.sqlite_writer_cpu
-        )));
-    }
+    set_writer_cpu(config.sqlite_writer_cpu)
+        .map_err(|why| Error::BadRequest(format!("--sqlite-writer-cpu: {why}")))?;
     let store = Store::connect_with(&config.database_url, config.db_pool_size).await?;
     let (chain, info) = RpcChain::connect(
         &config.watcher.rpc_url,

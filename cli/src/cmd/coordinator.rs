@@ -68,9 +68,10 @@ pub struct RunArgs {
     pub db_pool_size: Option<u32>,
     /// SQLite only: the CPU the store's single writer runs on. Its two threads (the writer's
     /// and sqlx's connection thread) pass every statement back and forth; on one CPU each
-    /// pass is a switch, across two a wake-up, slow on virtual machines (round trips/s +30% in
-    /// `gleaner bench coordinator` on a 2-core VM). `auto`: the last CPU the process may use,
-    /// when it may use two or more; `off`: wherever the system puts them; or a CPU number.
+    /// pass is a switch, across two a wake-up, slow on virtual machines (`gleaner bench
+    /// coordinator` on a 2-core VM: ~15k round trips/s with `off`, ~21k with `auto`). `auto`:
+    /// the last CPU the process may use, when it may use two or more; `off`: wherever the
+    /// system puts them; or a CPU number, which must be one the process may use.
     #[arg(long, env = "GLEANER_SQLITE_WRITER_CPU", default_value = "auto")]
     pub sqlite_writer_cpu: gleaner_coordinator::WriterCpu,
     /// Parsed job manifests kept in memory (least recently used ones are dropped).

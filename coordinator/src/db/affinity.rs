@@ -11,8 +11,14 @@
 //! to one CPU, and the connection thread, started from it, inherits that (a new thread starts
 //! with its creator's CPU mask).
 //!
-//! Everything else (HTTP, signatures, reads) still runs on every CPU; so does everything on
-//! PostgreSQL, which has no writer thread.
+//! Everything else (HTTP, signatures, reads through the readers' connections) still runs on
+//! every CPU; so does everything on PostgreSQL, which has no writer thread. `auto` picks the
+//! same CPU in every process: coordinators sharing a host (tests do) stack their writers on
+//! it, and `off` or a CPU each spreads them.
+//!
+//! Only connections opened on the writer's thread inherit its CPU: the one the migrations open
+//! at start, which is the whole pool at the default size of 1. A larger `--db-pool-size` opens
+//! more from other threads, and those run anywhere.
 
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -45,12 +51,19 @@ impl FromStr for WriterCpu {
 
 static CHOICE: OnceLock<WriterCpu> = OnceLock::new();
 
-/// Sets where the writer's threads run, for the whole process. Only before the first SQLite
-/// store starts writing, and only once: afterwards, the choice already made is returned as the
-/// error.
-pub fn set_writer_cpu(choice: WriterCpu) -> Result<(), WriterCpu> {
-    CHOICE.set(choice)?;
-    Ok(())
+/// Sets where the writer's threads run, for the whole process: a CPU it may not use is
+/// refused, with why. The first choice stands (the first SQLite store's writes make
+/// [`WriterCpu::Auto`] when none was set): asked for another afterwards, it says which.
+pub fn set_writer_cpu(choice: WriterCpu) -> Result<(), String> {
+    imp::usable(choice)?;
+    let chosen = *CHOICE.get_or_init(|| choice);
+    if chosen == choice {
+        Ok(())
+    } else {
+        Err(format!(
+            "this process's SQLite writer already runs with {chosen:?}, not {choice:?}"
+        ))
+    }
 }
 
 /// Holds the calling thread to the CPU [`set_writer_cpu`] chose (or [`WriterCpu::Auto`]'s);
@@ -87,7 +100,27 @@ mod imp {
         }
     }
 
+    /// Whether `choice` names a CPU this process may use (auto and off always do).
+    pub(super) fn usable(choice: WriterCpu) -> Result<(), String> {
+        match choice {
+            WriterCpu::Cpu(cpu) => {
+                let allowed = allowed().map_err(|e| format!("cannot read the CPU mask: {e}"))?;
+                if allowed.contains(&cpu) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "CPU {cpu} is not one this process may use ({allowed:?})"
+                    ))
+                }
+            }
+            WriterCpu::Auto | WriterCpu::Off => Ok(()),
+        }
+    }
+
     pub(super) fn hold(choice: WriterCpu) -> Result<Option<usize>, String> {
+        if choice == WriterCpu::Off {
+            return Ok(None);
+        }
         let allowed = allowed().map_err(|e| format!("cannot read the CPU mask: {e}"))?;
         let cpu = match choice {
             WriterCpu::Off => return Ok(None),
@@ -119,6 +152,10 @@ mod imp {
 mod imp {
     use super::WriterCpu;
 
+    pub(super) fn usable(choice: WriterCpu) -> Result<(), String> {
+        hold(choice).map(|_| ())
+    }
+
     pub(super) fn hold(choice: WriterCpu) -> Result<Option<usize>, String> {
         match choice {
             WriterCpu::Auto | WriterCpu::Off => Ok(None),
@@ -144,6 +181,16 @@ mod tests {
         assert!("-1".parse::<WriterCpu>().is_err());
     }
 
+    /// The first choice stands for the process (`Auto`, the default, so that other tests in
+    /// this process see what they would have anyway).
+    #[test]
+    fn a_later_choice_is_refused_with_the_one_in_force() {
+        assert_eq!(set_writer_cpu(WriterCpu::Auto), Ok(()));
+        assert_eq!(set_writer_cpu(WriterCpu::Auto), Ok(()));
+        let why = set_writer_cpu(WriterCpu::Off).unwrap_err();
+        assert!(why.contains("already runs with Auto, not Off"), "{why}");
+    }
+
     /// Auto holds a thread to the last CPU it may use when it may use two or more, and
     /// leaves it alone otherwise; a CPU outside the mask is refused and changes nothing.
     #[cfg(target_os = "linux")]
@@ -153,6 +200,8 @@ mod tests {
             let before = allowed().unwrap();
             let outside = before.last().unwrap() + 1;
             assert!(imp::hold(WriterCpu::Cpu(outside)).is_err());
+            let why = set_writer_cpu(WriterCpu::Cpu(outside)).unwrap_err();
+            assert!(why.contains("not one this process may use"), "{why}");
             assert_eq!(allowed().unwrap(), before, "a refused CPU changes nothing");
             assert_eq!(imp::hold(WriterCpu::Off), Ok(None));
             assert_eq!(allowed().unwrap(), before);

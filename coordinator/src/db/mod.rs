@@ -137,7 +137,9 @@ impl Store {
             // The writer's connection is opened on the writer's thread, by the migrations, so
             // that sqlx's thread for it starts on the writer's CPU ([`affinity`]); and it is
             // kept for good (sqlx would close it after 10 minutes idle, and reopen it on
-            // whatever thread asked next).
+            // whatever thread asked next). With a pool of more than one, the others open on
+            // the threads that ask for them, on any CPU. A bad path now fails here, in the
+            // migrations' first statement.
             DbKind::Sqlite => {
                 let pool = options
                     .idle_timeout(None)
