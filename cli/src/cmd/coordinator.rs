@@ -69,7 +69,8 @@ pub struct RunArgs {
     /// SQLite only: the CPU the store's single writer runs on. Its two threads (the writer's
     /// and sqlx's connection thread) pass every statement back and forth; on one CPU each
     /// pass is a switch, across two a wake-up, slow on virtual machines (`gleaner bench
-    /// coordinator` on a 2-core VM: ~15k round trips/s with `off`, ~21k with `auto`). `auto`:
+    /// coordinator`, batch 64, on a 2-core VM: 13.9-18.7k round trips/s with `off`, 18.1-23.6k
+    /// with `auto`). `auto`:
     /// the last CPU the process may use, when it may use two or more; `off`: wherever the
     /// system puts them; or a CPU number, which must be one the process may use.
     #[arg(long, env = "GLEANER_SQLITE_WRITER_CPU", default_value = "auto")]

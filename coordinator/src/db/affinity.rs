@@ -100,38 +100,32 @@ mod imp {
         }
     }
 
-    /// Whether `choice` names a CPU this process may use (auto and off always do).
-    pub(super) fn usable(choice: WriterCpu) -> Result<(), String> {
-        match choice {
-            WriterCpu::Cpu(cpu) => {
-                let allowed = allowed().map_err(|e| format!("cannot read the CPU mask: {e}"))?;
-                if allowed.contains(&cpu) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "CPU {cpu} is not one this process may use ({allowed:?})"
-                    ))
-                }
-            }
-            WriterCpu::Auto | WriterCpu::Off => Ok(()),
-        }
-    }
-
-    pub(super) fn hold(choice: WriterCpu) -> Result<Option<usize>, String> {
+    /// The CPU `choice` names among those this process may use (`None`: leave it free), or
+    /// why it names none.
+    fn target(choice: WriterCpu) -> Result<Option<usize>, String> {
         if choice == WriterCpu::Off {
             return Ok(None);
         }
         let allowed = allowed().map_err(|e| format!("cannot read the CPU mask: {e}"))?;
-        let cpu = match choice {
-            WriterCpu::Off => return Ok(None),
-            WriterCpu::Auto if allowed.len() < 2 => return Ok(None),
-            WriterCpu::Auto => *allowed.last().expect("two or more CPUs"),
-            WriterCpu::Cpu(cpu) if allowed.contains(&cpu) => cpu,
-            WriterCpu::Cpu(cpu) => {
-                return Err(format!(
-                    "CPU {cpu} is not one this process may use ({allowed:?})"
-                ));
-            }
+        match choice {
+            WriterCpu::Off => Ok(None),
+            WriterCpu::Auto if allowed.len() < 2 => Ok(None),
+            WriterCpu::Auto => Ok(allowed.last().copied()),
+            WriterCpu::Cpu(cpu) if allowed.contains(&cpu) => Ok(Some(cpu)),
+            WriterCpu::Cpu(cpu) => Err(format!(
+                "CPU {cpu} is not one this process may use ({allowed:?})"
+            )),
+        }
+    }
+
+    /// Whether `choice` names a CPU this process may use (auto and off always do).
+    pub(super) fn usable(choice: WriterCpu) -> Result<(), String> {
+        target(choice).map(drop)
+    }
+
+    pub(super) fn hold(choice: WriterCpu) -> Result<Option<usize>, String> {
+        let Some(cpu) = target(choice)? else {
+            return Ok(None);
         };
         // SAFETY: as in `allowed`; `cpu` is below CPU_SETSIZE, being in the kernel's mask.
         unsafe {

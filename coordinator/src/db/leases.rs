@@ -108,9 +108,9 @@ fn leased_sql() -> String {
 
 /// `queued` (replicas still wanted in leasable jobs: `job_wanted`, kept by triggers), with
 /// `leased` also [`leased_sql`] (at `$1`), and `mine` (worker `$2`'s live leases, through
-/// `replicas_worker`: the unary `+` keeps SQLite from walking every live lease through
-/// the index on leased replicas' expiry instead, 2.3 ms a lease with 16,384 out), at `now` (a parameter's
-/// name), in one query.
+/// `replicas_worker`: the unary `+` keeps SQLite from walking every live lease through the
+/// index on leased replicas' expiry instead, 2.3 ms a lease with 16,384 out), at `now` (a
+/// parameter's name), in one query.
 fn counts_sql(leased: bool, now: &str) -> String {
     format!(
         "SELECT \
@@ -313,8 +313,8 @@ fn record_sql(kind: DbKind, rows: usize, owned: bool) -> String {
                  {owner}"
             )
         }
-        // The list joined to replicas by primary key. The unary `+` keeps SQLite off
-        // the index on leased replicas' expiry (and `replicas_worker`): with it, SQLite walked every live
+        // The list joined to replicas by primary key. The unary `+` keeps SQLite off the index
+        // on leased replicas' expiry (and `replicas_worker`): with it, SQLite walked every live
         // lease for each batch and scanned the list twice for each row (O(leases + k²): 1.9 ms
         // for 64 results with 1,024 leases out, in the bench's statement log).
         DbKind::Sqlite => {
