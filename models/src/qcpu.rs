@@ -36,6 +36,7 @@
 //! Elsewhere the `gemm` crate multiplies.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -316,11 +317,11 @@ impl QMat {
         matches!(self.ty, GgmlType::Q4_1 | GgmlType::Q8_0)
     }
 
-    /// The quantised bytes and scales of the [`GEMM_CHUNK`] rows from `first` (empty past the
-    /// end), for prefetching.
-    fn next_chunk(&self, first: usize) -> (&[u8], &[f32]) {
+    /// The quantised bytes and scales of the `k` rows from `first` (empty past the end), for
+    /// prefetching.
+    fn next_chunk(&self, first: usize, k: usize) -> (&[u8], &[f32]) {
         let first = first.min(self.rows);
-        let end = (first + GEMM_CHUNK).min(self.rows);
+        let end = (first + k).min(self.rows);
         let (qb, sb) = (self.quants.len() / self.rows, self.scales.len() / self.rows);
         (
             &self.quants[first * qb..end * qb],
@@ -614,6 +615,55 @@ fn rope_cols(t: &mut [f32], cos: &[f32], sin: &[f32], hd: usize, np: usize) {
     }
 }
 
+/// Keeps the pool's other threads busy-waiting for work until the returned guard drops, so that
+/// the many short parallel loops of one pass (about ten a layer, between short serial steps)
+/// do not each wait for sleeping threads to be woken: on a two-core VM that wait cost about as
+/// much as some of the loops themselves. Each spinner runs the pool's pending work
+/// ([`rayon::yield_now`]) and otherwise spins; one that lands on the calling thread itself (which
+/// would then spin above its own pass) returns at once.
+fn keep_awake<'s>(s: &rayon::Scope<'s>, done: &'s AtomicBool) -> Awake<'s> {
+    let owner = rayon::current_thread_index();
+    for _ in 1..rayon::current_num_threads() {
+        s.spawn(move |_| {
+            if rayon::current_thread_index() == owner {
+                return;
+            }
+            while !done.load(Ordering::Acquire) {
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+    }
+    Awake(done)
+}
+
+/// Ends [`keep_awake`]'s spinning when dropped (also on an early return or a panic).
+struct Awake<'s>(&'s AtomicBool);
+
+impl Drop for Awake<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Weight rows per task of [`gemm_chunks_into`] for `threads` threads: [`GEMM_CHUNK`], halved
+/// (down to 12, the f32 kernel's row group) while the matrices give fewer than three tasks a
+/// thread and every matrix's rows still divide evenly. On two threads SmolLM2's matrices keep
+/// 96 (its smallest call, 576 rows, gives six tasks); on sixteen a 576-row matrix is split into
+/// 48 tasks of 12 instead of 6 of 96, which would leave ten threads idle.
+fn chunk_rows(mats: &[&QMat], threads: usize) -> usize {
+    let total: usize = mats.iter().map(|m| m.rows).sum();
+    let mut chunk = GEMM_CHUNK;
+    while chunk > 12
+        && total.div_ceil(chunk) < 3 * threads
+        && mats.iter().all(|m| m.rows.is_multiple_of(chunk / 2))
+    {
+        chunk /= 2;
+    }
+    chunk
+}
+
 /// The AVX-512 GEMMs of every matrix of `mats` (all as wide as `acts`) in one parallel loop
 /// (fewer wake-ups of the thread pool), one task per [`GEMM_CHUNK`] rows of a matrix: it
 /// dequantises them into a block (f32 for [`Xt`], 16-bit for [`Xq`]), multiplies it with every
@@ -639,15 +689,16 @@ unsafe fn gemm_chunks_into(
     let (cols, np) = (mats[0].cols, acts.np());
     assert!(mats.iter().all(|m| m.cols == cols) && acts.cols() == cols);
     assert!(into.is_none_or(|d| d.len() == mats.len()));
+    let chunk = chunk_rows(mats, rayon::current_num_threads());
     let tasks: Vec<(usize, usize)> = mats
         .iter()
         .enumerate()
-        .flat_map(|(j, m)| (0..m.rows).step_by(GEMM_CHUNK).map(move |first| (j, first)))
+        .flat_map(|(j, m)| (0..m.rows).step_by(chunk).map(move |first| (j, first)))
         .collect();
     tasks.into_par_iter().for_each(|(j, first)| {
         SCRATCH.with_borrow_mut(|(w, slab, wq)| {
             let m = mats[j];
-            let k = GEMM_CHUNK.min(m.rows - first);
+            let k = chunk.min(m.rows - first);
             // Every value is written below before it is read, so old contents do not matter.
             let slab = match into {
                 // SAFETY: rows `first..first + k` of buffer `j` (the caller's bounds) are this
@@ -683,7 +734,7 @@ unsafe fn gemm_chunks_into(
                     // (`Xq::new`), and only for Q4_1 and Q8_0 matrices (`Acts::new`).
                     unsafe {
                         avx512q::unpack(m, first, wq);
-                        avx512q::block(m, first, wq, xq, slab, m.next_chunk(first + k));
+                        avx512q::block(m, first, wq, xq, slab, m.next_chunk(first + k, k));
                     }
                 }
             }
@@ -847,6 +898,47 @@ impl Xq {
             });
         }
         let _ = (xt, n, np, cols);
+        None
+    }
+
+    /// [`Xq::from_cols`] of `silu(gate) * up` (both `[cols, np]`), with `gate` overwritten by
+    /// that product: each task multiplies its own block's 32 rows right before quantising them,
+    /// so the product needs no parallel loop of its own (one fewer wake-up of the thread pool a
+    /// layer). Every value is [`kernels::silu_mul`]'s, as in a separate pass.
+    fn silu_from_cols(
+        gate: &mut [f32],
+        up: &[f32],
+        n: usize,
+        np: usize,
+        cols: usize,
+    ) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if np.is_multiple_of(16)
+            && n <= np
+            && cols.is_multiple_of(32)
+            && gate.len() >= cols * np
+            && up.len() >= cols * np
+        {
+            let rows: Vec<_> = gate
+                .chunks_exact_mut(32 * np)
+                .zip(up.chunks_exact(32 * np))
+                .map(std::sync::Mutex::new)
+                .collect();
+            return Self::build(n, np, cols, |b, p0, w, s, su| {
+                // One task per block `b`, which `build` runs once per 16 positions: the first
+                // run multiplies the block's rows; the lock is never contended.
+                let mut rows = rows[b].lock().unwrap_or_else(|e| e.into_inner());
+                let (g, u) = &mut *rows;
+                if p0 == 0 {
+                    kernels::silu_mul(g, u);
+                }
+                // SAFETY: `build` runs this only where AVX-512F and BW were detected; `g` holds
+                // the block's 32 rows of `np` (checked above), read as block 0; `w`, `s`, `su`
+                // hold `np` positions a row, `p0 + 16` at most.
+                unsafe { avx512q::quantize16_cols(g, 0, p0, w, s, su) }
+            });
+        }
+        let _ = (gate, up, n, np, cols);
         None
     }
 
@@ -2303,11 +2395,10 @@ impl QuantLlama {
             }
             let h = rms_norm_cols(&x, &b.ffn_norm, eps, np);
             let [mut gate, up] = gemm_cols([&b.gate, &b.up], &quantised(&h, d, m, np)?);
-            let chunk = GEMM_ROWS * ffn;
-            gate.par_chunks_mut(chunk)
-                .zip(up.par_chunks(chunk))
-                .for_each(|(g, u)| kernels::silu_mul(g, u));
-            let [down] = gemm_cols([&b.down], &quantised(&gate, ffn, m, np)?);
+            let [down] = gemm_cols(
+                [&b.down],
+                &int16(Xq::silu_from_cols(&mut gate, &up, m, np, ffn))?,
+            );
             for (xi, oi) in x.iter_mut().zip(down) {
                 *xi += oi;
             }
@@ -2365,8 +2456,12 @@ impl QuantLlama {
         let m = ids.len() - from;
         #[cfg(target_arch = "x86_64")]
         if fast && self.cols_pass_runs(ids.len()) {
-            // On a pool thread, as in `step_then`.
-            return rayon::scope(|_| Ok(head(&self.forward_cols(ids, from)?, m)));
+            // On a pool thread, as in `step_then`, with the pool's other threads kept awake.
+            let done = AtomicBool::new(false);
+            return rayon::scope(|s| {
+                let _awake = keep_awake(s, &done);
+                Ok(head(&self.forward_cols(ids, from)?, m))
+            });
         }
         let rows: Vec<usize> = (from..ids.len()).collect();
         let seq = vec![0; ids.len()];
@@ -2714,20 +2809,8 @@ mod tests {
         }
     }
 
-    /// The verifier's positions-minor pass ([`QuantLlama::forward_cols`]) gives bit for bit
-    /// the final-normed rows of the row-wise `fast` step, on a small random model (Q4_1 layers
-    /// with a Q8_0 value matrix, Q8_0 embedding) at position counts with and without padding.
-    #[test]
-    fn positions_minor_pass_equals_the_row_pass() {
-        let cfg = LlamaConfig {
-            vocab: 50,
-            dim: 64,
-            layers: 2,
-            heads: 4,
-            kv_heads: 2,
-            ffn: 96,
-            ..LlamaConfig::new()
-        };
+    /// A model of shape `cfg` with pseudo-random Q4_1 and Q8_0 weights.
+    fn tiny_model(cfg: LlamaConfig) -> QuantLlama {
         let norm = |seed: usize| -> Vec<f32> {
             (0..cfg.dim)
                 .map(|i| 0.5 + ((i * 31 + seed * 17) % 23) as f32 / 23.0)
@@ -2748,7 +2831,7 @@ mod tests {
             })
             .collect();
         let hd = cfg.dim / cfg.heads;
-        let model = QuantLlama {
+        QuantLlama {
             cfg,
             embed: matrix(GgmlType::Q8_0, cfg.vocab, cfg.dim, 99),
             blocks,
@@ -2756,7 +2839,24 @@ mod tests {
             inv_freq: (0..hd / 2)
                 .map(|i| cfg.rope_base.powf(-2.0 * i as f64 / hd as f64))
                 .collect(),
+        }
+    }
+
+    /// The verifier's positions-minor pass ([`QuantLlama::forward_cols`]) gives bit for bit
+    /// the final-normed rows of the row-wise `fast` step, on a small random model (Q4_1 layers
+    /// with a Q8_0 value matrix, Q8_0 embedding) at position counts with and without padding.
+    #[test]
+    fn positions_minor_pass_equals_the_row_pass() {
+        let cfg = LlamaConfig {
+            vocab: 50,
+            dim: 64,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            ffn: 96,
+            ..LlamaConfig::new()
         };
+        let model = tiny_model(cfg);
         if !model.cols_pass_runs(GEMM_ROWS) {
             eprintln!("positions-minor pass: no AVX-512 VNNI here, nothing to compare");
             return;
@@ -2783,6 +2883,61 @@ mod tests {
                     w.to_bits(),
                     "{n} positions from {from}: value {i}"
                 );
+            }
+        }
+    }
+
+    /// The GEMMs' tasks: 96 rows where there are enough of them for the threads (SmolLM2 on
+    /// two), smaller where there are not (sixteen), always dividing every matrix evenly.
+    #[test]
+    fn gemm_tasks_fit_the_threads() {
+        let q41 = GgmlType::Q4_1;
+        let (wo, wk) = (matrix(q41, 576, 32, 1), matrix(q41, 192, 32, 2));
+        assert_eq!(chunk_rows(&[&wo], 2), 96);
+        assert_eq!(chunk_rows(&[&wo, &wk, &wk], 2), 96);
+        assert_eq!(chunk_rows(&[&wo], 16), 12);
+        assert_eq!(chunk_rows(&[&wo, &wk, &wk], 8), 24);
+        // 40 rows split no further than 96: 48 does not divide them.
+        let odd = matrix(q41, 40, 32, 3);
+        assert_eq!(chunk_rows(&[&odd], 16), 96);
+    }
+
+    /// The verifier's teacher-forced pass gives the same logits, bit for bit, on one thread and
+    /// on pools of several (smaller GEMM tasks, the pool's other threads kept awake), and the
+    /// pool is usable again afterwards (its spinners stopped).
+    #[test]
+    fn teacher_forced_pass_is_the_same_on_any_number_of_threads() {
+        let cfg = LlamaConfig {
+            vocab: 40,
+            dim: 96,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            ffn: 192,
+            ..LlamaConfig::new()
+        };
+        let model = tiny_model(cfg);
+        let ids: Vec<u32> = (0..37).map(|i| (i * 11 % cfg.vocab) as u32).collect();
+        let pass = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let logits = pool.install(|| model.forward_from(&ids, 3)).unwrap();
+            // Every thread takes work again: the pass's spinners have returned.
+            let sum: usize = pool.install(|| (0..1000).into_par_iter().sum());
+            assert_eq!(sum, 499_500);
+            logits
+        };
+        let one = pass(1);
+        assert_eq!(one.len(), (ids.len() - 3) * cfg.vocab);
+        assert!(one.iter().all(|v| v.is_finite()) && one.iter().any(|v| *v != 0.0));
+        let b = &model.blocks[0];
+        assert!(chunk_rows(&[&b.wq, &b.wk, &b.wv], 5) < GEMM_CHUNK);
+        for threads in [2, 5] {
+            let got = pass(threads);
+            for (i, (g, w)) in got.iter().zip(&one).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{threads} threads: logit {i}");
             }
         }
     }
