@@ -381,7 +381,8 @@ unsafe impl Sync for SendPtr {}
 
 /// Weight rows per GEMM task: divides the rows of every SmolLM2 matrix (192, 576, 1,536 and the
 /// 49,152-row embedding), so two threads get equal shares, and is a multiple of the AVX-512
-/// kernel's 12-row groups (no row is left to its one-row tail).
+/// kernel's 12-row groups (no row is left to its one-row tail). The AVX-512 GEMMs split it
+/// further where a call would give too few tasks for the threads ([`chunk_rows`]).
 const GEMM_CHUNK: usize = 96;
 
 /// `dst = beta · lhs · rhs` (`m × k` times `k × n`) on this thread with the `gemm` crate; each
@@ -665,7 +666,7 @@ fn chunk_rows(mats: &[&QMat], threads: usize) -> usize {
 }
 
 /// The AVX-512 GEMMs of every matrix of `mats` (all as wide as `acts`) in one parallel loop
-/// (fewer wake-ups of the thread pool), one task per [`GEMM_CHUNK`] rows of a matrix: it
+/// (fewer wake-ups of the thread pool), one task per [`chunk_rows`] rows of a matrix: it
 /// dequantises them into a block (f32 for [`Xt`], 16-bit for [`Xq`]), multiplies it with every
 /// position into a slab `[k, np]` (rows × positions), and hands that to `sink(j, first, k,
 /// slab)`.
