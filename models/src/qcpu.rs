@@ -2810,8 +2810,18 @@ mod tests {
         }
     }
 
-    /// A model of shape `cfg` with pseudo-random Q4_1 and Q8_0 weights.
-    fn tiny_model(cfg: LlamaConfig) -> QuantLlama {
+    /// A two-layer model (four heads, two key/value heads) of `vocab` tokens, width `dim` and
+    /// MLP width `ffn`, with pseudo-random Q4_1 and Q8_0 weights.
+    fn tiny_model(vocab: usize, dim: usize, ffn: usize) -> QuantLlama {
+        let cfg = LlamaConfig {
+            vocab,
+            dim,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            ffn,
+            ..LlamaConfig::new()
+        };
         let norm = |seed: usize| -> Vec<f32> {
             (0..cfg.dim)
                 .map(|i| 0.5 + ((i * 31 + seed * 17) % 23) as f32 / 23.0)
@@ -2848,16 +2858,8 @@ mod tests {
     /// with a Q8_0 value matrix, Q8_0 embedding) at position counts with and without padding.
     #[test]
     fn positions_minor_pass_equals_the_row_pass() {
-        let cfg = LlamaConfig {
-            vocab: 50,
-            dim: 64,
-            layers: 2,
-            heads: 4,
-            kv_heads: 2,
-            ffn: 96,
-            ..LlamaConfig::new()
-        };
-        let model = tiny_model(cfg);
+        let model = tiny_model(50, 64, 96);
+        let cfg = model.cfg;
         if !model.cols_pass_runs(GEMM_ROWS) {
             eprintln!("positions-minor pass: no AVX-512 VNNI here, nothing to compare");
             return;
@@ -2908,16 +2910,8 @@ mod tests {
     /// pool is usable again afterwards (its spinners stopped).
     #[test]
     fn teacher_forced_pass_is_the_same_on_any_number_of_threads() {
-        let cfg = LlamaConfig {
-            vocab: 40,
-            dim: 96,
-            layers: 2,
-            heads: 4,
-            kv_heads: 2,
-            ffn: 192,
-            ..LlamaConfig::new()
-        };
-        let model = tiny_model(cfg);
+        let model = tiny_model(40, 96, 192);
+        let cfg = model.cfg;
         let ids: Vec<u32> = (0..37).map(|i| (i * 11 % cfg.vocab) as u32).collect();
         let pass = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
