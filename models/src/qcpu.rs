@@ -620,13 +620,17 @@ fn rope_cols(t: &mut [f32], cos: &[f32], sin: &[f32], hd: usize, np: usize) {
 /// the many short parallel loops of one pass (about ten a layer, between short serial steps)
 /// do not each wait for sleeping threads to be woken: on a two-core VM that wait cost about as
 /// much as some of the loops themselves. Each spinner runs the pool's pending work
-/// ([`rayon::yield_now`]) and otherwise spins; one that lands on the calling thread itself (which
-/// would then spin above its own pass) returns at once.
+/// ([`rayon::yield_now`]) and otherwise spins.
+///
+/// A spinner that starts on a thread already inside a pass (its own pass's thread, another
+/// pass's, or another spinner's) returns at once: spinning there would hold up the pass below
+/// it until this one ends, and two passes on one pool could then wait on each other.
 fn keep_awake<'s>(s: &rayon::Scope<'s>, done: &'s AtomicBool) -> Awake<'s> {
-    let owner = rayon::current_thread_index();
+    let in_pass = InPass::enter();
     for _ in 1..rayon::current_num_threads() {
         s.spawn(move |_| {
-            if rayon::current_thread_index() == owner {
+            let in_pass = InPass::enter();
+            if in_pass.0 {
                 return;
             }
             while !done.load(Ordering::Acquire) {
@@ -636,15 +640,42 @@ fn keep_awake<'s>(s: &rayon::Scope<'s>, done: &'s AtomicBool) -> Awake<'s> {
             }
         });
     }
-    Awake(done)
+    Awake {
+        done,
+        _in_pass: in_pass,
+    }
+}
+
+thread_local! {
+    /// Whether this thread is running a pass or spinning for one ([`keep_awake`]).
+    static IN_PASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as inside a pass until dropped (also when unwinding), then restores what
+/// it was: the field.
+struct InPass(bool);
+
+impl InPass {
+    fn enter() -> Self {
+        Self(IN_PASS.replace(true))
+    }
+}
+
+impl Drop for InPass {
+    fn drop(&mut self) {
+        IN_PASS.set(self.0);
+    }
 }
 
 /// Ends [`keep_awake`]'s spinning when dropped (also on an early return or a panic).
-struct Awake<'s>(&'s AtomicBool);
+struct Awake<'s> {
+    done: &'s AtomicBool,
+    _in_pass: InPass,
+}
 
 impl Drop for Awake<'_> {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
+        self.done.store(true, Ordering::Release);
     }
 }
 
@@ -2934,6 +2965,46 @@ mod tests {
             for (i, (g, w)) in got.iter().zip(&one).enumerate() {
                 assert_eq!(g.to_bits(), w.to_bits(), "{threads} threads: logit {i}");
             }
+        }
+    }
+
+    /// Several passes at once on one small pool (as when two roles share a process) all end
+    /// and each gives the one-thread logits: a pass's spinners never hold up another pass.
+    #[test]
+    fn concurrent_passes_on_one_pool_all_end() {
+        let model = std::sync::Arc::new(tiny_model(40, 96, 192));
+        let ids: Vec<u32> = (0..37).map(|i| (i * 13 % 40) as u32).collect();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| model.forward_from(&ids, 3))
+            .unwrap();
+        let pool = std::sync::Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap(),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..3 {
+            let (model, ids, pool, tx) = (model.clone(), ids.clone(), pool.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for _ in 0..30 {
+                    let got = pool.install(|| model.forward_from(&ids, 3)).unwrap();
+                    tx.send(got).unwrap();
+                }
+            });
+        }
+        for i in 0..90 {
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("pass {i} of 90 did not end within a minute"));
+            assert!(
+                got.iter()
+                    .zip(&one)
+                    .all(|(g, w)| g.to_bits() == w.to_bits())
+            );
         }
     }
 
