@@ -651,8 +651,8 @@ thread_local! {
     static IN_PASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Marks this thread as inside a pass until dropped (also when unwinding), then restores what
-/// it was: the field.
+/// Marks this thread as inside a pass until dropped (also when unwinding), then puts back the
+/// mark it found, which the field holds.
 struct InPass(bool);
 
 impl InPass {
