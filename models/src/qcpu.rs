@@ -620,7 +620,7 @@ fn rope_cols(t: &mut [f32], cos: &[f32], sin: &[f32], hd: usize, np: usize) {
 /// the many short parallel loops of one pass (about ten a layer, between short serial steps)
 /// do not each wait for sleeping threads to be woken: on a two-core VM that wait cost about as
 /// much as some of the loops themselves. Each spinner runs the pool's pending work
-/// ([`rayon::yield_now`]) and otherwise spins.
+/// ([`rayon::yield_now`]) and otherwise yields its CPU to the OS, without sleeping.
 ///
 /// A spinner that starts on a thread already inside a pass (its own pass's thread, another
 /// pass's, or another spinner's) returns at once: spinning there would hold up the pass below
@@ -635,7 +635,9 @@ fn keep_awake<'s>(s: &rayon::Scope<'s>, done: &'s AtomicBool) -> Awake<'s> {
             }
             while !done.load(Ordering::Acquire) {
                 if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                    std::hint::spin_loop();
+                    // Nothing pending: let any other runnable thread of this CPU (the
+                    // process's async runtime, say) run first, as rayon's docs advise.
+                    std::thread::yield_now();
                 }
             }
         });
