@@ -907,12 +907,19 @@ impl Xq {
     fn new(x: &[f32], n: usize, cols: usize) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if x.len() >= n * cols {
-            return Self::build(n, n.next_multiple_of(16), cols, |b, p0, w, s, su| {
-                // SAFETY: `build` runs this only where AVX-512F and BW were detected; `x` holds
-                // `n` rows of `cols` (checked above), block `b` lies inside them, and `w`, `s`,
-                // `su` hold `np` (a multiple of 16 above `p0`) positions a row.
-                unsafe { avx512q::quantize16(x, n, cols, b, p0, w, s, su) }
-            });
+            let blocks = rayon::iter::repeat_n((), cols / 32);
+            return Self::build(
+                n,
+                n.next_multiple_of(16),
+                cols,
+                blocks,
+                |_, b, p0, w, s, su| {
+                    // SAFETY: `build` runs this only where AVX-512F and BW were detected; `x` holds
+                    // `n` rows of `cols` (checked above), block `b` lies inside them, and `w`, `s`,
+                    // `su` hold `np` (a multiple of 16 above `p0`) positions a row.
+                    unsafe { avx512q::quantize16(x, n, cols, b, p0, w, s, su) }
+                },
+            );
         }
         let _ = (x, n, cols);
         None
@@ -924,7 +931,8 @@ impl Xq {
     fn from_cols(xt: &[f32], n: usize, np: usize, cols: usize) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if np.is_multiple_of(16) && n <= np && xt.len() >= cols * np {
-            return Self::build(n, np, cols, |b, p0, w, s, su| {
+            let blocks = rayon::iter::repeat_n((), cols / 32);
+            return Self::build(n, np, cols, blocks, |_, b, p0, w, s, su| {
                 // SAFETY: `build` runs this only where AVX-512F and BW were detected; `xt` holds
                 // `cols` rows of `np` (checked above) and block `b` lies inside them; `w`, `s`,
                 // `su` hold `np` positions a row, `p0 + 16` at most.
@@ -953,16 +961,12 @@ impl Xq {
             && gate.len() >= cols * np
             && up.len() >= cols * np
         {
-            let rows: Vec<_> = gate
-                .chunks_exact_mut(32 * np)
-                .zip(up.chunks_exact(32 * np))
-                .map(std::sync::Mutex::new)
-                .collect();
-            return Self::build(n, np, cols, |b, p0, w, s, su| {
-                // One task per block `b`, which `build` runs once per 16 positions: the first
-                // run multiplies the block's rows; the lock is never contended.
-                let mut rows = rows[b].lock().unwrap_or_else(|e| e.into_inner());
-                let (g, u) = &mut *rows;
+            // Each block's task gets its 32 rows of both.
+            let blocks = gate[..cols * np]
+                .par_chunks_exact_mut(32 * np)
+                .zip(up[..cols * np].par_chunks_exact(32 * np));
+            return Self::build(n, np, cols, blocks, |(g, u), _, p0, w, s, su| {
+                // `build` runs this once per 16 positions: the first run multiplies the rows.
                 if p0 == 0 {
                     kernels::silu_mul(g, u);
                 }
@@ -976,15 +980,17 @@ impl Xq {
         None
     }
 
-    /// Buffers for `n` positions padded to `np`, each 32-column block's filled by `quantize(b,
-    /// p0, words, scale, sums)` 16 positions at a time (one task per block), where the CPU
-    /// runs the int16 kernel, `n` is at least [`GEMM_ROWS`] and `cols` a multiple of 32.
+    /// Buffers for `n` positions padded to `np`, each 32-column block's filled by
+    /// `quantize(item, b, p0, words, scale, sums)` 16 positions at a time (one task per block,
+    /// which owns block `b`'s `item` of `blocks`), where the CPU runs the int16 kernel, `n` is
+    /// at least [`GEMM_ROWS`] and `cols` a multiple of 32.
     #[cfg(target_arch = "x86_64")]
-    fn build(
+    fn build<T: Send>(
         n: usize,
         np: usize,
         cols: usize,
-        quantize: impl Fn(usize, usize, &mut [i32], &mut [f32], &mut [f32]) + Sync,
+        blocks: impl IndexedParallelIterator<Item = T>,
+        quantize: impl Fn(&mut T, usize, usize, &mut [i32], &mut [f32], &mut [f32]) + Sync,
     ) -> Option<Self> {
         if n >= GEMM_ROWS && cols.is_multiple_of(32) && avx512q::runs() {
             let nb = cols / 32;
@@ -996,10 +1002,11 @@ impl Xq {
             words
                 .par_chunks_mut(16 * np)
                 .zip(scale.par_chunks_mut(np).zip(sums.par_chunks_mut(np)))
+                .zip(blocks)
                 .enumerate()
-                .for_each(|(b, (w, (s, su)))| {
+                .for_each(|(b, ((w, (s, su)), mut item))| {
                     for p0 in (0..n).step_by(16) {
-                        quantize(b, p0, w, s, su);
+                        quantize(&mut item, b, p0, w, s, su);
                     }
                 });
             return Some(Self {
@@ -2951,8 +2958,9 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap();
+            // The pass returns only once its spinners have (the scope waits for them).
             let logits = pool.install(|| model.forward_from(&ids, 3)).unwrap();
-            // Every thread takes work again: the pass's spinners have returned.
+            // And the pool runs other work afterwards.
             let sum: usize = pool.install(|| (0..1000).into_par_iter().sum());
             assert_eq!(sum, 499_500);
             logits
@@ -2964,6 +2972,7 @@ mod tests {
         assert!(chunk_rows(&[&b.wq, &b.wk, &b.wv], 5) < GEMM_CHUNK);
         for threads in [2, 5] {
             let got = pass(threads);
+            assert_eq!(got.len(), one.len(), "{threads} threads");
             for (i, (g, w)) in got.iter().zip(&one).enumerate() {
                 assert_eq!(g.to_bits(), w.to_bits(), "{threads} threads: logit {i}");
             }
@@ -3002,6 +3011,7 @@ mod tests {
             let got = rx
                 .recv_timeout(std::time::Duration::from_secs(60))
                 .unwrap_or_else(|_| panic!("pass {i} of 90 did not end within a minute"));
+            assert_eq!(got.len(), one.len());
             assert!(
                 got.iter()
                     .zip(&one)
