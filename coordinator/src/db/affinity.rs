@@ -103,18 +103,28 @@ mod imp {
     /// The CPU `choice` names among those this process may use (`None`: leave it free), or
     /// why it names none.
     fn target(choice: WriterCpu) -> Result<Option<usize>, String> {
-        if choice == WriterCpu::Off {
-            return Ok(None);
-        }
-        let allowed = allowed().map_err(|e| format!("cannot read the CPU mask: {e}"))?;
+        // `off` reads no mask: it works wherever the mask cannot be read.
+        let mask = || allowed().map_err(|e| format!("cannot read the CPU mask: {e}"));
         match choice {
             WriterCpu::Off => Ok(None),
-            WriterCpu::Auto if allowed.len() < 2 => Ok(None),
-            WriterCpu::Auto => Ok(allowed.last().copied()),
-            WriterCpu::Cpu(cpu) if allowed.contains(&cpu) => Ok(Some(cpu)),
-            WriterCpu::Cpu(cpu) => Err(format!(
-                "CPU {cpu} is not one this process may use ({allowed:?})"
-            )),
+            WriterCpu::Auto => {
+                let allowed = mask()?;
+                Ok(if allowed.len() < 2 {
+                    None
+                } else {
+                    allowed.last().copied()
+                })
+            }
+            WriterCpu::Cpu(cpu) => {
+                let allowed = mask()?;
+                if allowed.contains(&cpu) {
+                    Ok(Some(cpu))
+                } else {
+                    Err(format!(
+                        "CPU {cpu} is not one this process may use ({allowed:?})"
+                    ))
+                }
+            }
         }
     }
 
