@@ -53,6 +53,24 @@ impl HomeArgs {
     pub fn models(&self) -> gleaner_models::ModelPaths {
         gleaner_models::ModelPaths::new(self.home())
     }
+
+    /// [`gleaner_models::select_device`], with the GPU's kernel cache (cubecl's autotune
+    /// results and compiled kernels) kept in `HOME/gpu-cache` when the choice may take wgpu, so
+    /// that a miner tunes and compiles each shape once, from whatever directory it starts. Where
+    /// the cache is, is logged when the device is a wgpu one.
+    pub fn select_device(
+        &self,
+        choice: gleaner_models::BackendChoice,
+    ) -> anyhow::Result<gleaner_models::SelectedDevice> {
+        use gleaner_models::BackendChoice::{Auto, Wgpu};
+        let cache = matches!(choice, Auto | Wgpu)
+            .then(|| gleaner_models::keep_gpu_cache_in(&self.home().join("gpu-cache")));
+        let device = gleaner_models::select_device(choice)?;
+        if let (Some(cache), Some(_)) = (cache, &device.adapter) {
+            tracing::info!(target: "gleaner", "{cache}");
+        }
+        Ok(device)
+    }
 }
 
 /// Which key signs: an encrypted JSON keystore (as `cast wallet import` and geth write them).
@@ -233,7 +251,10 @@ impl ModelArgs {
         &self,
         setup: &gleaner_kinds::ModelSetup,
     ) -> anyhow::Result<(gleaner_kinds::Registry, gleaner_models::SelectedDevice)> {
-        let device = gleaner_models::select_device(self.backend)?.with_precision(self.precision)?;
+        let device = self
+            .home
+            .select_device(self.backend)?
+            .with_precision(self.precision)?;
         tracing::info!(target: "gleaner", "{}", device.describe());
         Ok((
             gleaner_kinds::Registry::standard(setup, device.clone()),

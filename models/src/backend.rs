@@ -6,12 +6,14 @@
 //! wgpu path on machines without a GPU).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
 use burn::prelude::*;
 use burn::tensor::wgpu::wgpu;
+use cubecl_runtime::config::CubeClRuntimeConfig;
 
 use crate::{Error, Result};
 
@@ -268,6 +270,71 @@ fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
     }
 }
 
+/// Where this process keeps what cubecl learns about a GPU: its autotune results and compiled
+/// kernels, one database per GPU environment, reused by every later run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuCache {
+    /// The directory Gleaner chose ([`keep_gpu_cache_in`]).
+    Dir(PathBuf),
+    /// A `cubecl.toml` or `Burn.toml` seen from the working directory chose the place.
+    Configured,
+    /// cubecl's configuration was already in use in this process; its place stays.
+    AlreadySet,
+    /// The directory could not be created; cubecl's default place is used.
+    Unusable(String),
+}
+
+impl fmt::Display for GpuCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dir(dir) => write!(
+                f,
+                "GPU kernel cache: {} (autotune results and compiled kernels, kept across runs)",
+                dir.display()
+            ),
+            Self::Configured => f.write_str("GPU kernel cache: where cubecl.toml says"),
+            Self::AlreadySet => f.write_str("GPU kernel cache: as already configured"),
+            Self::Unusable(why) => write!(f, "GPU kernel cache: cubecl's default place ({why})"),
+        }
+    }
+}
+
+/// Keeps cubecl's on-disk cache (its autotune results and compiled kernels) in `dir`, so that
+/// a GPU worker tunes and compiles each shape once per machine, not once per working
+/// directory. cubecl's own default is `target/environment` beside the outermost `Cargo.toml`
+/// above the working directory, else the user's cache: a miner started from a checkout, and
+/// later from anywhere else, would pay every shape's tuning and compilation again.
+///
+/// Call it before the first wgpu device of the process. The place a `cubecl.toml` or
+/// `Burn.toml` sets (other than cubecl's default `target`) is kept, as are the rest of those
+/// files and cubecl's `CUBECL_*` variables.
+pub fn keep_gpu_cache_in(dir: &Path) -> GpuCache {
+    use cubecl_runtime::config::RuntimeConfig;
+
+    // Read the way cubecl itself reads it at the first device.
+    let loaded = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    let Some(config) = gpu_cache_config(loaded, dir) else {
+        return GpuCache::Configured;
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return GpuCache::Unusable(format!("cannot create {}: {e}", dir.display()));
+    }
+    if CubeClRuntimeConfig::try_set(config) {
+        GpuCache::Dir(dir.to_owned())
+    } else {
+        GpuCache::AlreadySet
+    }
+}
+
+/// `config` with its cache in `dir`, unless it names a place other than cubecl's default.
+fn gpu_cache_config(mut config: CubeClRuntimeConfig, dir: &Path) -> Option<CubeClRuntimeConfig> {
+    use cubecl_runtime::config::cache::CacheConfig;
+    matches!(config.environment.path, CacheConfig::Target).then(|| {
+        config.environment.path = CacheConfig::Directory(dir.to_owned());
+        config
+    })
+}
+
 /// Picks a device for `choice`. wgpu is initialised once per process; later calls reuse it.
 pub fn select_device(choice: BackendChoice) -> Result<SelectedDevice> {
     match choice {
@@ -383,6 +450,29 @@ mod tests {
                 "{}",
                 same.describe()
             );
+        }
+    }
+
+    /// cubecl's default place for its cache (`target/` of the working directory's project)
+    /// becomes the directory given; a place a configuration file chose stays.
+    #[test]
+    fn gpu_cache_goes_to_the_directory_unless_configured() {
+        use cubecl_runtime::config::cache::CacheConfig;
+        let dir = Path::new("/somewhere/gpu-cache");
+        let moved = gpu_cache_config(CubeClRuntimeConfig::default(), dir).unwrap();
+        assert!(
+            matches!(&moved.environment.path, CacheConfig::Directory(d) if d == dir),
+            "{:?}",
+            moved.environment.path
+        );
+        for chosen in [
+            CacheConfig::Global,
+            CacheConfig::Local,
+            CacheConfig::Directory("/elsewhere".into()),
+        ] {
+            let mut config = CubeClRuntimeConfig::default();
+            config.environment.path = chosen;
+            assert!(gpu_cache_config(config, dir).is_none());
         }
     }
 

@@ -199,10 +199,15 @@ fi
 log "corpora: job $(wc -l <"$JOB") sentences, bench $(wc -l <"$BENCH") sentences"
 
 # Gleaner's own processes run in a directory with no Cargo.toml above it and with their own
-# caches: cubecl keeps compiled kernels and autotune results under the workspace's target/ (else
-# the user cache), NVIDIA's driver its pipelines in its shader cache, and a cold job must find
-# neither the bench's nor an earlier run's.
-caches() { mkdir -p "$1/nvidia"; echo "XDG_CACHE_HOME=$1" "__GL_SHADER_DISK_CACHE_PATH=$1/nvidia"; }
+# caches: gleaner keeps cubecl's compiled kernels and autotune results in GLEANER_HOME/gpu-cache
+# (cubecl alone: the workspace's target/, else the user cache), NVIDIA's driver its pipelines in
+# its shader cache, and a cold job must find neither the bench's nor an earlier run's. So each
+# set of caches has its own home, with the weights linked in.
+caches() {
+    mkdir -p "$1/nvidia" "$1/home"
+    ln -sfn "$G/home/models" "$1/home/models"
+    echo "XDG_CACHE_HOME=$1" "__GL_SHADER_DISK_CACHE_PATH=$1/nvidia" "GLEANER_HOME=$1/home"
+}
 WORK="$G/work"
 mkdir -p "$WORK"
 read -r -a work_caches <<<"$(caches "$WORK/cache")"

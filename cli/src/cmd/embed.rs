@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use gleaner_models::{BackendChoice, Embedder, MiniLmFiles, Precision, select_device};
+use gleaner_models::{BackendChoice, Embedder, MiniLmFiles, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::{HomeArgs, read_all};
@@ -147,7 +147,7 @@ pub(crate) fn load_embedder(
 ) -> anyhow::Result<Embedder> {
     let files = minilm_files(model_dir, home);
     files.ensure_present()?;
-    let device = select_device(backend)?.with_precision(precision)?;
+    let device = home.select_device(backend)?.with_precision(precision)?;
     tracing::info!("{}", device.describe());
     Ok(Embedder::load(&files, device)?)
 }

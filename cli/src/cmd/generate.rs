@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use gleaner_models::smollm::{Decoding, GENERATE_MARGIN, Sampling, chat_prompt};
-use gleaner_models::{BackendChoice, DecoderChoice, Generator, Precision, select_device};
+use gleaner_models::{BackendChoice, DecoderChoice, Generator, Precision};
 
 use crate::common::HomeArgs;
 
@@ -91,7 +91,10 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<()> {
         bail!("--top-p must be in (0, 1]");
     }
     let path = a.model.unwrap_or_else(|| a.home.models().smollm_gguf());
-    let device = select_device(a.backend)?.with_precision(a.precision)?;
+    let device = a
+        .home
+        .select_device(a.backend)?
+        .with_precision(a.precision)?;
     tracing::info!("{}", device.describe());
     let generator = Generator::load_with(&path, device, a.decoder)?;
     tracing::info!(decoder = generator.decoder(), "SmolLM2 loaded");

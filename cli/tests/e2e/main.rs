@@ -9,6 +9,7 @@ mod net;
 mod bench;
 mod cheats;
 mod explorer;
+mod gpu_cache;
 mod reverse;
 mod spot;
 mod train;

@@ -224,15 +224,17 @@ pub(super) fn generate(args: GenerateBench) -> anyhow::Result<()> {
     let mut prompt_ids = Vec::new();
     let mut quantized_done = false;
     for (backend, precision) in super::configs(&args.backends, &args.precisions) {
-        let dev = match gleaner_models::select_device(backend)
-            .and_then(|d| d.with_precision(precision))
+        let dev = match args
+            .home
+            .select_device(backend)
+            .and_then(|d| Ok(d.with_precision(precision)?))
         {
             Ok(d) => d,
             Err(e) if backend == BackendChoice::Wgpu => {
-                eprintln!("skipping wgpu {precision}: {e}");
+                eprintln!("skipping wgpu {precision}: {e:#}");
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         let name = match precision {
             Precision::F32 => format!("gleaner/{}", dev.backend),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use gleaner_models::{BackendChoice, Decoder, Embedder, Precision, select_device};
+use gleaner_models::{BackendChoice, Decoder, Embedder, Precision};
 
 use crate::common::HomeArgs;
 
@@ -225,7 +225,10 @@ fn read_settled(path: &Path) -> anyhow::Result<String> {
 /// pause for the logger to finish writing.
 fn child(args: &KernelsBench, workload: &str) -> anyhow::Result<()> {
     let precision = args.precisions.first().copied().unwrap_or_default();
-    let device = select_device(BackendChoice::Wgpu)?.with_precision(precision)?;
+    let device = args
+        .home
+        .select_device(BackendChoice::Wgpu)?
+        .with_precision(precision)?;
     match workload {
         "embed" => {
             let files = crate::cmd::embed::minilm_files(args.model_dir.as_deref(), &args.home);
