@@ -310,6 +310,7 @@ impl fmt::Display for GpuCache {
 /// files and cubecl's `CUBECL_*` variables.
 pub fn keep_gpu_cache_in(dir: &Path) -> GpuCache {
     use cubecl_runtime::config::RuntimeConfig;
+    use cubecl_runtime::config::cache::CacheConfig;
 
     // Read the way cubecl itself reads it at the first device.
     let loaded = CubeClRuntimeConfig::from_current_dir().override_from_env();
@@ -320,9 +321,12 @@ pub fn keep_gpu_cache_in(dir: &Path) -> GpuCache {
         return GpuCache::Unusable(format!("cannot create {}: {e}", dir.display()));
     }
     if CubeClRuntimeConfig::try_set(config) {
-        GpuCache::Dir(dir.to_owned())
-    } else {
-        GpuCache::AlreadySet
+        return GpuCache::Dir(dir.to_owned());
+    }
+    // Set or read before: by an earlier call (a second wgpu device of this process), or not.
+    match &CubeClRuntimeConfig::get().environment.path {
+        CacheConfig::Directory(d) if d == dir => GpuCache::Dir(d.clone()),
+        _ => GpuCache::AlreadySet,
     }
 }
 
