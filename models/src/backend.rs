@@ -292,7 +292,9 @@ impl fmt::Display for GpuCache {
                 "GPU kernel cache: {} (autotune results and compiled kernels, kept across runs)",
                 dir.display()
             ),
-            Self::Configured => f.write_str("GPU kernel cache: where cubecl.toml says"),
+            Self::Configured => {
+                f.write_str("GPU kernel cache: where cubecl.toml (or Burn.toml) says")
+            }
             Self::AlreadySet => f.write_str("GPU kernel cache: as already configured"),
             Self::Unusable(why) => write!(f, "GPU kernel cache: cubecl's default place ({why})"),
         }
