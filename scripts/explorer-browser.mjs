@@ -101,8 +101,9 @@ try {
   for (;;) {
     const state = await page.locator("#job-state").getAttribute("data-state").catch(() => null);
     const verdict = await page.locator("#verdict").getAttribute("data-verdict").catch(() => null);
-    // FAILED is not final: the verifier publishes the report just after JobSettled, and until
-    // then the audit cannot run (the page says why, and retries on its next update).
+    // REPORT_PENDING (and FAILED) are not final: the verifier publishes the report just after
+    // JobSettled, and until then the audit cannot run (the page says so and retries on its next
+    // update).
     if (state === "settled" && (verdict === "OK" || verdict === "DIFFERENCES")) break;
     const agreed = await page.locator(".grid .cell.s-agreed").count();
     const cells = await page.locator(".grid .cell").count();

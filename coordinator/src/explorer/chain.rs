@@ -290,6 +290,9 @@ pub(crate) enum Verdict {
     Done(Vec<String>),
     /// The audit could not run: why.
     Failed(String),
+    /// Settled on-chain, but the coordinator has no report for the job yet: the verifier names
+    /// it right after its settlement and slash transactions, so the audit runs again later.
+    ReportPending,
 }
 
 /// The chain through JSON-RPC, with the ledger and caches.
@@ -510,6 +513,7 @@ impl ChainBook {
         .await
         {
             Ok(a) => Verdict::Done(a.differences.iter().map(ToString::to_string).collect()),
+            Err(gleaner_audit::Error::ReportPending(_)) => Verdict::ReportPending,
             Err(e) => Verdict::Failed(e.to_string()),
         };
         if matches!(v, Verdict::Done(_)) {

@@ -108,6 +108,7 @@ fn verdict_badge(v: Option<&Verdict>) -> String {
             if d.len() == 1 { "" } else { "s" }
         ),
         Some(Verdict::Failed(_)) => r#"<span class="badge">audit failed</span>"#.into(),
+        Some(Verdict::ReportPending) => r#"<span class="badge">report pending</span>"#.into(),
         None => r#"<span class="muted">—</span>"#.into(),
     }
 }
@@ -878,6 +879,9 @@ fn audit_section(b: &mut String, p: &JobPage<'_>) {
                 esc(why)
             );
         }
+        Some(Verdict::ReportPending) => b.push_str(
+            r#"<div class="verdict wait" id="verdict" data-verdict="REPORT_PENDING">Settled on-chain; the verifier has not named its report to the coordinator yet (it does right after settling). The audit runs when it has.</div>"#,
+        ),
         None => b.push_str(
             r#"<div class="verdict wait" id="verdict" data-verdict="PENDING">Not settled yet: the audit runs once JobSettled is on the chain.</div>"#,
         ),
@@ -1244,6 +1248,33 @@ mod tests {
         for (state, needed, live, want) in cases {
             assert_eq!(Cell::of(&task(state, needed), 2, live), want, "{state:?}");
         }
+    }
+
+    /// A settled job whose report the coordinator does not have yet reads "report pending",
+    /// not "audit failed", and its page keeps polling.
+    #[test]
+    fn a_pending_report_is_not_a_failed_audit() {
+        assert!(verdict_badge(Some(&Verdict::ReportPending)).contains("report pending"));
+        let failed = Verdict::Failed("no JobCreated event".into());
+        assert!(verdict_badge(Some(&failed)).contains("audit failed"));
+        let page = |verdict| JobPage {
+            id: U256::from(7),
+            coord: None,
+            chain: None,
+            report: None,
+            verdict: Some(verdict),
+            settled_at: None,
+            now: 0,
+        };
+        let pending = Verdict::ReportPending;
+        let mut b = String::new();
+        audit_section(&mut b, &page(&pending));
+        assert!(b.contains(r#"data-verdict="REPORT_PENDING""#), "{b}");
+        assert!(!b.contains("could not run"), "{b}");
+        assert!(page(&pending).live());
+        let mut b = String::new();
+        audit_section(&mut b, &page(&failed));
+        assert!(b.contains(r#"data-verdict="FAILED""#), "{b}");
     }
 
     #[test]
