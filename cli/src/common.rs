@@ -55,18 +55,16 @@ impl HomeArgs {
     }
 
     /// [`gleaner_models::select_device`], with the GPU's kernel cache (cubecl's autotune
-    /// results and compiled kernels) kept in `HOME/gpu-cache` when the choice may take wgpu, so
-    /// that a miner tunes and compiles each shape once, from whatever directory it starts. Where
-    /// the cache is, is logged when the device is a wgpu one.
+    /// results and compiled kernels) kept in `HOME/gpu-cache`
+    /// ([`gleaner_models::select_device_caching`]), so that a miner tunes and compiles each
+    /// shape once, from whatever directory it starts. Where the cache is, is logged when the
+    /// device is a wgpu one.
     pub fn select_device(
         &self,
         choice: gleaner_models::BackendChoice,
     ) -> anyhow::Result<gleaner_models::SelectedDevice> {
-        use gleaner_models::BackendChoice::{Auto, Wgpu};
-        let cache = matches!(choice, Auto | Wgpu)
-            .then(|| gleaner_models::keep_gpu_cache_in(&self.home().join("gpu-cache")));
-        let device = gleaner_models::select_device(choice)?;
-        if let (Some(cache), Some(_)) = (cache, &device.adapter) {
+        let device = gleaner_models::select_device_caching(choice, &self.home().join("gpu-cache"))?;
+        if let Some(cache) = &device.gpu_cache {
             tracing::info!(target: "gleaner", "{cache}");
         }
         Ok(device)

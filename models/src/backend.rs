@@ -185,6 +185,9 @@ pub struct SelectedDevice {
     pub reason: String,
     /// The float type Burn models use on it ([`SelectedDevice::with_precision`]).
     pub precision: Precision,
+    /// Where cubecl's kernel cache is, when this process's wgpu was initialised by
+    /// [`select_device_caching`]; `None` otherwise (and on CPU backends).
+    pub gpu_cache: Option<GpuCache>,
 }
 
 impl SelectedDevice {
@@ -202,6 +205,7 @@ impl SelectedDevice {
             adapter: None,
             reason: reason.into(),
             precision: Precision::F32,
+            gpu_cache: None,
         }
     }
 
@@ -274,11 +278,11 @@ fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
 /// kernels, one database per GPU environment, reused by every later run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GpuCache {
-    /// The directory Gleaner chose ([`keep_gpu_cache_in`]).
+    /// The directory Gleaner chose ([`select_device_caching`]).
     Dir(PathBuf),
     /// A `cubecl.toml` or `Burn.toml` seen from the working directory chose the place.
     Configured,
-    /// cubecl's configuration was already in use in this process; its place stays.
+    /// Something else of this process had read cubecl's configuration first; its place stays.
     AlreadySet,
     /// The directory could not be created; cubecl's default place is used.
     Unusable(String),
@@ -307,12 +311,11 @@ impl fmt::Display for GpuCache {
 /// above the working directory, else the user's cache: a miner started from a checkout, and
 /// later from anywhere else, would pay every shape's tuning and compilation again.
 ///
-/// Call it before the first wgpu device of the process. The place a `cubecl.toml` or
-/// `Burn.toml` sets (other than cubecl's default `target`) is kept, as are the rest of those
-/// files and cubecl's `CUBECL_*` variables.
-pub fn keep_gpu_cache_in(dir: &Path) -> GpuCache {
+/// Runs once, right before this process's wgpu device is created ([`init_wgpu`]). The place a
+/// `cubecl.toml` or `Burn.toml` sets (other than cubecl's default `target`) is kept, as are the
+/// rest of those files and cubecl's `CUBECL_*` variables.
+fn keep_gpu_cache_in(dir: &Path) -> GpuCache {
     use cubecl_runtime::config::RuntimeConfig;
-    use cubecl_runtime::config::cache::CacheConfig;
 
     // Read the way cubecl itself reads it at the first device.
     let loaded = CubeClRuntimeConfig::from_current_dir().override_from_env();
@@ -323,12 +326,9 @@ pub fn keep_gpu_cache_in(dir: &Path) -> GpuCache {
         return GpuCache::Unusable(format!("cannot create {}: {e}", dir.display()));
     }
     if CubeClRuntimeConfig::try_set(config) {
-        return GpuCache::Dir(dir.to_owned());
-    }
-    // Set or read before: by an earlier call (a second wgpu device of this process), or not.
-    match &CubeClRuntimeConfig::get().environment.path {
-        CacheConfig::Directory(d) if d == dir => GpuCache::Dir(d.clone()),
-        _ => GpuCache::AlreadySet,
+        GpuCache::Dir(dir.to_owned())
+    } else {
+        GpuCache::AlreadySet
     }
 }
 
@@ -343,15 +343,28 @@ fn gpu_cache_config(mut config: CubeClRuntimeConfig, dir: &Path) -> Option<CubeC
 
 /// Picks a device for `choice`. wgpu is initialised once per process; later calls reuse it.
 pub fn select_device(choice: BackendChoice) -> Result<SelectedDevice> {
+    select(choice, None)
+}
+
+/// [`select_device`], keeping cubecl's kernel cache (autotune results and compiled kernels)
+/// in `gpu_cache` when this call is the one that initialises the process's wgpu device: a
+/// miner then tunes and compiles each shape once, from whatever directory it starts. Where
+/// the cache is goes into the device's [`SelectedDevice::gpu_cache`]. Nothing is read or
+/// created when the choice ends on a CPU backend.
+pub fn select_device_caching(choice: BackendChoice, gpu_cache: &Path) -> Result<SelectedDevice> {
+    select(choice, Some(gpu_cache))
+}
+
+fn select(choice: BackendChoice, gpu_cache: Option<&Path>) -> Result<SelectedDevice> {
     match choice {
         BackendChoice::Cpu => Ok(SelectedDevice::cpu(CpuKind::DEFAULT, "asked for cpu")),
         BackendChoice::Flex => Ok(SelectedDevice::cpu(CpuKind::Flex, "asked for flex")),
         BackendChoice::NdArray => Ok(SelectedDevice::cpu(CpuKind::NdArray, "asked for ndarray")),
-        BackendChoice::Wgpu => init_wgpu("asked for wgpu"),
+        BackendChoice::Wgpu => init_wgpu("asked for wgpu", gpu_cache),
         BackendChoice::Auto => {
             let adapters = probe_adapters();
             match adapters.iter().find(|a| a.is_gpu) {
-                Some(gpu) => init_wgpu(&format!("auto: GPU adapter {}", gpu.name)),
+                Some(gpu) => init_wgpu(&format!("auto: GPU adapter {}", gpu.name), gpu_cache),
                 None => {
                     let why = match adapters.first() {
                         Some(a) => format!(
@@ -368,24 +381,29 @@ pub fn select_device(choice: BackendChoice) -> Result<SelectedDevice> {
     }
 }
 
-fn init_wgpu(reason: &str) -> Result<SelectedDevice> {
-    static WGPU: OnceLock<std::result::Result<(Device, AdapterSummary), String>> = OnceLock::new();
+/// The process's wgpu device, created by the first call (which also places cubecl's kernel
+/// cache in `gpu_cache`, when given); later calls reuse it, and its cache.
+fn init_wgpu(reason: &str, gpu_cache: Option<&Path>) -> Result<SelectedDevice> {
+    type Wgpu = (Device, AdapterSummary, Option<GpuCache>);
+    static WGPU: OnceLock<std::result::Result<Wgpu, String>> = OnceLock::new();
     let init = WGPU.get_or_init(|| {
+        let cache = gpu_cache.map(keep_gpu_cache_in);
         let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| {
             format!(
                 "{e}. No usable wgpu adapter: on a machine without a GPU install Mesa's lavapipe \
                  (`apt-get install mesa-vulkan-drivers`) or use --backend cpu"
             )
         })?;
-        Ok((device, summarize(&setup.adapter.get_info())))
+        Ok((device, summarize(&setup.adapter.get_info()), cache))
     });
     match init {
-        Ok((device, adapter)) => Ok(SelectedDevice {
+        Ok((device, adapter, cache)) => Ok(SelectedDevice {
             device: device.clone(),
             backend: "wgpu",
             adapter: Some(adapter.clone()),
             reason: reason.to_owned(),
             precision: Precision::F32,
+            gpu_cache: cache.clone(),
         }),
         Err(detail) => Err(Error::Backend {
             backend: "wgpu",

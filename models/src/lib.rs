@@ -41,8 +41,8 @@ pub mod smollm;
 mod tokenize;
 
 pub use backend::{
-    AdapterSummary, BackendChoice, CpuKind, GpuCache, Precision, SelectedDevice, keep_gpu_cache_in,
-    probe_adapters, select_device,
+    AdapterSummary, BackendChoice, CpuKind, GpuCache, Precision, SelectedDevice, probe_adapters,
+    select_device, select_device_caching,
 };
 /// The old name of [`default_home`], kept for its callers. It no longer reads `GLEANER_HOME`
 /// (the CLI does, through `--home`).
